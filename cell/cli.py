@@ -1,0 +1,170 @@
+"""The ``axcell`` command line.
+
+    axcell check FILE            validate a cell file (exit 2 with located errors)
+    axcell schema                JSON Schema of cell files
+    axcell skills [--json]       the skill library with parameter schemas
+    axcell run FILE ...          run a cell (simulated: faster than real time)
+    axcell vision fit|inspect    teach and run the inspection model
+
+User errors print one clear line per problem and never a traceback
+(set ``AXCELL_DEBUG=1`` to see one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import CellFileError, json_schema, load_cell
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed without a traceback, exit code ``code``."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _speed(text: str) -> float | None:
+    if text == "max":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--speed must be 'max' or a positive number, got {text!r}") from None
+    if not (v > 0 and v < 1e6):
+        raise argparse.ArgumentTypeError(f"--speed must be 'max' or a positive number, got {text!r}")
+    return v
+
+
+def _positive(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return v
+
+
+# -- commands ---------------------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = load_cell(args.file)
+    kinds = sorted({d.kind for d in cfg.devices})
+    print(f"{args.file}: ok — cell {cfg.cell.name!r}, {len(cfg.devices)} devices ({', '.join(kinds)}), "
+          f"{len(cfg.products)} products")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def cmd_skills(args: argparse.Namespace) -> int:
+    from skills.base import registry
+
+    items = [cls.describe() for _, cls in sorted(registry().items())]
+    if args.json:
+        print(json.dumps(items, indent=2))
+    else:
+        for it in items:
+            roles = ", ".join(f"{r}:{c}" for r, c in it["roles"].items()) or "-"
+            print(f"{it['name']:<18} roles {roles:<44} {it['description']}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_cell(args.file)
+    if args.duration is None and cfg.sim is not None and args.hmi_port is None and args.opcua_port is None:
+        raise UserError("a simulated batch run needs --duration SIM_SECONDS", 2)
+    from .session import RunOptions, run_session
+
+    opts = RunOptions(
+        duration=args.duration, seed=args.seed, speed=args.speed, report=args.report, transport=args.transport,
+        hmi_port=args.hmi_port, opcua_port=args.opcua_port, record=args.record, quiet=args.quiet,
+        run_dir=args.run_dir, processes=args.processes,
+    )
+    report = asyncio.run(run_session(cfg, opts))
+    if report is not None and not args.quiet:
+        from .report import summary_table
+
+        print(summary_table(report))
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="axcell", description="Run robot cells in simulation and on hardware.")
+    p.add_argument("--log-level", default=os.environ.get("AXCELL_LOG", "WARNING"))
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("check", help="validate a cell file")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("schema", help="print the JSON Schema of cell files")
+    s.set_defaults(func=cmd_schema)
+
+    k = sub.add_parser("skills", help="list the skill library")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(func=cmd_skills)
+
+    r = sub.add_parser("run", help="run a cell")
+    r.add_argument("file")
+    r.add_argument("--duration", type=_positive, help="seconds of cell time (simulated seconds in sim)")
+    r.add_argument("--seed", type=int, default=None, help="simulation seed (default: the cell file's)")
+    r.add_argument("--speed", type=_speed, default=None, help="'max' (default) or a real-time factor, e.g. 1")
+    r.add_argument("--report", type=Path, help="write the JSON report here")
+    r.add_argument("--transport", choices=["local", "ros"], default="local",
+                   help="local: in-process; ros: devices and cell as ROS 2 nodes")
+    r.add_argument("--processes", action="store_true", help="with --transport ros: one process per device node")
+    r.add_argument("--hmi-port", type=int, help="serve the HMI/API on 127.0.0.1:PORT")
+    r.add_argument("--opcua-port", type=int, help="serve the cell as a PackML unit on opc.tcp://127.0.0.1:PORT/axcell/")
+    r.add_argument("--record", type=Path, help="record every topic to this MCAP file (ROS transport)")
+    r.add_argument("--run-dir", type=Path, help="where the store and images go (default: runs/<cell>-<time>)")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(func=cmd_run)
+
+    try:
+        from . import cli_vision
+    except ImportError:  # pragma: no cover - vision extras missing
+        cli_vision = None  # type: ignore[assignment]
+    if cli_vision is not None and hasattr(cli_vision, "register"):
+        cli_vision.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except CellFileError as e:
+        for prob in e.problems:
+            print(prob.format(e.file), file=sys.stderr)
+        print(f"{e.file}: {len(e.problems)} problem(s)", file=sys.stderr)
+        return 2
+    except UserError as e:
+        print(f"axcell: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001
+        if os.environ.get("AXCELL_DEBUG"):
+            raise
+        print(f"axcell: error: {e.__class__.__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

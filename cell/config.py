@@ -1,0 +1,501 @@
+"""The cell file: one YAML document describing devices, stations, products, process and settings.
+
+:func:`load_cell` returns a validated :class:`CellConfig` or raises
+:class:`CellFileError` carrying every problem found, each located by file,
+line and field path.  Validation has two layers:
+
+1. structure and ranges, by the pydantic models below (unknown keys refused);
+2. meaning: device kinds exist and their options pass the driver's own
+   ``Config`` model, references name existing devices/stations/products,
+   skills exist and their parameters pass the skill's ``Params`` model, roles
+   bind to devices of the right contract.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator,
+)
+
+from sim.world import WorldConfig
+
+from . import yamlsafe
+from .plugins import KindError, load_kind
+
+NAME = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CellInfo(_M):
+    name: str = Field(pattern=NAME, description="lower_snake_case; used in ROS 2 topic and OPC UA names")
+    description: str = ""
+
+
+class DeviceSpec(_M):
+    name: str = Field(pattern=NAME)
+    kind: str = Field(pattern=r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_.]*$", description="<provider>.<type>, e.g. sim.arm")
+    options: dict[str, Any] = Field(default_factory=dict, description="validated by the driver's Config model")
+
+    @property
+    def simulated(self) -> bool:
+        return self.kind.startswith("sim.")
+
+
+class FrameSpec(_M):
+    x: float = 0.0
+    y: float = 0.0
+    z: float = 0.0
+    yaw_deg: float = Field(0.0, ge=-360, le=360)
+
+    @model_validator(mode="after")
+    def _finite(self) -> "FrameSpec":
+        for k in ("x", "y", "z", "yaw_deg"):
+            if not math.isfinite(getattr(self, k)):
+                raise ValueError(f"{k} must be finite")
+        return self
+
+
+class PatternSpec(_M):
+    rows: int = Field(ge=1, le=50)
+    cols: int = Field(ge=1, le=50)
+    pitch_mm: tuple[float, float] = Field(description="slot spacing along x and y of the station frame (mm)")
+
+    @field_validator("pitch_mm")
+    @classmethod
+    def _pitch(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 < p <= 2000 for p in v):
+            raise ValueError("pitches must be in (0, 2000] mm")
+        return v
+
+
+class StationSpec(_M):
+    kind: Literal["inspection", "pick", "case", "reject", "generic"] = "generic"
+    frame: FrameSpec = Field(default_factory=FrameSpec)
+    pattern: PatternSpec | None = None
+    machine: str | None = Field(None, description="device serving this station (e.g. the case sealer)")
+
+    @model_validator(mode="after")
+    def _case(self) -> "StationSpec":
+        if self.kind == "case" and self.pattern is None:
+            raise ValueError("a case station needs a pattern (rows, cols, pitch_mm)")
+        return self
+
+
+class ProductSpec(_M):
+    size_mm: tuple[float, float, float] = Field(description="length, width, height of the tray (mm)")
+    appearance: str | dict[str, Any] | None = Field(None, description="simulator look (preset name or parameters)")
+    rules: dict[str, Any] | None = Field(None, description="vision rule checks (ProductRules)")
+    model: str | None = Field(None, description="fitted inspection model (path relative to the cell file)")
+    fit_good: int = Field(40, ge=5, le=2000, description="simulated good trays to fit a model from when none is given")
+
+    @field_validator("size_mm")
+    @classmethod
+    def _size(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(0 < s <= 2000 for s in v):
+            raise ValueError("sizes must be in (0, 2000] mm")
+        return v
+
+
+class LineSpec(_M):
+    conveyor: str = Field(description="the conveyor that carries parts past inspection and the robot")
+    exit_x: float = Field(description="cell x where parts leave the belt into the reject bin (m)")
+    design_speed_ppm: float = Field(gt=0, le=2000, description="MachDesignSpeed: parts per minute the cell is designed for")
+    tracker_period_s: float = Field(0.5, gt=0, le=10)
+
+
+class RecipeSpec(_M):
+    description: str = ""
+    products: list[str] | None = None
+    conveyor_speed: float | None = Field(None, gt=0, le=5)
+
+
+# -- the process tree ------------------------------------------------------------------------
+class SkillNode(_M):
+    skill: str
+    name: str | None = None
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with")
+    devices: dict[str, str] = Field(default_factory=dict, description="role → device name")
+    timeout_s: float | None = Field(None, gt=0)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class SequenceNode(_M):
+    sequence: list["ProcessNode"] = Field(min_length=1)
+    name: str | None = None
+
+
+class FallbackNode(_M):
+    fallback: list["ProcessNode"] = Field(min_length=1)
+    name: str | None = None
+
+
+class ParallelNode(_M):
+    parallel: list["ProcessNode"] = Field(min_length=1)
+    policy: Literal["all", "one"] = "all"
+    name: str | None = None
+
+
+class RetryNode(_M):
+    retry: "ProcessNode"
+    times: int = Field(3, ge=1, le=1000)
+    name: str | None = None
+
+
+class TimeoutNode(_M):
+    timeout: "ProcessNode"
+    seconds: float = Field(gt=0, le=86400)
+    name: str | None = None
+
+
+class RepeatNode(_M):
+    repeat: "ProcessNode"
+    times: int = Field(-1, ge=-1, description="-1: forever (until the cell stops)")
+    ignore_failure: bool = True
+    name: str | None = None
+
+
+NODE_KINDS = ("skill", "sequence", "fallback", "parallel", "retry", "timeout", "repeat")
+
+
+def _node_kind(v: Any) -> str | None:
+    if isinstance(v, dict):
+        for k in NODE_KINDS:
+            if k in v:
+                return k
+        return None
+    for k in NODE_KINDS:
+        if hasattr(v, k):
+            return k
+    return None
+
+
+ProcessNode = Annotated[
+    Union[
+        Annotated[SkillNode, Tag("skill")],
+        Annotated[SequenceNode, Tag("sequence")],
+        Annotated[FallbackNode, Tag("fallback")],
+        Annotated[ParallelNode, Tag("parallel")],
+        Annotated[RetryNode, Tag("retry")],
+        Annotated[TimeoutNode, Tag("timeout")],
+        Annotated[RepeatNode, Tag("repeat")],
+    ],
+    Discriminator(_node_kind, custom_error_type="process_node",
+                  custom_error_message=f"a process node needs one of the keys: {', '.join(NODE_KINDS)}"),
+]
+for _m in (SequenceNode, FallbackNode, ParallelNode, RetryNode, TimeoutNode, RepeatNode):
+    _m.model_rebuild()
+
+
+class SupervisorSpec(_M):
+    auto_recover: bool = Field(True, description="batch runs: unhold after the operator cleared a fault")
+    hold_on_alarm: bool = True
+
+
+class ApiSpec(_M):
+    host: str = "127.0.0.1"
+    port: int | None = Field(None, ge=1, le=65535)
+    token: str | None = Field(None, min_length=8, description="bearer token (AXCELL_API_TOKEN overrides)")
+    open_reads: bool = True
+
+
+class OpcuaSpec(_M):
+    port: int | None = Field(None, ge=1, le=65535)
+    host: str = "127.0.0.1"
+    allow_anonymous_read: bool = False
+    users: dict[str, dict[str, str]] = Field(default_factory=dict, description="user → {password, role}")
+
+
+class StoreSpec(_M):
+    path: str | None = Field(None, description="SQLite file (default: <run dir>/cell.sqlite)")
+    sample_good_images: float = Field(0.02, ge=0, le=1)
+
+
+class CellConfig(_M):
+    cell: CellInfo
+    products: dict[str, ProductSpec] = Field(min_length=1)
+    devices: list[DeviceSpec] = Field(min_length=1)
+    stations: dict[str, StationSpec] = Field(default_factory=dict)
+    line: LineSpec
+    recipes: dict[str, RecipeSpec] = Field(default_factory=dict)
+    process: ProcessNode
+    sim: WorldConfig | None = None
+    supervisor: SupervisorSpec = Field(default_factory=SupervisorSpec)
+    api: ApiSpec = Field(default_factory=ApiSpec)
+    opcua: OpcuaSpec = Field(default_factory=OpcuaSpec)
+    store: StoreSpec = Field(default_factory=StoreSpec)
+
+    source: Path | None = Field(None, exclude=True, description="(set by the loader)")
+
+    def device(self, name: str) -> DeviceSpec:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    @property
+    def simulated(self) -> bool:
+        return any(d.simulated for d in self.devices)
+
+
+# -- errors ----------------------------------------------------------------------------------
+class Problem(BaseModel):
+    line: int
+    path: str
+    message: str
+    value: Any = None
+
+    def format(self, file: str) -> str:
+        val = "" if self.value is None else f" ({_short(self.value)})"
+        return f"{file}:{self.line}: {self.path or '(top)'}: {self.message}{val}"
+
+
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+class CellFileError(Exception):
+    def __init__(self, file: str, problems: list[Problem]) -> None:
+        self.file = file
+        self.problems = problems
+        super().__init__("\n".join(p.format(file) for p in problems))
+
+
+def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
+    """Walk ``loc`` against the data, skipping union/tag segments that are not real keys."""
+    out: list[Any] = []
+    cur = data
+    for part in loc:
+        if isinstance(cur, dict) and part in cur:
+            out.append(part)
+            cur = cur[part]
+        elif isinstance(cur, dict) and part == "with_" and "with" in cur:
+            out.append("with")
+            cur = cur["with"]
+        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+            out.append(part)
+            cur = cur[part]
+        elif isinstance(cur, dict) or isinstance(cur, list):
+            if isinstance(part, str) and part not in NODE_KINDS and not part.startswith("function-"):
+                out.append(part)  # a missing key: still name it
+                cur = None
+        else:
+            break
+    return tuple(out)
+
+
+def _problems_from(e: ValidationError, data: Any, lines: dict, prefix: tuple[Any, ...] = ()) -> list[Problem]:
+    out: list[Problem] = []
+    seen: set[tuple[str, str]] = set()
+    for err in e.errors(include_url=False):
+        loc = prefix + _clean_loc(tuple(err["loc"]), _dig(data, prefix))
+        path = ".".join(str(p) for p in loc)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if (path, msg) in seen:
+            continue
+        seen.add((path, msg))
+        value = err.get("input") if err["type"] not in ("missing",) else None
+        if isinstance(value, (dict, list)):
+            value = None
+        out.append(Problem(line=yamlsafe.line_for(lines, loc), path=path, message=msg, value=value))
+    return out
+
+
+def _dig(data: Any, path: tuple[Any, ...]) -> Any:
+    cur = data
+    for p in path:
+        try:
+            cur = cur[p]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return cur
+
+
+# -- semantic checks ---------------------------------------------------------------------------
+def _check_devices(data: dict, lines: dict) -> tuple[list[Problem], dict[str, type]]:
+    problems: list[Problem] = []
+    classes: dict[str, type] = {}
+    devices = data.get("devices")
+    if not isinstance(devices, list):
+        return problems, classes
+    names: dict[str, int] = {}
+    for i, d in enumerate(devices):
+        if not isinstance(d, dict):
+            continue
+        name, kind = d.get("name"), d.get("kind")
+        if isinstance(name, str):
+            if name in names:
+                problems.append(Problem(line=yamlsafe.line_for(lines, ("devices", i, "name")), path=f"devices.{i}.name",
+                                        message=f"duplicate device name (first at devices.{names[name]})", value=name))
+            else:
+                names[name] = i
+        if not isinstance(kind, str):
+            continue
+        try:
+            cls = load_kind(kind)
+        except KindError as e:
+            problems.append(Problem(line=yamlsafe.line_for(lines, ("devices", i, "kind")), path=f"devices.{i}.kind",
+                                    message=str(e).replace(f" {kind!r}", "", 1), value=kind))
+            continue
+        opts = d.get("options") or {}
+        try:
+            cfg = cls.Config.model_validate(opts)
+        except ValidationError as e:
+            problems += _problems_from(e, data, lines, ("devices", i, "options"))
+            continue
+        if isinstance(name, str):
+            classes[name] = cls
+            for dep in cls.requires(cfg):
+                if not any(isinstance(o, dict) and o.get("name") == dep for o in devices):
+                    problems.append(Problem(line=yamlsafe.line_for(lines, ("devices", i, "options")),
+                                            path=f"devices.{i}.options",
+                                            message=f"refers to device {dep!r}, which does not exist", value=dep))
+    return problems, classes
+
+
+def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str, type]) -> list[Problem]:
+    from skills.base import registry
+
+    problems: list[Problem] = []
+
+    def add(path: tuple[Any, ...], msg: str, value: Any = None) -> None:
+        problems.append(Problem(line=yamlsafe.line_for(lines, path), path=".".join(map(str, path)), message=msg,
+                                value=value))
+
+    def contract_of(dev: str) -> str | None:
+        cls = classes.get(dev)
+        return getattr(cls, "contract", None)
+
+    dev_names = {d.name for d in cfg.devices}
+    if cfg.line.conveyor not in dev_names:
+        add(("line", "conveyor"), "no such device", cfg.line.conveyor)
+    elif classes.get(cfg.line.conveyor) is not None and contract_of(cfg.line.conveyor) != "conveyor":
+        add(("line", "conveyor"), f"device is a {contract_of(cfg.line.conveyor)}, not a conveyor", cfg.line.conveyor)
+    for sname, st in cfg.stations.items():
+        if st.machine is not None and st.machine not in dev_names:
+            add(("stations", sname, "machine"), "no such device", st.machine)
+    for rname, r in cfg.recipes.items():
+        for j, p in enumerate(r.products or []):
+            if p not in cfg.products:
+                add(("recipes", rname, "products", j), "no such product", p)
+    if cfg.sim is not None:
+        for v in cfg.sim.infeed.mix:
+            if v not in cfg.products:
+                add(("sim", "infeed", "mix", v), "no such product", v)
+        if cfg.sim.infeed.conveyor not in dev_names:
+            add(("sim", "infeed", "conveyor"), "no such device", cfg.sim.infeed.conveyor)
+        for j, f in enumerate(cfg.sim.faults):
+            if f.device not in dev_names:
+                add(("sim", "faults", j, "device"), "no such device", f.device)
+    elif any(d.simulated for d in cfg.devices):
+        first = next(i for i, d in enumerate(cfg.devices) if d.simulated)
+        add(("devices", first, "kind"), "simulated devices need a `sim:` section", cfg.devices[first].kind)
+
+    skills = registry()
+    by_contract: dict[str, list[str]] = {}
+    for d in cfg.devices:
+        c = contract_of(d.name)
+        if c:
+            by_contract.setdefault(c, []).append(d.name)
+
+    def walk(node: Any, path: tuple[Any, ...]) -> None:
+        if isinstance(node, SkillNode):
+            cls = skills.get(node.skill)
+            if cls is None:
+                add(path + ("skill",), f"unknown skill (known: {', '.join(sorted(skills))})", node.skill)
+                return
+            try:
+                cls.Params.model_validate(node.with_)
+            except ValidationError as e:
+                problems.extend(_problems_from(e, data, lines, path + ("with",)))
+            for role in node.devices:
+                if role not in cls.roles:
+                    add(path + ("devices", role), f"skill {node.skill} has no role {role!r} (roles: {sorted(cls.roles)})")
+            for role, contract in cls.roles.items():
+                dev = node.devices.get(role)
+                if dev is None:
+                    cands = by_contract.get(contract.contract, [])
+                    if len(cands) != 1:
+                        add(path + ("devices",), f"role {role!r} needs a {contract.contract} device: "
+                            f"{'none exists' if not cands else 'several exist, name one: ' + ', '.join(cands)}")
+                elif dev not in dev_names:
+                    add(path + ("devices", role), "no such device", dev)
+                elif classes.get(dev) is not None and contract_of(dev) != contract.contract:
+                    add(path + ("devices", role), f"device is a {contract_of(dev)}, role needs a {contract.contract}", dev)
+            station = node.with_.get("station")
+            if isinstance(station, str) and station not in cfg.stations:
+                add(path + ("with", "station"), "no such station", station)
+            return
+        for key in ("sequence", "fallback", "parallel"):
+            kids = getattr(node, key, None)
+            if kids is not None:
+                for i, k in enumerate(kids):
+                    walk(k, path + (key, i))
+                return
+        for key in ("retry", "timeout", "repeat"):
+            kid = getattr(node, key, None)
+            if kid is not None:
+                walk(kid, path + (key,))
+
+    walk(cfg.process, ("process",))
+    return problems
+
+
+def parse_cell(text: str, file: str = "<cell>") -> CellConfig:
+    """Validate cell-file text; raise :class:`CellFileError` with every problem found."""
+    try:
+        data, lines = yamlsafe.load(text)
+    except yamlsafe.YamlError as e:
+        raise CellFileError(file, [Problem(line=e.line, path=e.path, message=e.message)]) from None
+    if not isinstance(data, dict):
+        raise CellFileError(file, [Problem(line=1, path="(top)", message="a cell file must be a mapping of sections",
+                                           value=type(data).__name__)])
+    problems, classes = _check_devices(data, lines)
+    try:
+        cfg = CellConfig.model_validate(data)
+    except ValidationError as e:
+        problems = _problems_from(e, data, lines) + problems
+        raise CellFileError(file, _sorted(problems)) from None
+    problems += _check_semantics(cfg, data, lines, classes)
+    if problems:
+        raise CellFileError(file, _sorted(problems))
+    return cfg
+
+
+def _sorted(problems: list[Problem]) -> list[Problem]:
+    uniq: dict[tuple[int, str, str], Problem] = {}
+    for p in problems:
+        uniq.setdefault((p.line, p.path, p.message), p)
+    return sorted(uniq.values(), key=lambda p: (p.line, p.path))
+
+
+def load_cell(path: str | Path) -> CellConfig:
+    """Read and validate a cell file. Raises CellFileError (also for unreadable files)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise CellFileError(str(path), [Problem(line=0, path="(file)", message=f"cannot read: {e.__class__.__name__}: "
+                                                f"{getattr(e, 'strerror', None) or e}")]) from None
+    cfg = parse_cell(text, str(path))
+    cfg.source = p.resolve()
+    return cfg
+
+
+def json_schema() -> dict[str, Any]:
+    return CellConfig.model_json_schema(by_alias=True)

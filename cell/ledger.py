@@ -1,0 +1,112 @@
+"""Part records: every part that tripped the photo-eye gets exactly one outcome.
+
+The ledger listens to skill events (arrived, inspected, picked, placed) and
+to the tracker (parts that left the belt), and closes each record once, as
+``packed``, ``rejected`` or ``missed``.  Closing twice is a bug and raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from skills.facts import TrackedPart
+
+Outcome = Literal["packed", "rejected", "missed"]
+
+
+@dataclass
+class PartRecord:
+    id: str
+    arrival: float
+    variant: str | None = None
+    verdict: str = "none"
+    defects: list[str] = field(default_factory=list)
+    score: float = 0.0
+    inspect_ms: float | None = None
+    inspected_at: float | None = None
+    pick_time: float | None = None
+    place_time: float | None = None
+    case_id: int | None = None
+    slot: int | None = None
+    outcome: Outcome | None = None
+    closed_at: float | None = None
+    reason: str = ""
+    telemetry: dict[str, float] = field(default_factory=dict)
+    truth_defects: list[str] | None = None
+    image_path: str | None = None
+    image_sha256: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Ledger:
+    """In-memory index of part records; the store persists what it reports."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.records: dict[str, PartRecord] = {}
+        self.listeners: list[Callable[[str, PartRecord], None]] = []
+        self.cases_completed = 0
+        self.latest_telemetry: dict[str, float] = {}
+
+    def _notify(self, what: str, rec: PartRecord) -> None:
+        for cb in list(self.listeners):
+            cb(what, rec)
+
+    def on_event(self, kind: str, data: dict[str, Any]) -> None:
+        part: TrackedPart | None = data.get("part")
+        if kind == "case_completed":
+            self.cases_completed += 1
+            self.latest_telemetry = dict(data.get("telemetry") or {})
+            return
+        if part is None:
+            return
+        rec = self.records.get(part.id)
+        if kind == "part_arrived":
+            rec = PartRecord(id=part.id, arrival=part.arrival)
+            self.records[part.id] = rec
+            self._notify("arrived", rec)
+            return
+        if rec is None:
+            return
+        if kind == "part_inspected":
+            rec.variant, rec.verdict, rec.defects = part.variant, part.verdict, list(part.defects)
+            rec.score, rec.inspected_at = part.score, part.inspected_at
+            rec.inspect_ms = part.meta.get("inspect_ms")
+            self._notify("inspected", rec)
+        elif kind == "part_picked":
+            rec.pick_time = part.picked_at
+            self._notify("picked", rec)
+        elif kind == "part_placed":
+            rec.place_time, rec.case_id, rec.slot = part.placed_at, part.case_id, part.slot
+            rec.telemetry = dict(self.latest_telemetry)
+            self.close(rec.id, "packed", "placed in case")
+
+    def close(self, part_id: str, outcome: Outcome, reason: str = "") -> PartRecord:
+        rec = self.records[part_id]
+        if rec.outcome is not None:
+            raise RuntimeError(f"part {part_id} already closed as {rec.outcome}; refusing {outcome}")
+        rec.outcome, rec.closed_at, rec.reason = outcome, self.clock(), reason
+        if not rec.telemetry:
+            rec.telemetry = dict(self.latest_telemetry)
+        self._notify("closed", rec)
+        return rec
+
+    def open_records(self) -> list[PartRecord]:
+        return [r for r in self.records.values() if r.outcome is None]
+
+    def counts(self) -> dict[str, int]:
+        recs = list(self.records.values())
+        return {
+            "arrived": len(recs),
+            "inspected": sum(1 for r in recs if r.inspected_at is not None),
+            "good": sum(1 for r in recs if r.verdict == "good"),
+            "defective": sum(1 for r in recs if r.verdict == "defective"),
+            "rejected": sum(1 for r in recs if r.outcome == "rejected"),
+            "packed": sum(1 for r in recs if r.outcome == "packed"),
+            "missed": sum(1 for r in recs if r.outcome == "missed"),
+            "open": sum(1 for r in recs if r.outcome is None),
+        }

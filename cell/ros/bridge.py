@@ -1,0 +1,759 @@
+"""The one asyncio <-> rclpy bridge.
+
+``RosBridge`` owns a fresh ``rclpy.Context`` (never the global default), an executor
+(``SingleThreadedExecutor`` by default) spun by ``executor.spin()`` in its own thread, and the
+nodes created on it. The asyncio side never blocks and never polls the executor:
+
+- asyncio -> rclpy: ``await bridge.await_future(rclpy_future)`` hooks the rclpy future with
+  ``add_done_callback`` and hops back into the event loop with ``loop.call_soon_threadsafe``.
+  ``await bridge.call(client, request, timeout=...)`` is a service call on top of it; the
+  action helpers (``send_goal``, ``get_result``, ``cancel_goal``, ``execute``) likewise.
+- rclpy -> asyncio: ``bridge.run_coroutine(coro)`` (from an rclpy callback) submits the coroutine
+  to the event loop with ``asyncio.run_coroutine_threadsafe`` and returns an rclpy Future that an
+  rclpy coroutine callback can ``await``; when it completes (from the loop thread) the bridge
+  calls ``executor.wake()`` so the awaiting callback resumes at once.
+- ``bridge.create_action_server(node, Action, name, handler)`` serves an action whose goals run as
+  asyncio coroutines ``handler(goal, ctx)`` on the event loop, with ``result_timeout`` 1 s
+  (finished goals piling up slow an rclpy action server down badly).
+
+Teardown (``close()``, idempotent, also run at interpreter exit for bridges left open): cancel
+our outstanding client goals and finish our server goals, then ``executor.shutdown()``,
+``destroy_node`` for every node, join the spin thread, ``rclpy.shutdown(context=ctx)``. A spin
+thread still running at interpreter exit aborts the process, hence the join.
+
+Everything imported here needs rclpy; the pure-Python isolation helpers are in ``cell.ros.env``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import dataclasses
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import rclpy
+from action_msgs.msg import GoalStatus
+from rclpy.action import ActionClient, ActionServer, CancelResponse, GoalResponse
+from rclpy.action.client import ClientGoalHandle
+from rclpy.action.server import ServerGoalHandle
+from rclpy.callback_groups import ReentrantCallbackGroup
+from rclpy.context import Context
+from rclpy.executors import (
+    ExternalShutdownException,
+    MultiThreadedExecutor,
+    ShutdownException,
+    SingleThreadedExecutor,
+)
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+from rclpy.task import Future as RclpyFuture
+
+from .env import ensure_ros_isolation
+
+__all__ = [
+    "DEFAULT_RESULT_TIMEOUT",
+    "GoalContext",
+    "GoalRejected",
+    "GoalResult",
+    "RosBridge",
+]
+
+log = logging.getLogger(__name__)
+
+#: Seconds an action server keeps a finished goal's result (rclpy's default is 900 s; a pile of
+#: finished goals makes every round trip slower). Clients must ask for the result promptly.
+DEFAULT_RESULT_TIMEOUT = 1.0
+
+_TERMINAL = (GoalStatus.STATUS_SUCCEEDED, GoalStatus.STATUS_ABORTED, GoalStatus.STATUS_CANCELED)
+_STATUS_NAMES = {
+    GoalStatus.STATUS_UNKNOWN: "UNKNOWN",
+    GoalStatus.STATUS_ACCEPTED: "ACCEPTED",
+    GoalStatus.STATUS_EXECUTING: "EXECUTING",
+    GoalStatus.STATUS_CANCELING: "CANCELING",
+    GoalStatus.STATUS_SUCCEEDED: "SUCCEEDED",
+    GoalStatus.STATUS_CANCELED: "CANCELED",
+    GoalStatus.STATUS_ABORTED: "ABORTED",
+}
+
+_OPEN_BRIDGES: weakref.WeakSet[RosBridge] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_bridges() -> None:  # pragma: no cover - exit path
+    for b in list(_OPEN_BRIDGES):
+        try:
+            b.close(timeout=2.0)
+        except Exception:
+            pass
+
+
+class GoalRejected(RuntimeError):
+    """The action server rejected the goal."""
+
+
+@dataclasses.dataclass
+class GoalResult:
+    """Outcome of an action goal: ``status`` is an ``action_msgs/GoalStatus`` value."""
+
+    status: int
+    result: Any
+    goal_handle: ClientGoalHandle | None = None
+
+    @property
+    def status_name(self) -> str:
+        return _STATUS_NAMES.get(self.status, str(self.status))
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == GoalStatus.STATUS_SUCCEEDED
+
+    @property
+    def canceled(self) -> bool:
+        return self.status == GoalStatus.STATUS_CANCELED
+
+    @property
+    def aborted(self) -> bool:
+        return self.status == GoalStatus.STATUS_ABORTED
+
+
+class GoalContext:
+    """What an asyncio action handler gets besides its goal (see ``create_action_server``).
+
+    - ``publish_feedback(msg)``: publish an ``Action.Feedback`` (safe from the event loop).
+    - ``cancel_requested`` / ``await wait_cancel()``: the client asked to cancel. In the default
+      ``cancel_mode="task"`` the handler's task is also cancelled (``CancelledError`` at its
+      current ``await``); catch it to clean up and return a result.
+    - ``terminal``: set to ``"succeeded"``, ``"aborted"`` or ``"canceled"`` to choose the goal's
+      final state; by default it is ``"canceled"`` if a cancel was requested, else
+      ``"succeeded"``; a handler that raises ends ``"aborted"``.
+    """
+
+    def __init__(self, bridge: RosBridge, goal_handle: ServerGoalHandle, loop: asyncio.AbstractEventLoop):
+        self.goal_handle = goal_handle
+        self.goal_id = bytes(goal_handle.goal_id.uuid)
+        self.terminal: str | None = None
+        self._bridge = bridge
+        self._loop = loop
+        self._cancel_event = asyncio.Event()  # created and set on the loop thread only
+        self._cancel_requested = False
+        self._task: asyncio.Task | None = None
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested
+
+    async def wait_cancel(self) -> None:
+        await self._cancel_event.wait()
+
+    def publish_feedback(self, feedback: Any) -> None:
+        if self.goal_handle.is_active:
+            self.goal_handle.publish_feedback(feedback)
+
+    # called on the loop thread
+    def _on_cancel(self, cancel_task: bool) -> None:
+        self._cancel_requested = True
+        self._cancel_event.set()
+        if cancel_task and self._task is not None and not self._task.done():
+            self._task.cancel()
+
+
+@dataclasses.dataclass
+class _ServerGoal:
+    ctx: GoalContext
+    cfut: concurrent.futures.Future
+    rfut: RclpyFuture
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class RosBridge:
+    """Owns an rclpy context + executor thread and connects them to an asyncio event loop.
+
+    ``RosBridge(domain_id=None, executor="single", loop=None, isolate=True, shm_profile=False)``
+
+    - ``domain_id``: passed to ``rclpy.init``; ``None`` = ``ROS_DOMAIN_ID`` from the environment
+      (which ``isolate`` sets if unset).
+    - ``executor``: ``"single"`` (default, ``SingleThreadedExecutor``), ``"multi"``
+      (``MultiThreadedExecutor``; avoid across processes on 2 cores) or ``"events"``
+      (``rclpy.experimental.EventsExecutor``; experimental, see the platform notes).
+    - ``loop``: the asyncio loop to bridge to; default the running loop at construction, or the
+      loop of the first ``await`` on the bridge.
+    - ``isolate``: ``ensure_ros_isolation(domain_id, shm_profile=...)`` before ``rclpy.init``
+      (LOCALHOST discovery and a ``ROS_DOMAIN_ID`` where the environment sets none).
+
+    Use as ``async with RosBridge() as bridge:`` / ``with RosBridge() as bridge:`` or call
+    ``close()`` / ``await aclose()``.
+    """
+
+    def __init__(
+        self,
+        *,
+        domain_id: int | None = None,
+        executor: str = "single",
+        loop: asyncio.AbstractEventLoop | None = None,
+        isolate: bool = True,
+        shm_profile: bool = False,
+        args: list[str] | None = None,
+        name: str = "axcell",
+        num_threads: int | None = None,
+    ) -> None:
+        if isolate:
+            ensure_ros_isolation(domain_id, shm_profile=shm_profile)
+        self.name = name
+        self.context = Context()
+        rclpy.init(
+            args=args,
+            context=self.context,
+            domain_id=domain_id,
+            signal_handler_options=SignalHandlerOptions.NO,
+        )
+        try:
+            self.executor = self._make_executor(executor, num_threads)
+        except BaseException:
+            self._shutdown_context()
+            raise
+        self.executor_kind = executor
+        self._loop = loop or _running_loop()
+        self._lock = threading.RLock()
+        self._nodes: list[Node] = []
+        self._client_goals: dict[bytes, ClientGoalHandle] = {}
+        self._server_goals: dict[bytes, _ServerGoal] = {}
+        self._server_goals_cv = threading.Condition(self._lock)
+        self._closed = False
+        self._thread = threading.Thread(target=self._spin, name=f"rclpy-spin-{name}", daemon=True)
+        self._thread.start()
+        _OPEN_BRIDGES.add(self)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _make_executor(self, kind: str, num_threads: int | None):
+        if kind == "single":
+            return SingleThreadedExecutor(context=self.context)
+        if kind == "multi":
+            return MultiThreadedExecutor(num_threads=num_threads, context=self.context)
+        if kind == "events":
+            from rclpy.experimental import EventsExecutor
+
+            return EventsExecutor(context=self.context)
+        raise ValueError(f"executor must be 'single', 'multi' or 'events', not {kind!r}")
+
+    def _spin(self) -> None:
+        ex = self.executor
+        while not self._closed:
+            try:
+                ex.spin()  # blocks in the wait set; returns on executor/context shutdown
+                return
+            except (ExternalShutdownException, ShutdownException):
+                return
+            except Exception:  # an rclpy callback raised: log it, keep serving
+                if self._closed:
+                    return
+                log.exception("exception in an rclpy callback (bridge %s keeps spinning)", self.name)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def spin_thread(self) -> threading.Thread:
+        return self._thread
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError("RosBridge has no asyncio loop yet: pass loop= or await a bridge method first")
+        return self._loop
+
+    def attach_loop(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Bind the bridge to ``loop`` (default: the running loop)."""
+        self._loop = loop or asyncio.get_running_loop()
+
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is None or self._loop.is_closed():
+            self._loop = loop
+        return loop
+
+    def close(self, timeout: float = 5.0, drain_timeout: float = 1.0) -> None:
+        """Idempotent, bounded teardown (see the module docstring for the order).
+
+        Outstanding client goals of this bridge get a cancel request and server goals are
+        finished (their asyncio tasks cancelled), waiting at most ``drain_timeout`` for the
+        executor to process that; then the executor is shut down, the nodes destroyed, the spin
+        thread joined (at most ``timeout``) and the context shut down. Safe from any thread;
+        from an rclpy callback it hands the work to a helper thread (the spin thread cannot join
+        itself). From a coroutine prefer ``await aclose()``, which does not block the loop.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            if threading.current_thread() is self._thread:
+                threading.Thread(target=self.close, args=(timeout, drain_timeout), daemon=True).start()
+                return
+            self._closed = True
+        _OPEN_BRIDGES.discard(self)
+        try:
+            self._drain(drain_timeout)
+        except Exception:
+            log.exception("bridge %s: draining goals failed", self.name)
+        self.executor.shutdown(timeout_sec=timeout)
+        with self._lock:
+            nodes, self._nodes = self._nodes, []
+        for node in nodes:
+            # Node.destroy_node() leaves waitables (action servers/clients) alive, and their
+            # handles keep the node and the context (DDS participant, /dev/shm) in use.
+            for w in list(node.waitables):
+                try:
+                    w.destroy()
+                except Exception:
+                    log.exception("bridge %s: destroying %r failed", self.name, w)
+            try:
+                node.destroy_node()
+            except Exception:
+                log.exception("bridge %s: destroy_node(%s) failed", self.name, node.get_name())
+        self._thread.join(timeout)
+        if self._thread.is_alive():  # should not happen; make the spin loop exit via the context
+            log.error("bridge %s: spin thread did not stop in %.1f s", self.name, timeout)
+        self._shutdown_context()
+        self._thread.join(timeout)
+
+    def _shutdown_context(self) -> None:
+        if self.context.ok():
+            try:
+                rclpy.shutdown(context=self.context, uninstall_handlers=False)
+            except Exception:  # already shut down (e.g. by another thread)
+                pass
+        # Release the rcl/rmw context now (DDS participant, its /dev/shm segments) instead of
+        # whenever the garbage collector gets to it.
+        try:
+            self.context.destroy()
+        except Exception:
+            pass
+
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """``close()`` without blocking the event loop."""
+        if self._closed:
+            return
+        await asyncio.to_thread(self.close, timeout)
+
+    def _drain(self, drain_timeout: float) -> None:
+        deadline = time.monotonic() + drain_timeout
+        # 1. cancel our client goals that are still running
+        with self._lock:
+            goals = list(self._client_goals.values())
+            self._client_goals.clear()
+        pending = []
+        for gh in goals:
+            if gh.status not in _TERMINAL:
+                try:
+                    pending.append(gh.cancel_goal_async())
+                except Exception:
+                    pass
+        # 2. finish our server goals: cancel their asyncio tasks, complete their rclpy side
+        with self._lock:
+            sgoals = list(self._server_goals.values())
+        for sg in sgoals:
+            self._request_task_cancel(sg, cancel_task=True)
+            if not sg.rfut.done() and not sg.rfut.cancelled():
+                sg.rfut.set_exception(asyncio.CancelledError("bridge closing"))
+                sg.rfut.exception()  # mark retrieved
+        if sgoals or pending:
+            self.executor.wake()
+        for f in pending:
+            ev = threading.Event()
+            f.add_done_callback(lambda _f, ev=ev: ev.set())
+            ev.wait(max(0.0, deadline - time.monotonic()))
+        with self._server_goals_cv:
+            while self._server_goals and time.monotonic() < deadline:
+                self._server_goals_cv.wait(max(0.0, deadline - time.monotonic()))
+
+    def __enter__(self) -> RosBridge:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    async def __aenter__(self) -> RosBridge:
+        self._bind_loop()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    # ------------------------------------------------------------------ nodes
+
+    def create_node(self, name: str, *, namespace: str | None = None, **kwargs: Any) -> Node:
+        """A ``rclpy.node.Node`` on this bridge's context, added to its executor."""
+        node = Node(name, namespace=namespace, context=self.context, **kwargs)
+        self.add_node(node)
+        return node
+
+    def add_node(self, node: Node) -> Node:
+        """Add a node made elsewhere (e.g. a ``LifecycleNode``; it must use ``bridge.context``)."""
+        if node.context is not self.context:
+            raise ValueError("node was created on another context; pass context=bridge.context")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("bridge is closed")
+            self._nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def destroy_node(self, node: Node) -> None:
+        with self._lock:
+            if node in self._nodes:
+                self._nodes.remove(node)
+        self.executor.remove_node(node)
+        for w in list(node.waitables):
+            w.destroy()
+        node.destroy_node()
+
+    @property
+    def nodes(self) -> list[Node]:
+        with self._lock:
+            return list(self._nodes)
+
+    def wake(self) -> None:
+        """Wake the executor (after completing an rclpy future from another thread)."""
+        self.executor.wake()
+
+    # ------------------------------------------------------------------ asyncio <- rclpy
+
+    async def await_future(
+        self,
+        rfut: RclpyFuture,
+        timeout: float | None = None,
+        *,
+        on_abandon: Callable[[RclpyFuture], Any] | None = None,
+        cancel_on_abandon: bool = True,
+    ) -> Any:
+        """Await an rclpy Future from the event loop without blocking it.
+
+        On timeout (``TimeoutError``) or cancellation of the awaiting task the rclpy future is
+        cancelled (unless ``cancel_on_abandon=False``) and ``on_abandon(rfut)`` is called
+        (e.g. ``client.remove_pending_request``).
+        """
+        loop = self._bind_loop()
+        afut = loop.create_future()
+
+        def transfer() -> None:  # on the loop thread
+            if afut.done():
+                if rfut.done():
+                    rfut.exception()  # don't let rclpy print "never retrieved"
+                return
+            if rfut.cancelled():
+                afut.cancel()
+                return
+            exc = rfut.exception()
+            if exc is not None:
+                afut.set_exception(exc)
+            else:
+                afut.set_result(rfut.result())
+
+        def done_cb(_f: RclpyFuture) -> None:  # on the spin thread (or wherever rfut completed)
+            try:
+                loop.call_soon_threadsafe(transfer)
+            except RuntimeError:  # loop closed
+                pass
+
+        rfut.add_done_callback(done_cb)
+        try:
+            if timeout is None:
+                return await afut
+            return await asyncio.wait_for(afut, timeout)
+        except (asyncio.CancelledError, TimeoutError):
+            if not rfut.done() and not rfut.cancelled():
+                if cancel_on_abandon:
+                    rfut.cancel()
+                if on_abandon is not None:
+                    try:
+                        on_abandon(rfut)
+                    except Exception:
+                        pass
+            raise
+
+    async def call(self, client, request, timeout: float | None = None):
+        """Call a service (``rclpy`` ``Client``) and await the response."""
+        rfut = client.call_async(request)
+        return await self.await_future(rfut, timeout, on_abandon=client.remove_pending_request)
+
+    async def wait_for_service(self, client, timeout: float = 5.0, poll: float = 0.01) -> bool:
+        """Wait (asyncio-sleeping, not spinning) until the service is discovered."""
+        deadline = time.monotonic() + timeout
+        while not client.service_is_ready():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(poll)
+        return True
+
+    async def wait_for_action_server(self, client: ActionClient, timeout: float = 5.0, poll: float = 0.01) -> bool:
+        """Wait (asyncio-sleeping) until the action server is discovered."""
+        deadline = time.monotonic() + timeout
+        while not client.server_is_ready():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(poll)
+        return True
+
+    # ------------------------------------------------------------------ action client
+
+    def create_action_client(self, node: Node, action_type, name: str, **kwargs: Any) -> ActionClient:
+        return ActionClient(node, action_type, name, **kwargs)
+
+    async def send_goal(
+        self,
+        client: ActionClient,
+        goal,
+        *,
+        feedback: Callable[[Any], Any] | None = None,
+        timeout: float | None = None,
+    ) -> ClientGoalHandle:
+        """Send a goal and await the server's accept/reject; returns the goal handle.
+
+        ``feedback(fb)`` is called on the event loop with each ``Action.Feedback`` (a coroutine
+        function is scheduled as a task). Check ``handle.accepted``.
+        """
+        loop = self._bind_loop()
+        fb_cb = None
+        if feedback is not None:
+            is_coro = asyncio.iscoroutinefunction(feedback)
+
+            def deliver(fb) -> None:  # loop thread
+                try:
+                    if is_coro:
+                        loop.create_task(feedback(fb))
+                    else:
+                        feedback(fb)
+                except Exception:
+                    log.exception("feedback callback raised")
+
+            def fb_cb(msg) -> None:  # spin thread
+                try:
+                    loop.call_soon_threadsafe(deliver, msg.feedback)
+                except RuntimeError:
+                    pass
+
+        rfut = client.send_goal_async(goal, feedback_callback=fb_cb)
+
+        def abandon(f):
+            try:
+                client._remove_pending_goal_request(f)
+            except Exception:
+                pass
+
+        gh: ClientGoalHandle = await self.await_future(rfut, timeout, on_abandon=abandon)
+        if gh.accepted:
+            with self._lock:
+                if self._closed:
+                    gh.cancel_goal_async()
+                    self.executor.wake()
+                    raise RuntimeError("bridge closed while sending a goal")
+                self._client_goals[bytes(gh.goal_id.uuid)] = gh
+        return gh
+
+    async def get_result(self, goal_handle: ClientGoalHandle, timeout: float | None = None) -> GoalResult:
+        """Await the goal's result (``GoalResult(status, result)``)."""
+        key = bytes(goal_handle.goal_id.uuid)
+
+        def forget(_f=None) -> None:
+            with self._lock:
+                self._client_goals.pop(key, None)
+
+        rfut = goal_handle.get_result_async()
+        # If the awaiting task gives up, keep the rclpy request alive (so the late response is
+        # consumed quietly) and stop tracking the goal once it ends.
+        resp = await self.await_future(rfut, timeout, cancel_on_abandon=False,
+                                       on_abandon=lambda f: f.add_done_callback(forget))
+        forget()
+        return GoalResult(resp.status, resp.result, goal_handle)
+
+    async def cancel_goal(self, goal_handle: ClientGoalHandle, timeout: float | None = None):
+        """Request cancellation; returns the ``CancelGoal.Response`` (``goals_canceling``)."""
+        return await self.await_future(goal_handle.cancel_goal_async(), timeout)
+
+    async def execute(
+        self,
+        client: ActionClient,
+        goal,
+        *,
+        feedback: Callable[[Any], Any] | None = None,
+        timeout: float | None = None,
+        accept_timeout: float | None = 10.0,
+    ) -> GoalResult:
+        """Send a goal, await acceptance, then the result.
+
+        Raises ``GoalRejected`` if rejected. If ``timeout`` expires or the awaiting task is
+        cancelled, a cancel request is sent for the goal (not awaited) and the error propagates.
+        """
+        gh = await self.send_goal(client, goal, feedback=feedback, timeout=accept_timeout)
+        if not gh.accepted:
+            raise GoalRejected(f"goal rejected by {client._action_name if hasattr(client, '_action_name') else 'server'}")
+        try:
+            return await self.get_result(gh, timeout)
+        except (asyncio.CancelledError, TimeoutError):
+            try:
+                gh.cancel_goal_async()
+                self.executor.wake()
+            except Exception:
+                pass
+            raise
+
+    # ------------------------------------------------------------------ rclpy -> asyncio
+
+    def run_coroutine(self, coro: Coroutine) -> RclpyFuture:
+        """Run ``coro`` on the event loop (from an rclpy callback or any thread).
+
+        Returns an rclpy Future that an rclpy coroutine callback can ``await``; it completes
+        with the coroutine's result/exception (``CancelledError`` if the task was cancelled),
+        and the executor is woken so the awaiting callback resumes immediately.
+        """
+        cfut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return self._rclpy_future_from(cfut)
+
+    def submit(self, coro: Coroutine) -> concurrent.futures.Future:
+        """``asyncio.run_coroutine_threadsafe(coro, bridge.loop)`` (a concurrent Future)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def _rclpy_future_from(self, cfut: concurrent.futures.Future) -> RclpyFuture:
+        rfut = RclpyFuture()  # no executor: its done callbacks run inline in the completing thread
+
+        def done(cf: concurrent.futures.Future) -> None:
+            if rfut.done() or rfut.cancelled():
+                return
+            if cf.cancelled():
+                rfut.set_exception(asyncio.CancelledError())
+            else:
+                exc = cf.exception()
+                if exc is not None:
+                    rfut.set_exception(exc)
+                else:
+                    rfut.set_result(cf.result())
+            self.executor.wake()
+
+        cfut.add_done_callback(done)
+        return rfut
+
+    # ------------------------------------------------------------------ action server
+
+    def create_action_server(
+        self,
+        node: Node,
+        action_type,
+        name: str,
+        handler: Callable[[Any, GoalContext], Awaitable[Any]],
+        *,
+        goal_callback: Callable[[Any], GoalResponse] | None = None,
+        cancel_callback: Callable[[ServerGoalHandle], CancelResponse] | None = None,
+        cancel_mode: str = "task",
+        result_timeout: float = DEFAULT_RESULT_TIMEOUT,
+        on_cancel_result: Callable[[Any], Any] | None = None,
+        **kwargs: Any,
+    ) -> ActionServer:
+        """Serve ``action_type`` at ``name``; each accepted goal runs ``await handler(goal, ctx)``
+        on the event loop and its return value (an ``Action.Result``) is the result.
+
+        - ``goal_callback(goal) -> GoalResponse`` runs on the spin thread (accept/reject).
+        - Cancel requests are accepted unless ``cancel_callback`` says otherwise; then
+          ``cancel_mode="task"`` cancels the handler's asyncio task (``"flag"``: only sets
+          ``ctx.cancel_requested`` and ``ctx.wait_cancel()``).
+        - ``on_cancel_result(goal)`` builds the result for a handler that ended with
+          ``CancelledError`` (default: an empty ``Action.Result()``).
+        - A handler that raises ends the goal aborted (logged), result from ``Action.Result()``.
+        """
+        if cancel_mode not in ("task", "flag"):
+            raise ValueError("cancel_mode must be 'task' or 'flag'")
+        bridge = self
+
+        async def execute(goal_handle: ServerGoalHandle):  # rclpy coroutine on the spin thread
+            loop = bridge.loop
+            ctx = GoalContext(bridge, goal_handle, loop)
+            goal = goal_handle.request
+
+            async def runner():
+                ctx._task = asyncio.current_task()
+                if ctx._cancel_requested:  # cancel arrived before we started
+                    ctx._on_cancel(cancel_mode == "task")
+                return await handler(goal, ctx)
+
+            cfut = asyncio.run_coroutine_threadsafe(runner(), loop)
+            rfut = bridge._rclpy_future_from(cfut)
+            sg = _ServerGoal(ctx, cfut, rfut)
+            with bridge._lock:
+                bridge._server_goals[ctx.goal_id] = sg
+            try:
+                try:
+                    result = await rfut
+                    cancelled = False
+                except asyncio.CancelledError:
+                    result, cancelled = None, True
+                except Exception:
+                    log.exception("action %s: handler raised", name)
+                    if goal_handle.is_active:
+                        goal_handle.abort()
+                    return action_type.Result()
+                if result is None:
+                    result = on_cancel_result(goal) if (cancelled and on_cancel_result) else action_type.Result()
+                terminal = ctx.terminal
+                if terminal is None:
+                    terminal = "canceled" if (cancelled or goal_handle.is_cancel_requested) else "succeeded"
+                if not goal_handle.is_active:
+                    return result
+                if terminal == "canceled" and not goal_handle.is_cancel_requested:
+                    terminal = "aborted"  # only a goal asked to cancel can end CANCELED
+                if terminal == "succeeded":
+                    goal_handle.succeed()
+                elif terminal == "canceled":
+                    goal_handle.canceled()
+                else:
+                    goal_handle.abort()
+                return result
+            finally:
+                with bridge._server_goals_cv:
+                    bridge._server_goals.pop(ctx.goal_id, None)
+                    bridge._server_goals_cv.notify_all()
+
+        def on_cancel(goal_handle: ServerGoalHandle) -> CancelResponse:  # spin thread
+            resp = cancel_callback(goal_handle) if cancel_callback else CancelResponse.ACCEPT
+            if resp == CancelResponse.ACCEPT:
+                with bridge._lock:
+                    sg = bridge._server_goals.get(bytes(goal_handle.goal_id.uuid))
+                if sg is not None:
+                    bridge._request_task_cancel(sg, cancel_task=(cancel_mode == "task"))
+            return resp
+
+        server_kwargs = dict(kwargs)
+        # Goals are long-running rclpy tasks; with a MultiThreadedExecutor a mutually exclusive
+        # group would block cancel requests behind them. Harmless for the single-threaded one.
+        server_kwargs.setdefault("callback_group", ReentrantCallbackGroup())
+        if goal_callback is not None:
+            server_kwargs["goal_callback"] = goal_callback
+        return ActionServer(
+            node,
+            action_type,
+            name,
+            execute,
+            cancel_callback=on_cancel,
+            result_timeout=result_timeout,
+            **server_kwargs,
+        )
+
+    def _request_task_cancel(self, sg: _ServerGoal, cancel_task: bool) -> None:
+        sg.ctx._cancel_requested = True
+        try:
+            sg.ctx._loop.call_soon_threadsafe(sg.ctx._on_cancel, cancel_task)
+        except RuntimeError:  # loop closed: the handler will never finish; finish the goal
+            if not sg.rfut.done():
+                sg.rfut.set_exception(asyncio.CancelledError("event loop closed"))
+                sg.rfut.exception()
+                self.executor.wake()

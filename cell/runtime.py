@@ -1,0 +1,390 @@
+"""The composition root and the supervisor: build a cell from its file and run it.
+
+:class:`Cell` builds the world (when simulated), the devices in dependency
+order, the inspection models, the process tree, the ledger, alarms and the
+PackML state machine.  :meth:`Cell.command` is the single door through which
+every command (CLI, HTTP, OPC UA, ROS 2) reaches the state machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from drivers.base import Device, DeviceContext
+from drivers.clock import Clock, WallClock
+from drivers.conveyor import Conveyor
+from drivers.errors import DeviceError
+from drivers.gripper import Gripper
+from drivers.machine import Machine
+from skills.facts import CellFacts
+
+from .alarms import AlarmList
+from .config import CellConfig
+from .ledger import Ledger
+from .packml import Command, PackMLStateMachine, State, Transition, TransitionError
+from .plugins import load_kind
+from .process import TreeContext, TreeRunner, build_tree
+
+log = logging.getLogger("axcell.cell")
+
+EventListener = Callable[[str, dict[str, Any]], None]
+
+
+def build_order(cfg: CellConfig) -> list[tuple[Any, type[Device], Any]]:
+    """(spec, class, validated options) in dependency order (dependencies first)."""
+    items = {}
+    for spec in cfg.devices:
+        cls = load_kind(spec.kind)
+        items[spec.name] = (spec, cls, cls.Config.model_validate(spec.options))
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(n: str, chain: tuple[str, ...]) -> None:
+        if n in order:
+            return
+        if n in visiting:
+            raise ValueError(f"device dependency cycle: {' -> '.join(chain + (n,))}")
+        visiting.add(n)
+        spec, cls, opts = items[n]
+        for dep in cls.requires(opts):
+            visit(dep, chain + (n,))
+        visiting.discard(n)
+        order.append(n)
+
+    for spec in cfg.devices:
+        visit(spec.name, ())
+    return [items[n] for n in order]
+
+
+class Cell:
+    """A running cell: devices, process, supervisor, records."""
+
+    def __init__(self, cfg: CellConfig, *, seed: int | None = None, run_dir: Path | None = None,
+                 inspectors: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        self.name = cfg.cell.name
+        self.run_dir = run_dir
+        self.world = None
+        if cfg.sim is not None:
+            from sim.world import World
+
+            self.world = World(cfg.sim, self._variants(), seed=seed)
+        self.seed = self.world.seed if self.world is not None else seed
+        self.clock: Clock = self.world.clock if self.world is not None else WallClock()
+        self.devices: dict[str, Device] = {}
+        resources = {"world": self.world} if self.world is not None else {}
+        for spec, cls, opts in build_order(cfg):
+            deps = {d: self.devices[d] for d in cls.requires(opts)}
+            ctx = DeviceContext(clock=self.clock, devices=deps, resources=resources, cell=self.name)
+            self.devices[spec.name] = cls(spec.name, opts, ctx)
+        self.facts = CellFacts()
+        self.ledger = Ledger(self.clock.now)
+        self.alarms = AlarmList(self.clock.now)
+        self.fsm = PackMLStateMachine(self.clock.now)
+        self.fsm.subscribe(self._on_transition)
+        self.listeners: list[EventListener] = [lambda k, d: self.ledger.on_event(k, d)]
+        self.alarms.listeners.append(lambda what, a: self.emit("alarm", {"what": what, "alarm": a}))
+        self.inspectors = inspectors if inspectors is not None else {}
+        lookups = {
+            "inspectors": self.inspectors,
+            "stations": {n: s.model_dump() | {"frame": self._frame(s)} for n, s in cfg.stations.items()},
+            "products": {n: {"height_m": p.size_mm[2] / 1000.0, "length_m": p.size_mm[0] / 1000.0,
+                             "width_m": p.size_mm[1] / 1000.0} for n, p in cfg.products.items()},
+        }
+        for st in lookups["stations"].values():
+            if st.get("pattern"):
+                st["pattern"]["pitch_m"] = [v / 1000.0 for v in st["pattern"]["pitch_mm"]]
+        self.tctx = TreeContext(self.devices, self.clock, self.facts, self.emit, lookups)
+        self.runner: TreeRunner | None = None
+        self._tree_task: asyncio.Task | None = None
+        self._act_task: asyncio.Task | None = None
+        self._tracker_task: asyncio.Task | None = None
+        self._recover_task: asyncio.Task | None = None
+        self._infeed_started = False
+        self._state_waiters: list[tuple[set[State], asyncio.Future]] = []
+        self.command_log: list[dict[str, Any]] = []
+        self.counts_history: list[dict[str, Any]] = []
+
+    # -- construction helpers --------------------------------------------------------------------
+    @staticmethod
+    def _frame(st: Any) -> dict[str, float]:
+        return {"x": st.frame.x, "y": st.frame.y, "z": st.frame.z, "yaw": math.radians(st.frame.yaw_deg)}
+
+    def _variants(self) -> dict[str, Any]:
+        from sim import render
+        from sim.world import VariantSpec
+
+        out = {}
+        for name, p in self.cfg.products.items():
+            out[name] = VariantSpec(name, p.size_mm[0] / 1000, p.size_mm[1] / 1000, p.size_mm[2] / 1000,
+                                    appearance=product_appearance(name, p, render))
+        return out
+
+    # -- events ----------------------------------------------------------------------------------
+    def emit(self, kind: str, data: dict[str, Any]) -> None:
+        for cb in list(self.listeners):
+            try:
+                cb(kind, data)
+            except Exception:  # noqa: BLE001 - a faulty listener must not stop the cell
+                log.exception("event listener failed on %s", kind)
+        if kind == "skill_result":
+            res = data["result"]
+            if res.alarm:
+                self.raise_alarm(code=data["skill"], message=res.alarm, source=data["node"])
+
+    def raise_alarm(self, code: str, message: str, source: str, severity: str = "error") -> None:
+        self.alarms.raise_(code, message, source=source, severity=severity)  # type: ignore[arg-type]
+        if self.cfg.supervisor.hold_on_alarm and self.fsm.state == State.EXECUTE and severity in ("error", "critical"):
+            self.command("hold", source="supervisor")
+            if self.cfg.supervisor.auto_recover and self.world is not None:
+                self._recover_task = asyncio.get_running_loop().create_task(self._operator_recovery())
+
+    async def _operator_recovery(self) -> None:
+        """The simulated operator: clears the fault after a while, resets machines, unholds."""
+        assert self.world is not None
+        await self.clock.sleep(self.world.config.operator.clear_jam_after_s)
+        await self.wait_state({State.HELD})
+        for dev in self.devices.values():
+            if isinstance(dev, Machine):
+                try:
+                    await dev.command("reset")
+                except DeviceError as e:
+                    log.warning("operator could not reset %s: %s", dev.name, e)
+        for a in self.alarms.active():
+            self.alarms.ack(a.id, by="sim-operator")
+            self.alarms.clear(a.id)
+        if self.fsm.state == State.HELD:
+            self.command("unhold", source="sim-operator")
+
+    # -- commands and states ----------------------------------------------------------------------
+    def command(self, command: str | Command, *, source: str = "api") -> State:
+        """Apply a PackML command. Raises TransitionError (nothing changes) when it is illegal."""
+        cmd = Command.parse(command) if isinstance(command, str) else command
+        before = self.fsm.state
+        try:
+            state = self.fsm.command(cmd)
+        except TransitionError:
+            self.command_log.append({"t": self.clock.now(), "command": cmd.name.lower(), "source": source,
+                                     "accepted": False, "state": before.label})
+            raise
+        self.command_log.append({"t": self.clock.now(), "command": cmd.name.lower(), "source": source,
+                                 "accepted": True, "state": before.label})
+        return state
+
+    def legal_commands(self) -> list[str]:
+        return [c.name.lower() for c in self.fsm.legal_commands()]
+
+    async def wait_state(self, states: set[State], timeout: float | None = None) -> State:
+        if self.fsm.state in states:
+            return self.fsm.state
+        fut = asyncio.get_running_loop().create_future()
+        self._state_waiters.append((states, fut))
+        return await self.clock.wait_for(fut, timeout)
+
+    def _on_transition(self, tr: Transition) -> None:
+        self.emit("state", {"transition": tr})
+        for states, fut in list(self._state_waiters):
+            if tr.target in states and not fut.done():
+                fut.set_result(tr.target)
+        self._state_waiters = [(s, f) for s, f in self._state_waiters if not f.done()]
+        if tr.target in _ACTIONS:
+            self._act_task = asyncio.get_running_loop().create_task(self._act(tr.target))
+        elif tr.target == State.EXECUTE:
+            self._start_process()
+
+    async def _act(self, state: State) -> None:
+        try:
+            await _ACTIONS[state](self)
+        except asyncio.CancelledError:
+            raise
+        except DeviceError as e:
+            self.alarms.raise_("device", str(e), source=getattr(e, "device", None) or "cell")
+            if state not in (State.ABORTING, State.STOPPING) and self.fsm.state == state:
+                self.fsm.command(Command.ABORT)
+                return
+        except Exception as e:  # noqa: BLE001
+            log.exception("acting state %s failed", state.label)
+            self.alarms.raise_("internal", f"{state.label} failed: {e!r}", source="supervisor", severity="critical")
+        self.fsm.state_complete(expected=state)
+
+    # acting-state behaviour ------------------------------------------------------------------------
+    async def _resetting(self) -> None:
+        self.alarms.reset_first_out()
+        for dev in self.devices.values():
+            await dev.connect()
+        for dev in self.devices.values():
+            if isinstance(dev, Machine):
+                await dev.command("reset")
+
+    async def _starting(self) -> None:
+        await self._conveyor().start(self._recipe_speed())
+        if self.world is not None and not self._infeed_started:
+            self.world.start_infeed()
+            self._infeed_started = True
+
+    async def _unholding(self) -> None:
+        for dev in self.devices.values():
+            if isinstance(dev, Machine):
+                st = await dev.status()
+                if st.faulted:
+                    await dev.command("reset")
+        await self._conveyor().start(self._recipe_speed())
+
+    async def _pausing(self) -> None:
+        await self._stop_process()
+        await self._conveyor().stop()
+
+    async def _stopping(self) -> None:
+        await self._stop_process()
+        await self._safe(self._conveyor().stop())
+        for dev in self.devices.values():
+            stop = getattr(dev, "stop", None)
+            if stop is not None and dev.contract == "arm" and dev.connected:
+                await self._safe(stop())
+
+    async def _clearing(self) -> None:
+        self.alarms.clear_all()
+
+    async def _completing(self) -> None:
+        await self._stop_process()
+        await self._safe(self._conveyor().stop())
+
+    @staticmethod
+    async def _safe(aw: Any) -> None:
+        try:
+            await aw
+        except DeviceError as e:
+            log.warning("ignored during stop: %s", e)
+
+    def _conveyor(self) -> Conveyor:
+        dev = self.devices[self.cfg.line.conveyor]
+        assert isinstance(dev, Conveyor)
+        return dev
+
+    def _recipe_speed(self) -> float | None:
+        for r in self.cfg.recipes.values():
+            return r.conveyor_speed
+        return None
+
+    # -- the process ---------------------------------------------------------------------------------
+    def _start_process(self) -> None:
+        root = build_tree(self.cfg, self.tctx)
+        self.runner = TreeRunner(root, self.tctx)
+        loop = asyncio.get_running_loop()
+        self._tree_task = loop.create_task(self._run_tree(self.runner))
+        if self._tracker_task is None or self._tracker_task.done():
+            self._tracker_task = loop.create_task(self._track())
+
+    async def _run_tree(self, runner: TreeRunner) -> None:
+        status = await runner.run()
+        log.info("process tree finished: %s", status)
+        if self.fsm.state == State.EXECUTE:
+            self.command("complete", source="process")
+
+    async def _stop_process(self) -> None:
+        for task in (self._tree_task, self._tracker_task):
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._tree_task = self._tracker_task = None
+        self.tctx.running.clear()
+        await self._drop_held_part("cell left Execute while holding it")
+        self.facts.values.pop("pending", None)
+
+    async def _drop_held_part(self, reason: str) -> None:
+        part = self.facts.values.get("holding")
+        if part is None:
+            return
+        for dev in self.devices.values():
+            if isinstance(dev, Gripper) and dev.connected:
+                await self._safe(dev.release())
+        self.facts.values["holding"] = None
+        if self.ledger.records.get(part.id) and self.ledger.records[part.id].outcome is None:
+            self.ledger.close(part.id, "missed", reason)
+
+    async def _track(self) -> None:
+        """Close parts that left the belt unpicked: defective → rejected, good → missed."""
+        period = self.cfg.line.tracker_period_s
+        conveyor = self._conveyor()
+        while True:
+            await self.clock.sleep(period)
+            self.tracker_pass(await conveyor.position())
+
+    def tracker_pass(self, encoder: float) -> None:
+        exit_x = self.cfg.line.exit_x
+        for part in list(self.facts.queue):
+            if part.claimed or part.x_at(encoder) <= exit_x:
+                continue
+            self.facts.remove(part)
+            rec = self.ledger.records.get(part.id)
+            if rec is None or rec.outcome is not None:
+                continue
+            if part.verdict == "good":
+                self.ledger.close(part.id, "missed", part.meta.get("pick_error", "left the pick window unpicked"))
+            else:
+                why = "defective: " + ", ".join(part.defects) if part.verdict == "defective" else "not inspected"
+                self.ledger.close(part.id, "rejected", why)
+
+    # -- running -------------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        """The cell's live status (for the HMI, OPC UA and ROS 2 status)."""
+        from .report import live_oee
+
+        return {
+            "name": self.name,
+            "state": self.fsm.state.label,
+            "state_id": int(self.fsm.state),
+            "mode": "Production",
+            "time": self.clock.now(),
+            "counts": self.ledger.counts() | {"cases_completed": self.ledger.cases_completed},
+            "oee": live_oee(self).to_dict(),
+            "current_skill": sorted(self.tctx.running),
+            "legal_commands": self.legal_commands(),
+            "alarms": [a.to_dict() for a in self.alarms.active()],
+            "stop_reason": self.alarms.stop_reason.message if self.alarms.stop_reason else "",
+        }
+
+    async def close(self) -> None:
+        for task in (self._tree_task, self._tracker_task, self._act_task, self._recover_task):
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                    pass
+        for dev in reversed(list(self.devices.values())):
+            await self._safe(dev.close())
+
+
+_ACTIONS: dict[State, Callable[[Cell], Any]] = {
+    State.RESETTING: Cell._resetting,
+    State.STARTING: Cell._starting,
+    State.UNHOLDING: Cell._unholding,
+    State.UNSUSPENDING: Cell._unholding,
+    State.HOLDING: Cell._pausing,
+    State.SUSPENDING: Cell._pausing,
+    State.STOPPING: Cell._stopping,
+    State.ABORTING: Cell._stopping,
+    State.CLEARING: Cell._clearing,
+    State.COMPLETING: Cell._completing,
+}
+
+
+def product_appearance(name: str, spec: Any, render: Any) -> Any:
+    """The simulator look of a product: a preset name or inline parameters, sized by ``size_mm``."""
+    app = spec.appearance
+    if app is None:
+        base = render.get_product(next(iter(render.PRODUCTS)))
+    elif isinstance(app, str):
+        base = render.get_product(app)
+    else:
+        base = render.ProductAppearance.model_validate({"name": name, **app})
+    return base.model_copy(update={"name": name, "length_mm": spec.size_mm[0], "width_mm": spec.size_mm[1]})

@@ -1,0 +1,80 @@
+"""Shared facts the skills of one cell agree on (a typed blackboard).
+
+The inspection skill appends :class:`TrackedPart` entries, the pick skill
+claims them, the place skill fills case slots, and the cell's tracker closes
+parts that leave the belt.  Positions are in the cell frame, tied to the
+conveyor encoder: a part captured at ``x`` with encoder ``encoder`` is at
+``x + (position() - encoder)`` later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Verdict = Literal["good", "defective", "none"]
+
+
+@dataclass
+class TrackedPart:
+    id: str
+    arrival: float
+    encoder: float
+    variant: str | None = None
+    x: float = 0.0
+    y: float = 0.0
+    yaw: float = 0.0
+    verdict: Verdict = "none"
+    defects: list[str] = field(default_factory=list)
+    score: float = 0.0
+    inspected_at: float | None = None
+    claimed: bool = False
+    picked_at: float | None = None
+    placed_at: float | None = None
+    case_id: int | None = None
+    slot: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def x_at(self, encoder: float) -> float:
+        return self.x + (encoder - self.encoder)
+
+
+@dataclass
+class CellFacts:
+    """Mutable cell state shared by skills (single asyncio thread: no locks needed)."""
+
+    queue: list[TrackedPart] = field(default_factory=list)
+    """Parts seen by inspection and still on the belt, oldest first."""
+    case_id: int = 1
+    case_fill: int = 0
+    values: dict[str, Any] = field(default_factory=dict)
+    _seq: int = 0
+    _waiters: list[asyncio.Future] = field(default_factory=list, repr=False)
+
+    def new_part_id(self) -> str:
+        self._seq += 1
+        return f"P{self._seq:06d}"
+
+    def next_pickable(self) -> list[TrackedPart]:
+        return [p for p in self.queue if p.verdict == "good" and not p.claimed and p.picked_at is None]
+
+    def announce_part(self, part: TrackedPart) -> None:
+        """Mark ``part`` (already queued at its trigger) as judged, and wake the skills waiting for one."""
+        if part not in self.queue:
+            self.queue.append(part)
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_new_part(self) -> None:
+        """Resolve at the next :meth:`announce_part`."""
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        await fut
+
+    def remove(self, part: TrackedPart) -> None:
+        if part in self.queue:
+            self.queue.remove(part)
+

@@ -1,0 +1,213 @@
+"""Handling skills: pick a tray from the moving conveyor, place it into the case pattern."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from drivers.arm import Arm
+from drivers.conveyor import Conveyor
+from drivers.errors import GraspError, MotionTargetError
+from drivers.gripper import Gripper
+from drivers.types import Pose
+
+from .base import Skill, SkillContext, SkillParams, SkillResult
+from .facts import TrackedPart
+
+
+def _wrap(a: float) -> float:
+    return math.atan2(math.sin(a), math.cos(a))
+
+
+def _half_turn(a: float) -> float:
+    """Equivalent angle in [-π/2, π/2) for a symmetric (vacuum) tool."""
+    a = _wrap(a)
+    if a >= math.pi / 2:
+        a -= math.pi
+    elif a < -math.pi / 2:
+        a += math.pi
+    return a
+
+
+def _product_height(ctx: SkillContext, variant: str | None, default: float) -> float:
+    prod = (ctx.config.get("products") or {}).get(variant or "")
+    return float(prod["height_m"]) if prod and "height_m" in prod else default
+
+
+class PickTracking(Skill, name="pick_tracking"):
+    """Pick the next good tray from the moving conveyor inside the pick window (conveyor tracking).
+
+    The intercept point is planned from the encoder-tied tray position and the
+    arm's predicted motion time; the cup descends to meet the tray where it
+    will be.  Trays that cannot be reached before the window's end are left
+    to the tracker, which records them as missed.
+    """
+
+    class Params(SkillParams):
+        window: tuple[float, float] = Field(description="cell-frame x range (m) where picking is allowed")
+        belt_z: float = Field(0.0, description="belt surface height (m)")
+        default_height_m: float = Field(0.05, gt=0, le=0.5)
+        approach_m: float = Field(0.06, gt=0, le=0.5)
+        speed: float = Field(1.0, gt=0, le=1)
+        wait_s: float = Field(3.0, gt=0, description="fail when no pickable tray arrives in this time")
+        margin_s: float = Field(0.05, ge=0, le=2)
+
+        @model_validator(mode="after")
+        def _window(self) -> "PickTracking.Params":
+            if not self.window[0] < self.window[1]:
+                raise ValueError(f"window must be [x_min, x_max] with x_min < x_max (got {list(self.window)})")
+            return self
+
+    roles = {"arm": Arm, "gripper": Gripper, "conveyor": Conveyor}
+
+    async def preconditions(self, ctx: SkillContext, params: Params) -> str | None:  # type: ignore[override]
+        if await ctx.device("gripper", Gripper).is_holding():
+            return "gripper already holds a tray"
+        return None
+
+    async def _choose(self, ctx: SkillContext, p: Params) -> tuple[TrackedPart, Pose, Pose] | None:
+        arm, conv = ctx.device("arm", Arm), ctx.device("conveyor", Conveyor)
+        enc, v = await conv.position(), await conv.velocity()
+        x_min, x_max = p.window
+        for part in ctx.facts.next_pickable():
+            x_now = part.x_at(enc)
+            if x_now > x_max:
+                continue
+            z_pick = p.belt_z + _product_height(ctx, part.variant, p.default_height_m)
+            yaw = _half_turn(part.yaw)
+            x_i = max(x_min, x_now)
+            try:
+                t_desc = await arm.estimate_duration(Pose(x_i, part.y, z_pick, math.pi, 0.0, yaw), speed=p.speed)
+                for _ in range(3):  # fixed-point iteration on the intercept
+                    hover = Pose(x_i, part.y, z_pick + p.approach_m, math.pi, 0.0, yaw)
+                    t_hover = await arm.estimate_duration(hover, speed=p.speed)
+                    x_i = max(x_min, x_now + v * (t_hover + 0.25 * t_desc + p.margin_s))
+            except MotionTargetError:
+                continue
+            if x_i > x_max:
+                continue
+            hover = Pose(x_i, part.y, z_pick + p.approach_m, math.pi, 0.0, yaw)
+            pick = Pose(x_i, part.y, z_pick, math.pi, 0.0, yaw)
+            return part, hover, pick
+        return None
+
+    async def execute(self, ctx: SkillContext, params: Params) -> SkillResult:  # type: ignore[override]
+        arm, grip, conv = ctx.device("arm", Arm), ctx.device("gripper", Gripper), ctx.device("conveyor", Conveyor)
+        deadline = ctx.clock.now() + params.wait_s
+        ctx.feedback(0.0, "waiting for a tray")
+        while True:
+            chosen = await self._choose(ctx, params)
+            if chosen is not None:
+                break
+            remaining = deadline - ctx.clock.now()
+            if remaining <= 0:
+                return SkillResult.failure("no pickable tray in the window")
+            try:
+                await ctx.clock.wait_for(ctx.facts.wait_new_part(), min(remaining, 0.5))
+            except TimeoutError:
+                pass
+        part, hover, pick = chosen
+        part.claimed = True
+        try:
+            ctx.feedback(0.2, "approach")
+            await arm.move_pose(hover, speed=params.speed)
+            v = await conv.velocity()
+            t_desc = await arm.estimate_duration(pick, speed=params.speed)
+            x_now = part.x_at(await conv.position())
+            if v > 0:
+                wait = (pick.x - v * t_desc - x_now) / v
+                if wait > 0:
+                    await ctx.clock.sleep(wait)
+            ctx.feedback(0.5, "descend")
+            await arm.move_pose(pick, speed=params.speed)
+            await grip.grip()
+        except (GraspError, MotionTargetError) as e:
+            part.claimed = False
+            part.meta["pick_error"] = str(e)
+            await self._retreat(arm, hover, params.speed)
+            return SkillResult.failure(f"pick of {part.id} failed: {e}", part_id=part.id)
+        part.picked_at = ctx.clock.now()
+        ctx.facts.values["holding"] = part
+        ctx.facts.remove(part)
+        ctx.emit("part_picked", {"part": part})
+        ctx.feedback(0.8, "lift")
+        await arm.move_pose(hover.translated(dz=0.05), speed=params.speed)
+        ctx.feedback(1.0, "picked")
+        return SkillResult.success(part_id=part.id)
+
+    @staticmethod
+    async def _retreat(arm: Arm, hover: Pose, speed: float) -> None:
+        try:
+            here = await arm.pose()
+            await arm.move_pose(Pose(here.x, here.y, hover.z, here.roll, here.pitch, here.yaw), speed=speed)
+        except MotionTargetError:
+            pass
+
+    async def on_cancel(self, ctx: SkillContext) -> None:
+        await ctx.device("arm", Arm).stop()
+
+
+class PlaceInPattern(Skill, name="place_in_pattern"):
+    """Place the held tray into the next free slot of the case (rows × cols pattern)."""
+
+    class Params(SkillParams):
+        station: str = Field(description="case station name (stations: section of the cell file)")
+        approach_m: float = Field(0.08, gt=0, le=0.5)
+        speed: float = Field(1.0, gt=0, le=1)
+        default_height_m: float = Field(0.05, gt=0, le=0.5)
+
+    roles = {"arm": Arm, "gripper": Gripper}
+
+    async def preconditions(self, ctx: SkillContext, params: Params) -> str | None:  # type: ignore[override]
+        if ctx.facts.values.get("holding") is None:
+            return "no tray held"
+        station = (ctx.config.get("stations") or {}).get(params.station)
+        if station is None or "pattern" not in station:
+            return f"no case station {params.station!r}"
+        rows, cols = station["pattern"]["rows"], station["pattern"]["cols"]
+        if ctx.facts.case_fill >= rows * cols:
+            return "case is full"
+        return None
+
+    @staticmethod
+    def slot_pose(station: dict[str, Any], slot: int, z: float, yaw: float) -> Pose:
+        f, pat = station["frame"], station["pattern"]
+        cols, rows = pat["cols"], pat["rows"]
+        r, c = divmod(slot, cols)
+        dx = (c - (cols - 1) / 2) * pat["pitch_m"][0]
+        dy = (r - (rows - 1) / 2) * pat["pitch_m"][1]
+        cy, sy = math.cos(f["yaw"]), math.sin(f["yaw"])
+        return Pose(f["x"] + cy * dx - sy * dy, f["y"] + sy * dx + cy * dy, z, math.pi, 0.0, yaw)
+
+    async def execute(self, ctx: SkillContext, params: Params) -> SkillResult:  # type: ignore[override]
+        arm, grip = ctx.device("arm", Arm), ctx.device("gripper", Gripper)
+        part: TrackedPart = ctx.facts.values["holding"]
+        station = ctx.config["stations"][params.station]
+        slot = ctx.facts.case_fill
+        h = _product_height(ctx, part.variant, params.default_height_m)
+        # tool yaw so the tray ends aligned with the case (tray yaw = case yaw)
+        tool_pick = (await arm.pose()).yaw
+        tray_rel = _wrap(part.yaw - tool_pick)
+        yaw = _half_turn(station["frame"]["yaw"] - tray_rel) if abs(_wrap(tray_rel)) > math.pi / 2 else _wrap(
+            station["frame"]["yaw"] - tray_rel)
+        target = self.slot_pose(station, slot, station["frame"]["z"] + h, yaw)
+        above = target.translated(dz=params.approach_m)
+        ctx.feedback(0.1, "transfer")
+        await arm.move_pose(above, speed=params.speed)
+        ctx.feedback(0.5, "descend")
+        await arm.move_pose(target, speed=params.speed)
+        await grip.release()
+        part.placed_at = ctx.clock.now()
+        part.case_id, part.slot = ctx.facts.case_id, slot
+        ctx.facts.values["holding"] = None
+        ctx.facts.case_fill += 1
+        ctx.emit("part_placed", {"part": part})
+        ctx.feedback(0.8, "retract")
+        await arm.move_pose(above, speed=params.speed)
+        ctx.feedback(1.0, "placed")
+        return SkillResult.success(part_id=part.id, case_id=part.case_id, slot=slot)
+
+    async def on_cancel(self, ctx: SkillContext) -> None:
+        await ctx.device("arm", Arm).stop()

@@ -1,0 +1,130 @@
+"""Inspection skills: capture, inspect from pixels, locate the tray, decide its route."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Protocol
+
+import numpy as np
+from pydantic import Field
+
+from drivers.camera import Camera
+from drivers.conveyor import Conveyor
+
+from .base import Skill, SkillContext, SkillParams, SkillResult
+from .facts import TrackedPart
+
+
+class InspectorLike(Protocol):
+    """What the inspect skill needs of a fitted inspector (see :mod:`skills.vision`)."""
+
+    def inspect(self, image: np.ndarray) -> Any: ...
+
+
+class Inspect(Skill, name="inspect"):
+    """Capture the tray that tripped the photo-eye, judge it from pixels and locate it.
+
+    The part's verdict, defects, score and cell-frame pose (tied to the
+    conveyor encoder) are appended to the tracking queue for the pick skill.
+    """
+
+    class Params(SkillParams):
+        roi: bool = Field(True, description="crop around the tray's tracked position before inspecting")
+        roi_m: tuple[float, float] = Field((0.34, 0.30), description="region of interest around the tray (m)")
+        plane_z: float = Field(0.0, description="height of the tray top in the cell frame (m)")
+        products: list[str] | None = Field(None, description="variants to try (None: every fitted product)")
+
+    roles = {"camera": Camera, "conveyor": Conveyor}
+
+    async def preconditions(self, ctx: SkillContext, params: Params) -> str | None:  # type: ignore[override]
+        inspectors = ctx.config.get("inspectors") or {}
+        if not inspectors:
+            return "no inspection model loaded"
+        if ctx.device("camera", Camera).calibration is None:
+            return "camera is not calibrated"
+        return None
+
+    async def execute(self, ctx: SkillContext, params: Params) -> SkillResult:  # type: ignore[override]
+        camera = ctx.device("camera", Camera)
+        conveyor = ctx.device("conveyor", Conveyor)
+        part: TrackedPart | None = ctx.facts.values.pop("pending", None)
+        if part is None:
+            return SkillResult.precondition("no part waiting for inspection (run wait_for_part first)")
+        ctx.feedback(0.1, "capture")
+        frame = await camera.capture()
+        enc = await conveyor.position()
+        cal = frame.calibration or camera.calibration
+        assert cal is not None
+        image = frame.image
+        x0 = y0 = 0
+        if params.roi:
+            cx, cy = part.x_at(enc), part.y
+            corners = [cal.plane_to_pixel(cx + sx * params.roi_m[0] / 2, cy + sy * params.roi_m[1] / 2, params.plane_z)
+                       for sx in (-1, 1) for sy in (-1, 1)]
+            us = [c[0] for c in corners]
+            vs = [c[1] for c in corners]
+            x0, x1 = max(0, int(min(us))), min(image.shape[1], int(math.ceil(max(us))))
+            y0, y1 = max(0, int(min(vs))), min(image.shape[0], int(math.ceil(max(vs))))
+            if x1 - x0 > 16 and y1 - y0 > 16:
+                image = image[y0:y1, x0:x1]
+            else:
+                x0 = y0 = 0
+        ctx.feedback(0.4, "inspect")
+        inspectors: dict[str, InspectorLike] = ctx.config["inspectors"]
+        names = params.products or list(inspectors)
+        wall0 = time.perf_counter()
+        best_name, best, best_norm = None, None, math.inf
+        for n in names:
+            res = inspectors[n].inspect(image)
+            thr = float(getattr(res, "threshold", 1.0) or 1.0)
+            norm = float(getattr(res, "score", 0.0)) / thr if getattr(res, "pose_px", None) is not None else math.inf
+            if best is None or norm < best_norm:
+                best_name, best, best_norm = n, res, norm
+        ms = (time.perf_counter() - wall0) * 1000.0
+        assert best is not None
+        part.encoder, part.variant, part.inspected_at = enc, best_name, ctx.clock.now()
+        pose_px = getattr(best, "pose_px", None)
+        if pose_px is None:
+            part.verdict = "none"
+            part.defects = list(getattr(best, "defects", []) or ["no_part"])
+        else:
+            u, v, ang = float(pose_px[0]) + x0, float(pose_px[1]) + y0, math.radians(float(pose_px[2]))
+            px, py = cal.pixel_to_plane(u, v, params.plane_z)
+            qx, qy = cal.pixel_to_plane(u + 20 * math.cos(ang), v + 20 * math.sin(ang), params.plane_z)
+            part.x, part.y, part.yaw = px, py, math.atan2(qy - py, qx - px)
+            part.defects = list(getattr(best, "defects", []))
+            part.verdict = "defective" if getattr(best, "defective", False) else "good"
+        part.score = float(getattr(best, "score", 0.0))
+        part.meta["inspect_ms"] = ms
+        part.meta["frame"] = frame
+        part.meta["result"] = best
+        ctx.facts.announce_part(part)  # wakes the pick skill
+        ctx.emit("part_inspected", {"part": part})
+        ctx.feedback(1.0, part.verdict)
+        return SkillResult.success(part.verdict, part_id=part.id, verdict=part.verdict, defects=part.defects)
+
+
+class RejectDecision(Skill, name="reject_decision"):
+    """Route the last inspected part: good trays go to the robot, others run on to the reject bin.
+
+    A tray whose inspection failed (no verdict) is rejected: never pack what was not judged good.
+    """
+
+    class Params(SkillParams):
+        min_score_margin: float = Field(0.0, ge=0, description="reject good trays whose score is within this margin of the threshold")
+
+    async def execute(self, ctx: SkillContext, params: Params) -> SkillResult:  # type: ignore[override]
+        if not ctx.facts.queue:
+            return SkillResult.failure("no inspected part to route")
+        part = ctx.facts.queue[-1]
+        route = "pack" if part.verdict == "good" else "reject"
+        result = part.meta.get("result")
+        thr = float(getattr(result, "threshold", 0.0) or 0.0)
+        if route == "pack" and params.min_score_margin and thr and part.score > thr - params.min_score_margin:
+            part.verdict = "defective"
+            part.defects = part.defects or ["marginal"]
+            route = "reject"
+        part.meta["route"] = route
+        ctx.emit("part_routed", {"part": part, "route": route})
+        return SkillResult.success(route, part_id=part.id, route=route)

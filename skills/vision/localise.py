@@ -1,0 +1,219 @@
+"""Find a part on the belt, measure its pose and warp it to a canonical view.
+
+Everything here is generic: the part is the largest blob that differs from
+the belt (background colour estimated from the image border, optionally
+refined by a belt model learned from good images), its pose comes from
+``cv2.minAreaRect`` and the orientation ambiguity (180° for oblong parts, 90°
+for square ones, any angle for round ones) is resolved by correlation with a
+learned canonical template.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+__all__ = ["InspectionError", "Blob", "as_bgr", "find_part", "warp_matrix", "warp_canonical",
+           "descriptor", "WORK_LONG"]
+
+WORK_LONG = 320          # long side (px) of the downscaled image used for segmentation
+MIN_SIDE = 32
+SIGMA_THR = 6.0         # belt-normalised colour distance that counts as 'not belt'
+
+
+class InspectionError(ValueError):
+    """An input the inspector cannot work with (not an image, empty, wrong size, unfitted model...)."""
+
+
+def as_bgr(image: object) -> np.ndarray:
+    """Validate an image and return it as contiguous uint8 BGR (H, W, 3); raise InspectionError otherwise."""
+    if image is None:
+        raise InspectionError("no image (None)")
+    if not isinstance(image, np.ndarray):
+        raise InspectionError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.size == 0:
+        raise InspectionError("empty image")
+    img = image
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype == bool:
+        img = img.astype(np.uint8) * 255
+    elif img.dtype != np.uint8:
+        if np.issubdtype(img.dtype, np.floating) and np.isfinite(img).all() and img.max() <= 1.0 and img.min() >= 0:
+            img = (img * 255.0 + 0.5).astype(np.uint8)
+        else:
+            raise InspectionError(f"unsupported pixel type {img.dtype} (want uint8)")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    elif not (img.ndim == 3 and img.shape[2] == 3):
+        raise InspectionError(f"unsupported image shape {image.shape} (want HxW, HxWx3 or HxWx4)")
+    if min(img.shape[:2]) < MIN_SIDE:
+        raise InspectionError(f"image too small ({img.shape[1]}x{img.shape[0]}, need at least {MIN_SIDE}px)")
+    return np.ascontiguousarray(img)
+
+
+@dataclass
+class Blob:
+    """A found part, in full-resolution pixels.
+
+    ``angle`` is the direction of the long axis in degrees, in (-90, 90];
+    orientation (which end is which) is resolved later.
+    """
+
+    cx: float
+    cy: float
+    length: float
+    width: float
+    angle: float
+    area: float
+    touches_border: bool
+    mask_small: np.ndarray          # filled blob mask at working scale (uint8 0/255)
+    scale: float                    # full px per working px
+    contrast: float                 # mean distance-to-belt inside vs. threshold
+
+
+def _downscale(img: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
+    h, w = img.shape[:2]
+    s = max(h, w) / float(long_side)
+    if s <= 1.0:
+        return img, 1.0
+    small = cv2.resize(img, (max(1, round(w / s)), max(1, round(h / s))), interpolation=cv2.INTER_AREA)
+    return small, w / small.shape[1]
+
+
+def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale: np.ndarray | None = None,
+              min_area_frac: float = 0.01, expected_area_frac: float | None = None,
+              small: np.ndarray | None = None, scale: float | None = None) -> Blob | None:
+    """Segment the part from the belt; None when nothing plausible is found.
+
+    ``belt_lab``/``belt_scale``: learned belt colour (Lab, uint8 scale) and
+    per-channel spread; the colour is re-centred on the image border so global
+    lighting changes do not matter.
+    """
+    if small is None:
+        small, scale = _downscale(img, WORK_LONG)
+    assert scale is not None
+    sm = cv2.GaussianBlur(small, (3, 3), 0)
+    lab = cv2.cvtColor(sm, cv2.COLOR_BGR2LAB).astype(np.float32)
+    h, w = lab.shape[:2]
+    b = 3
+    border = np.concatenate([lab[:b].reshape(-1, 3), lab[-b:].reshape(-1, 3),
+                             lab[:, :b].reshape(-1, 3), lab[:, -b:].reshape(-1, 3)])
+    bg = np.median(border, axis=0)
+    if belt_lab is not None:
+        # trust the border only when it looks like the learned belt (part may cover it)
+        if np.abs(bg - belt_lab)[1:].max() > 12 or abs(bg[0] - belt_lab[0]) > 60:
+            bg = belt_lab
+    if belt_scale is not None:
+        sc = np.asarray(belt_scale, np.float32)
+    else:  # belt spread from the border itself (texture, noise and lighting gradient)
+        sc = np.maximum(np.median(np.abs(border - bg), axis=0) * 1.4826 * 1.5, [2.0, 1.0, 1.0])
+    d = lab - bg.astype(np.float32)
+    d *= (1.0 / sc).astype(np.float32)
+    dist = cv2.sqrt(cv2.add(cv2.add(cv2.multiply(d[..., 0], d[..., 0]), cv2.multiply(d[..., 1], d[..., 1])),
+                            cv2.multiply(d[..., 2], d[..., 2])))
+    thr = SIGMA_THR
+    fg = (dist > thr).astype(np.uint8) * 255
+    k = max(3, (min(h, w) // 60) | 1)
+    ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+    fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, ker)
+    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, ker)
+    contours, _ = cv2.findContours(fg, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    areas = [cv2.contourArea(c) for c in contours]
+    if expected_area_frac:
+        target = expected_area_frac * h * w
+        i = int(np.argmin([abs(math.log(max(a, 1.0) / target)) for a in areas]))
+        if areas[i] < 0.3 * target:
+            i = int(np.argmax(areas))
+    else:
+        i = int(np.argmax(areas))
+    c = contours[i]
+    area = areas[i]
+    if area < min_area_frac * h * w:
+        return None
+    # merge nearby fragments (a dark rim may split a part in two)
+    hull = cv2.convexHull(np.concatenate([cc for cc, a in zip(contours, areas)
+                                          if a > 0.02 * area and _near(cc, c, 0.1 * math.sqrt(area))]))
+    mask = np.zeros((h, w), np.uint8)
+    cv2.drawContours(mask, [hull], -1, 255, -1)
+    (cx, cy), (rw, rh), ang = cv2.minAreaRect(hull)
+    if rw < rh:
+        rw, rh = rh, rw
+        ang += 90.0
+    ang = (ang + 90.0) % 180.0 - 90.0
+    x, y, bw, bh = cv2.boundingRect(hull)
+    touches = x <= 1 or y <= 1 or x + bw >= w - 1 or y + bh >= h - 1
+    inside = dist[mask > 0]
+    contrast = float(np.median(inside) / thr) if inside.size else 0.0
+    s = float(scale)
+    # minAreaRect works on pixel centres of the boundary: add one pixel of the working scale
+    return Blob(cx=(cx + 0.5) * s - 0.5, cy=(cy + 0.5) * s - 0.5, length=(rw + 1.0) * s, width=(rh + 1.0) * s,
+                angle=float(ang), area=float(cv2.contourArea(hull)) * s * s, touches_border=bool(touches),
+                mask_small=mask, scale=s, contrast=contrast)
+
+
+def _near(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
+    if a is b:
+        return True
+    xa, ya, wa, ha = cv2.boundingRect(a)
+    xb, yb, wb, hb = cv2.boundingRect(b)
+    return not (xa > xb + wb + tol or xb > xa + wa + tol or ya > yb + hb + tol or yb > ya + ha + tol)
+
+
+def warp_matrix(cx: float, cy: float, angle_deg: float, length: float, width: float,
+                out_w: int, out_h: int, margin: float) -> np.ndarray:
+    """2×3 affine mapping canonical pixels (u right = part +x) to image pixels."""
+    a = math.radians(angle_deg)
+    sx = length * (1 + 2 * margin) / out_w
+    sy = width * (1 + 2 * margin) / out_h
+    c, s = math.cos(a), math.sin(a)
+    M = np.array([[c * sx, -s * sy, 0.0], [s * sx, c * sy, 0.0]])
+    # centre of canonical pixel grid maps to part centre
+    u0, v0 = (out_w - 1) / 2.0, (out_h - 1) / 2.0
+    M[:, 2] = [cx - M[0, 0] * u0 - M[0, 1] * v0, cy - M[1, 0] * u0 - M[1, 1] * v0]
+    return M
+
+
+def warp_canonical(pyramid: list[tuple[np.ndarray, float]], M_full: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
+    """Warp with the pyramid level whose scale keeps the sampling step ≤ 2 source px (limits aliasing)."""
+    step = math.hypot(M_full[0, 0], M_full[1, 0])
+    src, f = pyramid[0]
+    for img, fac in pyramid:
+        if step / fac >= 1.0:
+            src, f = img, fac
+    M = M_full.copy()
+    M[:, 2] = (M[:, 2] + 0.5) / f - 0.5
+    M[:, :2] /= f
+    return cv2.warpAffine(src, M, (out_w, out_h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def build_pyramid(img: np.ndarray, min_long: int = 160) -> list[tuple[np.ndarray, float]]:
+    pyr = [(img, 1.0)]
+    cur, f = img, 1.0
+    while max(cur.shape[:2]) // 2 >= min_long:
+        cur = cv2.pyrDown(cur)
+        f *= 2.0
+        pyr.append((cur, f))
+    return pyr
+
+
+def descriptor(canon: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Small lighting-normalised descriptor (flattened, zero mean / unit norm) for orientation matching."""
+    small = cv2.resize(canon, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    small = cv2.cvtColor(small / 255.0, cv2.COLOR_BGR2LAB)
+    small[..., 0] *= 0.5
+    v = small.reshape(-1, 3)
+    v = v - v.mean(axis=0)
+    v = v.ravel()
+    n = float(np.linalg.norm(v))
+    return v / n if n > 1e-9 else v
