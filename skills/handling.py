@@ -83,7 +83,7 @@ class PickTracking(Skill, name="pick_tracking"):
                 for _ in range(3):  # fixed-point iteration on the intercept
                     hover = Pose(x_i, part.y, z_pick + p.approach_m, math.pi, 0.0, yaw)
                     t_hover = await arm.estimate_duration(hover, speed=p.speed)
-                    x_i = max(x_min, x_now + v * (t_hover + 0.25 * t_desc + p.margin_s))
+                    x_i = max(x_min, x_now + v * (t_hover + t_desc + p.margin_s))
             except MotionTargetError:
                 continue
             if x_i > x_max:
@@ -120,6 +120,14 @@ class PickTracking(Skill, name="pick_tracking"):
                 wait = (pick.x - v * t_desc - x_now) / v
                 if wait > 0:
                     await ctx.clock.sleep(wait)
+                else:  # arrived late: meet the tray further downstream
+                    x_new = pick.x
+                    for _ in range(3):
+                        x_new = x_now + v * await arm.estimate_duration(
+                            Pose(x_new, pick.y, pick.z, pick.roll, pick.pitch, pick.yaw), speed=params.speed)
+                    if x_new > params.window[1]:
+                        raise MotionTargetError(f"tray {part.id} left the pick window before the cup reached it")
+                    pick = Pose(x_new, pick.y, pick.z, pick.roll, pick.pitch, pick.yaw)
             ctx.feedback(0.5, "descend")
             await arm.move_pose(pick, speed=params.speed)
             await grip.grip()

@@ -189,6 +189,7 @@ class RosBridge:
       (``rclpy.experimental.EventsExecutor``; experimental, see the platform notes).
     - ``loop``: the asyncio loop to bridge to; default the running loop at construction, or the
       loop of the first ``await`` on the bridge.
+    - ``autostart``: start the spin thread now (else call ``start()``; needed for ``"events"``).
     - ``isolate``: ``ensure_ros_isolation(domain_id, shm_profile=...)`` before ``rclpy.init``
       (LOCALHOST discovery and a ``ROS_DOMAIN_ID`` where the environment sets none).
 
@@ -207,6 +208,7 @@ class RosBridge:
         args: list[str] | None = None,
         name: str = "axcell",
         num_threads: int | None = None,
+        autostart: bool = True,
     ) -> None:
         if isolate:
             ensure_ros_isolation(domain_id, shm_profile=shm_profile)
@@ -232,8 +234,21 @@ class RosBridge:
         self._server_goals_cv = threading.Condition(self._lock)
         self._closed = False
         self._thread = threading.Thread(target=self._spin, name=f"rclpy-spin-{name}", daemon=True)
-        self._thread.start()
         _OPEN_BRIDGES.add(self)
+        if autostart:
+            self.start()
+
+    def start(self) -> None:
+        """Start the spin thread (done by the constructor unless ``autostart=False``).
+
+        With ``executor="events"`` create the nodes and their entities first and start after:
+        adding nodes to a spinning EventsExecutor from another thread deadlocks (rclpy 7.1.6).
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("bridge is closed")
+            if not self._thread.is_alive() and self._thread.ident is None:
+                self._thread.start()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -322,11 +337,13 @@ class RosBridge:
                 node.destroy_node()
             except Exception:
                 log.exception("bridge %s: destroy_node(%s) failed", self.name, node.get_name())
-        self._thread.join(timeout)
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
         if self._thread.is_alive():  # should not happen; make the spin loop exit via the context
             log.error("bridge %s: spin thread did not stop in %.1f s", self.name, timeout)
         self._shutdown_context()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
 
     def _shutdown_context(self) -> None:
         if self.context.ok():

@@ -101,3 +101,58 @@ def nn_dist(bank: np.ndarray, bank_sq: np.ndarray, q: np.ndarray) -> np.ndarray:
         return np.sqrt(np.maximum(dd.min(axis=1) + (q * q).sum(1), 0.0))
     dd = bank_sq[None] - 2.0 * np.einsum("pmd,npd->npm", bank, q)
     return np.sqrt(np.maximum(dd.min(axis=2) + (q * q).sum(2), 0.0))
+
+
+# --------------------------------------------------------------------------- colour novelty
+NOV_BINS = 12
+NOV_RANGE = 3.0
+NOV_CELL = 4   # px at half canonical scale (= CELL at full scale)
+
+
+def colour_codes(norm_half: np.ndarray) -> np.ndarray:
+    """Quantised lighting-normalised colour of every pixel → int32 code in [0, NOV_BINS³)."""
+    q = ((norm_half + NOV_RANGE) * (NOV_BINS / (2 * NOV_RANGE))).astype(np.int32)
+    np.clip(q, 0, NOV_BINS - 1, out=q)
+    return (q[..., 0] * NOV_BINS + q[..., 1]) * NOV_BINS + q[..., 2]
+
+
+def cell_index(h: int, w: int) -> tuple[np.ndarray, int, int]:
+    gh, gw = h // NOV_CELL, w // NOV_CELL
+    ys = np.minimum(np.arange(h) // NOV_CELL, gh - 1)
+    xs = np.minimum(np.arange(w) // NOV_CELL, gw - 1)
+    return (ys[:, None] * gw + xs[None, :]).astype(np.int32), gh, gw
+
+
+def colour_table(codes: np.ndarray, min_count: int = 1) -> np.ndarray:
+    """Which colours were seen near each cell: bool (gh*gw, NOV_BINS³), dilated by one cell and one bin."""
+    N, h, w = codes.shape
+    cidx, gh, gw = cell_index(h, w)
+    B3 = NOV_BINS ** 3
+    flat = (cidx[None] * B3 + codes).ravel()
+    cnt = np.bincount(flat, minlength=gh * gw * B3).reshape(gh, gw, B3)
+    seen = cnt >= min_count
+    # one cell of position tolerance
+    nb = seen.copy()
+    nb[1:] |= seen[:-1]
+    nb[:-1] |= seen[1:]
+    s2 = nb.copy()
+    s2[:, 1:] |= nb[:, :-1]
+    s2[:, :-1] |= nb[:, 1:]
+    # one bin of colour tolerance along each axis
+    c = s2.reshape(gh * gw, NOV_BINS, NOV_BINS, NOV_BINS)
+    for ax in (1, 2, 3):
+        d = c.copy()
+        sl_a = [slice(None)] * 4
+        sl_b = [slice(None)] * 4
+        sl_a[ax], sl_b[ax] = slice(1, None), slice(None, -1)
+        d[tuple(sl_a)] |= c[tuple(sl_b)]
+        d[tuple(sl_b)] |= c[tuple(sl_a)]
+        c = d
+    return c.reshape(gh * gw, B3)
+
+
+def novelty_map(table: np.ndarray, norm_half: np.ndarray, cidx: np.ndarray) -> np.ndarray:
+    """Blurred share of never-seen colours around each pixel (float32, half canonical scale)."""
+    codes = colour_codes(norm_half)
+    novel = (~table[cidx, codes]).astype(np.float32)
+    return cv2.GaussianBlur(novel, (0, 0), 1.0)

@@ -24,7 +24,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from .anomaly import CELL, cell_features, coreset, gather_bank, nn_dist, normalise
+from .anomaly import (CELL, cell_features, cell_index, colour_codes, colour_table, coreset, gather_bank,
+                      nn_dist, normalise, novelty_map)
 from .localise import (WORK_LONG, Blob, InspectionError, as_bgr, descriptor, find_part, warp_matrix)
 from .rules import (LabelMatcher, ProductRules, angle_wrap, floor_like, ncc, part_to_canon_box)
 
@@ -119,6 +120,8 @@ class Inspector:
         self.seed = int(seed)
         self.rules = ProductRules()
         self.fitted = False
+        self._seen_cache: np.ndarray | None = None
+        self._cidx_cache: np.ndarray | None = None
         self.meta: dict[str, Any] = {}
         self.arrays: dict[str, np.ndarray] = {}
         self._label: LabelMatcher | None = None
@@ -198,12 +201,14 @@ class Inspector:
             if im.shape[:2] != hw:
                 raise InspectionError(f"good image #{i} is {im.shape[1]}x{im.shape[0]}, "
                                       f"the first one is {hw[1]}x{hw[0]}: all images must have one size")
+        self._seen_cache = self._cidx_cache = None
         self.meta = {"version": MODEL_VERSION, "image_size": [hw[1], hw[0]],
                      "color": bool(any(not _is_gray(im) for im in imgs))}
         self.arrays = {}
         # ---- pass 1: segment with border-estimated belt colour, learn belt model
         blobs = []
-        belt_px = []
+        belt_px: list[np.ndarray] = []
+        belt_sc: list[np.ndarray] = []
         for i, im in enumerate(imgs):
             pyr, small, scale = _levels(im)
             b = find_part(im, small=small, scale=scale)
@@ -211,17 +216,15 @@ class Inspector:
                 raise InspectionError(f"good image #{i}: no part found (is the part visible against the belt?)")
             lab = cv2.cvtColor(cv2.GaussianBlur(small, (3, 3), 0), cv2.COLOR_BGR2LAB).reshape(-1, 3)
             bgm = cv2.dilate(b.mask_small, np.ones((9, 9), np.uint8)).ravel() == 0
-            sel = lab[bgm]
-            if len(sel):
-                belt_px.append(sel[:: max(1, len(sel) // 2000)])
+            sel = lab[bgm].astype(np.float32)
+            if len(sel) > 50:
+                med = np.median(sel, axis=0)
+                belt_px.append(med)
             blobs.append(b)
-        bp = np.concatenate(belt_px).astype(np.float32) if belt_px else np.zeros((1, 3), np.float32)
-        belt_lab = np.median(bp, axis=0)
-        mad = np.median(np.abs(bp - belt_lab), axis=0) * 1.4826
-        belt_scale = np.maximum(mad * 1.5, np.array([2.0, 1.0, 1.0])).astype(np.float32)
+        if belt_px:
+            belt_lab = np.median(np.array(belt_px), axis=0)
+            self.arrays["belt_lab"] = belt_lab.astype(np.float32)
         areas = np.array([b.area for b in blobs]) / float(hw[0] * hw[1])
-        self.arrays["belt_lab"] = belt_lab.astype(np.float32)
-        self.arrays["belt_scale"] = belt_scale
         self.meta["area_frac"] = float(np.median(areas))
         # ---- pass 2: segment with the belt model
         pyrs, blobs = [], []
@@ -314,13 +317,33 @@ class Inspector:
         q = 0.5 * q + 0.5 * cv2.blur(q, (3, 3), borderType=cv2.BORDER_REPLICATE)
         scale = (q + 0.1 * float(np.median(q))).astype(np.float32)
         self.arrays["pos_scale"] = scale
-        cv_scores = (held.reshape(N, gh, gw) / scale).reshape(N, -1).max(axis=1)
-        thr = self._threshold_from(cv_scores)
+        cv_nn = (held.reshape(N, gh, gw) / scale).reshape(N, -1).max(axis=1)
+        thr_nn = self._threshold_from(cv_nn)
+        # colour novelty: colours never seen near this place on a good part
+        half_norm = np.stack([normalise(cv2.resize(v, (cw // 2, ch // 2), interpolation=cv2.INTER_AREA))
+                              for v in canon])
+        codes = np.stack([colour_codes(x) for x in half_norm])
+        cidx, _, _ = cell_index(ch // 2, cw // 2)
+        cv_nov = np.zeros(N)
+        for f in range(k):
+            test = order[f::k]
+            train = np.setdiff1d(order, test)
+            table = colour_table(codes[train])
+            for i in test:
+                cv_nov[i] = float(novelty_map(table, half_norm[i], cidx).max())
+        thr_nov = max(self._threshold_from(cv_nov), 0.05)
+        self.arrays["colour_seen"] = np.packbits(colour_table(codes), axis=1)
+        self.meta["thr_nn"] = thr_nn
+        self.meta["thr_nov"] = thr_nov
+        cv_scores = np.maximum(cv_nn / thr_nn, cv_nov / thr_nov)
+        thr = 1.0
         bank = coreset(gather_bank(feats), self.coreset_size, self.seed)
         self.arrays["bank"] = bank.astype(np.float32)
         self.arrays["bank_sq"] = np.einsum("pmd,pmd->pm", bank, bank).astype(np.float32)
         self.meta["threshold"] = thr
         self.meta["cv_scores"] = [round(float(s), 4) for s in cv_scores]
+        self.meta["cv_nn"] = [round(float(s), 4) for s in cv_nn]
+        self.meta["cv_nov"] = [round(float(s), 4) for s in cv_nov]
         # ---- rules learned from the good views
         self._fit_rules(canon, pmask)
         self.fitted = True
@@ -437,17 +460,24 @@ class Inspector:
         gh, gw, d = f.shape
         f = (f - self.arrays["feat_mean"]) / self.arrays["feat_std"]
         dist = nn_dist(self.arrays["bank"], self.arrays["bank_sq"], f.reshape(gh * gw, d)).reshape(gh, gw)
-        amap = dist / self.arrays["pos_scale"]
+        amap = dist / self.arrays["pos_scale"] / float(self.meta["thr_nn"])
+        half = cv2.resize(view, (cw // 2, ch // 2), interpolation=cv2.INTER_AREA)
+        hn = normalise(half)
+        table = self._seen()
+        cidx = self._cidx(ch // 2, cw // 2)
+        nmap = novelty_map(table, hn, cidx) / float(self.meta["thr_nov"])
+        nmap_cells = nmap[:gh * 4, :gw * 4].reshape(gh, 4, gw, 4).max(axis=(1, 3))
+        s_nn, s_nov = float(amap.max()), float(nmap_cells.max())
+        amap = np.maximum(amap, nmap_cells)
         score = float(amap.max())
         defects: list[str] = []
         regions: list[dict] = []
-        meas: dict[str, float] = {"orientation_match": osc}
+        meas: dict[str, float] = {"orientation_match": osc, "score_patch": s_nn, "score_colour": s_nov}
         rule_boxes: list[tuple[int, int, int, int]] = []   # canonical px
         # rules
-        half = cv2.resize(view, (cw // 2, ch // 2), interpolation=cv2.INTER_AREA)
         r = self.rules
         if self._label is not None:
-            g = normalise(half).mean(axis=2)
+            g = hn.mean(axis=2)
             s, a = self._label.match(g)
             meas["label_match"] = s
             meas["label_angle_deg"] = a
@@ -461,7 +491,7 @@ class Inspector:
         seal = self.meta.get("seal")
         if seal is not None:
             band = self.arrays["seal_band"] > 0
-            z = (np.abs(normalise(half) - self.arrays["seal_med"]) / self.arrays["seal_spread"]).max(axis=2)
+            z = (np.abs(hn - self.arrays["seal_med"]) / self.arrays["seal_spread"]).max(axis=2)
             bad = ((z > seal["zthr"]) & band).astype(np.uint8)
             n, lab, st, _ = cv2.connectedComponentsWithStats(bad, connectivity=8)
             worst = 0
@@ -521,6 +551,21 @@ class Inspector:
             part_found=True, measurements=meas, canonical_to_image=M)
         res.ms = (time.perf_counter() - t0) * 1000.0
         return res
+
+    def _seen(self) -> np.ndarray:
+        t = getattr(self, "_seen_cache", None)
+        if t is None:
+            from .anomaly import NOV_BINS
+            t = np.unpackbits(self.arrays["colour_seen"], axis=1, count=NOV_BINS ** 3).astype(bool)
+            self._seen_cache = t
+        return t
+
+    def _cidx(self, h: int, w: int) -> np.ndarray:
+        c = getattr(self, "_cidx_cache", None)
+        if c is None or c.shape != (h, w):
+            c = cell_index(h, w)[0]
+            self._cidx_cache = c
+        return c
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

@@ -21,7 +21,7 @@ __all__ = ["InspectionError", "Blob", "as_bgr", "find_part", "warp_matrix", "war
 
 WORK_LONG = 320          # long side (px) of the downscaled image used for segmentation
 MIN_SIDE = 32
-SIGMA_THR = 6.0         # belt-normalised colour distance that counts as 'not belt'
+SIGMA_THR = 4.0
 
 
 class InspectionError(ValueError):
@@ -103,19 +103,14 @@ def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale
     sm = cv2.GaussianBlur(small, (3, 3), 0)
     lab = cv2.cvtColor(sm, cv2.COLOR_BGR2LAB).astype(np.float32)
     h, w = lab.shape[:2]
-    b = 3
-    border = np.concatenate([lab[:b].reshape(-1, 3), lab[-b:].reshape(-1, 3),
-                             lab[:, :b].reshape(-1, 3), lab[:, -b:].reshape(-1, 3)])
-    bg = np.median(border, axis=0)
+    bg, sc_border = _background(lab)
     if belt_lab is not None:
-        # trust the border only when it looks like the learned belt (part may cover it)
-        if np.abs(bg - belt_lab)[1:].max() > 12 or abs(bg[0] - belt_lab[0]) > 60:
-            bg = belt_lab
-    if belt_scale is not None:
-        sc = np.asarray(belt_scale, np.float32)
-    else:  # belt spread from the border itself (texture, noise and lighting gradient)
-        sc = np.maximum(np.median(np.abs(border - bg), axis=0) * 1.4826 * 1.5, [2.0, 1.0, 1.0])
-    d = lab - bg.astype(np.float32)
+        # trust the border only when it looks like the learned belt (a part may cover it)
+        mid = bg[h // 2, w // 2]
+        if np.abs(mid - belt_lab)[1:].max() > 12 or abs(mid[0] - belt_lab[0]) > 80:
+            bg = np.broadcast_to(np.asarray(belt_lab, np.float32), lab.shape)
+    sc = np.maximum(np.asarray(belt_scale, np.float32), sc_border) if belt_scale is not None else sc_border
+    d = lab - bg
     d *= (1.0 / sc).astype(np.float32)
     dist = cv2.sqrt(cv2.add(cv2.add(cv2.multiply(d[..., 0], d[..., 0]), cv2.multiply(d[..., 1], d[..., 1])),
                             cv2.multiply(d[..., 2], d[..., 2])))
@@ -159,6 +154,41 @@ def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale
     return Blob(cx=(cx + 0.5) * s - 0.5, cy=(cy + 0.5) * s - 0.5, length=(rw + 1.0) * s, width=(rh + 1.0) * s,
                 angle=float(ang), area=float(cv2.contourArea(hull)) * s * s, touches_border=bool(touches),
                 mask_small=mask, scale=s, contrast=contrast)
+
+
+_RING: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+
+def _background(lab: np.ndarray, b: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Belt colour as a plane a + b·x + c·y per channel, fitted robustly to the image border; and its spread."""
+    h, w = lab.shape[:2]
+    key = (h, w)
+    if key not in _RING:
+        ring = np.zeros((h, w), bool)
+        ring[:b] = ring[-b:] = True
+        ring[:, :b] = ring[:, -b:] = True
+        ys, xs = np.nonzero(ring)
+        A = np.stack([np.ones(len(xs)), xs / w - 0.5, ys / h - 0.5], 1).astype(np.float32)
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        _RING[key] = (ring, A, np.stack([np.ones_like(xx), xx / w - 0.5, yy / h - 0.5], -1))
+    ring, A, basis = _RING[key]
+    v = lab[ring]
+    keep = np.ones(len(v), bool)
+    coef = None
+    for _ in range(3):
+        coef, *_ = np.linalg.lstsq(A[keep], v[keep], rcond=None)
+        r = v - A @ coef
+        dev = np.abs(r)
+        mad = np.median(dev[keep], axis=0) * 1.4826 + 1e-3
+        keep = (dev / mad).max(axis=1) < 4.0
+        if keep.sum() < 0.3 * len(v):   # the part covers most of the border: fall back to a constant
+            coef = np.zeros((3, 3), np.float32)
+            coef[0] = np.median(v, axis=0)
+            mad = np.median(np.abs(v - coef[0]), axis=0) * 1.4826
+            break
+    bg = (basis @ coef.astype(np.float32)).astype(np.float32)
+    sc = np.maximum(mad * 1.5, np.array([2.0, 1.0, 1.0])).astype(np.float32)
+    return bg, sc
 
 
 def _near(a: np.ndarray, b: np.ndarray, tol: float) -> bool:

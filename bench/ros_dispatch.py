@@ -1,0 +1,298 @@
+"""Skill-dispatch round trip over ROS 2: the cell's ExecuteSkill path vs a raw rclpy action.
+
+    .venv/bin/python bench/ros_dispatch.py [-n 300] [--warmup 30] [--json out.json]
+
+Rows (each: median and p99 of N round trips, in ms):
+
+- ``raw rclpy, same process``: a plain rclpy ActionServer (``result_timeout`` 1 s) whose execute
+  callback publishes one feedback and succeeds; a plain rclpy ActionClient on its own executor
+  in the main thread (``spin_until_future_complete``). A round trip = send goal -> accepted ->
+  one feedback -> result.
+- ``raw rclpy, two processes``: the same server in a child process.
+- ``bridge, same process``: the same action through ``cell.ros.bridge.RosBridge`` (asyncio
+  handler on the server, ``await bridge.execute(...)`` on the client), for reference.
+- ``cell ExecuteSkill``: ``measure_cell_dispatch()``, the hook for the cell node's path
+  (``/<cell>/execute_skill``); it prints "not built yet" until the cell node exists.
+
+The ratio cell/raw is the figure of merit (goal: <= 1.3x at median and p99). Times on this
+shared 2-core machine are noisy: compare rows of one run, not absolute numbers across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from cell.ros.env import ensure_ros_isolation, remove_shm_files, ros_env, shm_files_of  # noqa: E402
+
+ACTION_NAME = "/bench/dispatch"
+RESULT_TIMEOUT = 1.0  # s: finished goals piling up slow rclpy action servers down
+
+
+def summarize(name: str, samples_s: list[float]) -> dict:
+    ms = sorted(x * 1e3 for x in samples_s)
+    n = len(ms)
+    p99 = ms[min(n - 1, max(0, int(round(0.99 * n)) - 1))]
+    row = {"name": name, "n": n, "median_ms": statistics.median(ms), "p99_ms": p99,
+           "mean_ms": statistics.fmean(ms), "min_ms": ms[0], "max_ms": ms[-1]}
+    print(f"  {name:<34} median {row['median_ms']:7.2f} ms   p99 {row['p99_ms']:7.2f} ms   "
+          f"(min {row['min_ms']:.2f}, max {row['max_ms']:.2f}, n={n})", flush=True)
+    return row
+
+
+# ----------------------------------------------------------------------------- raw rclpy
+
+
+def make_raw_server(node):
+    """A plain rclpy action server: one feedback, then succeed."""
+    from axcell_interfaces.action import ExecuteSkill
+    from rclpy.action import ActionServer
+
+    def execute(goal_handle):
+        goal_handle.publish_feedback(ExecuteSkill.Feedback(progress=0.5, phase="run"))
+        goal_handle.succeed()
+        return ExecuteSkill.Result(status="SUCCESS", message=goal_handle.request.skill)
+
+    return ActionServer(node, ExecuteSkill, ACTION_NAME, execute, result_timeout=RESULT_TIMEOUT)
+
+
+class RawClient:
+    """A plain rclpy action client spun in the calling thread (its own context + executor)."""
+
+    def __init__(self):
+        import rclpy
+        from axcell_interfaces.action import ExecuteSkill
+        from rclpy.action import ActionClient
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.rclpy, self.ExecuteSkill = rclpy, ExecuteSkill
+        self.ctx = Context()
+        rclpy.init(context=self.ctx)
+        self.node = rclpy.create_node("bench_raw_client", context=self.ctx)
+        self.ex = SingleThreadedExecutor(context=self.ctx)
+        self.ex.add_node(self.node)
+        self.client = ActionClient(self.node, ExecuteSkill, ACTION_NAME)
+
+    def wait(self, timeout=15.0) -> None:
+        if not self.client.wait_for_server(timeout_sec=timeout):
+            raise RuntimeError("action server not found")
+
+    def once(self) -> float:
+        fb = []
+        t0 = time.perf_counter()
+        fut = self.client.send_goal_async(self.ExecuteSkill.Goal(skill="bench", params_json="{}"),
+                                          feedback_callback=fb.append)
+        self.ex.spin_until_future_complete(fut, timeout_sec=5.0)
+        gh = fut.result()
+        if gh is None or not gh.accepted:
+            raise RuntimeError("goal not accepted")
+        rfut = gh.get_result_async()
+        self.ex.spin_until_future_complete(rfut, timeout_sec=5.0)
+        # the feedback normally arrives before the result; don't stop before it does
+        deadline = time.perf_counter() + 1.0
+        while not fb and time.perf_counter() < deadline:
+            self.ex.spin_once(timeout_sec=0.01)
+        dt = time.perf_counter() - t0
+        if rfut.result() is None or rfut.result().result.status != "SUCCESS" or not fb:
+            raise RuntimeError("bad round trip")
+        return dt
+
+    def close(self) -> None:
+        self.client.destroy()
+        self.ex.shutdown()
+        self.node.destroy_node()
+        self.rclpy.shutdown(context=self.ctx)
+        self.ctx.destroy()
+
+
+class RawServerThread:
+    """The raw server on its own context + SingleThreadedExecutor in a thread (same process)."""
+
+    def __init__(self):
+        import rclpy
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.rclpy = rclpy
+        self.ctx = Context()
+        rclpy.init(context=self.ctx)
+        self.node = rclpy.create_node("bench_raw_server", context=self.ctx)
+        self.server = make_raw_server(self.node)
+        self.ex = SingleThreadedExecutor(context=self.ctx)
+        self.ex.add_node(self.node)
+        self.thread = threading.Thread(target=self.ex.spin, name="bench-raw-server", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        # the teardown order that never aborts the process
+        self.ex.shutdown()
+        self.server.destroy()
+        self.node.destroy_node()
+        self.thread.join(5.0)
+        self.rclpy.shutdown(context=self.ctx)
+        self.ctx.destroy()
+
+
+def serve_forever_until_stdin_eof() -> int:
+    """``--serve``: run the raw server (child process of the two-process row)."""
+    srv = RawServerThread()
+    print("READY", flush=True)
+    try:
+        sys.stdin.read()  # parent closes stdin to stop us
+    finally:
+        srv.close()
+    return 0
+
+
+def measure_loop(once, n: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        once()
+    return [once() for _ in range(n)]
+
+
+def measure_raw_same_process(n: int, warmup: int) -> dict:
+    srv = RawServerThread()
+    cli = RawClient()
+    try:
+        cli.wait()
+        return summarize("raw rclpy, same process", measure_loop(cli.once, n, warmup))
+    finally:
+        cli.close()
+        srv.close()
+
+
+def measure_raw_two_processes(n: int, warmup: int) -> dict:
+    env = ros_env()  # this process's domain and LOCALHOST discovery
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    cli = None
+    try:
+        line = child.stdout.readline()
+        if line.strip() != "READY":
+            raise RuntimeError(f"server process did not start: {line!r}")
+        cli = RawClient()
+        cli.wait()
+        return summarize("raw rclpy, two processes", measure_loop(cli.once, n, warmup))
+    finally:
+        if cli is not None:
+            cli.close()
+        child.stdin.close()
+        try:
+            child.wait(10.0)
+        except subprocess.TimeoutExpired:  # a hung rclpy process ignores SIGTERM
+            files = shm_files_of(child.pid)
+            child.kill()
+            child.wait()
+            remove_shm_files(files)
+
+
+# ----------------------------------------------------------------------------- bridge
+
+
+def measure_bridge_same_process(n: int, warmup: int) -> dict:
+    from axcell_interfaces.action import ExecuteSkill
+
+    from cell.ros.bridge import RosBridge
+
+    async def handler(goal, ctx):
+        ctx.publish_feedback(ExecuteSkill.Feedback(progress=0.5, phase="run"))
+        return ExecuteSkill.Result(status="SUCCESS", message=goal.skill)
+
+    async def main():
+        async with RosBridge(name="bench_srv") as srv, RosBridge(name="bench_cli") as cli:
+            srv.create_action_server(srv.create_node("bench_bridge_server"), ExecuteSkill,
+                                     ACTION_NAME, handler)
+            ac = cli.create_action_client(cli.create_node("bench_bridge_client"), ExecuteSkill, ACTION_NAME)
+            if not await cli.wait_for_action_server(ac, 15.0):
+                raise RuntimeError("action server not found")
+
+            async def once() -> float:
+                fb = []
+                got_fb = asyncio.Event()
+
+                def on_fb(f):
+                    fb.append(f)
+                    got_fb.set()
+
+                t0 = time.perf_counter()
+                res = await cli.execute(ac, ExecuteSkill.Goal(skill="bench", params_json="{}"),
+                                        feedback=on_fb, timeout=5.0)
+                if not fb:
+                    await asyncio.wait_for(got_fb.wait(), 1.0)
+                dt = time.perf_counter() - t0
+                if not res.succeeded:
+                    raise RuntimeError("bad round trip")
+                return dt
+
+            for _ in range(warmup):
+                await once()
+            return [await once() for _ in range(n)]
+
+    return summarize("bridge (asyncio both ends), 1 proc", asyncio.run(main()))
+
+
+# ----------------------------------------------------------------------------- cell hook
+
+
+def measure_cell_dispatch(n: int, warmup: int) -> dict | None:
+    """HOOK (lead): the cell's skill dispatch through ``/<cell>/execute_skill``.
+
+    To fill in: start the cell node (lifecycle: configure + activate) on a RosBridge with a
+    trivial skill that publishes one feedback and returns SUCCESS, then time N
+    ``await bridge.execute(client, ExecuteSkill.Goal(skill=..., params_json=...), feedback=...)``
+    round trips (same process and, with ``--processes``, across processes) and return
+    ``summarize("cell ExecuteSkill, ...", samples)``. Compare against the raw rows above.
+    """
+    print("  cell ExecuteSkill dispatch           not built yet (measure_cell_dispatch is a hook)",
+          flush=True)
+    return None
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=300, help="round trips per row (default 300)")
+    ap.add_argument("--warmup", type=int, default=30)
+    ap.add_argument("--json", type=Path, help="also write the rows as JSON")
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+
+    iso = ensure_ros_isolation()
+    if args.serve:
+        return serve_forever_until_stdin_eof()
+
+    print(f"ROS 2 action round trip: goal -> accepted -> 1 feedback -> result "
+          f"(result_timeout {RESULT_TIMEOUT:g} s, domain {iso['ROS_DOMAIN_ID']}, n={args.n})", flush=True)
+    rows = [
+        measure_raw_same_process(args.n, args.warmup),
+        measure_raw_two_processes(args.n, args.warmup),
+        measure_bridge_same_process(args.n, args.warmup),
+    ]
+    cell = measure_cell_dispatch(args.n, args.warmup)
+    raw = rows[0]
+    for row in rows[1:] + ([cell] if cell else []):
+        print(f"  ratio {row['name']} / raw same process: median {row['median_ms'] / raw['median_ms']:.2f}x, "
+              f"p99 {row['p99_ms'] / raw['p99_ms']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "cell": cell}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
