@@ -69,7 +69,8 @@ def make_raw_server(node):
 
 
 class RawClient:
-    """A plain rclpy action client spun in the calling thread (its own context + executor)."""
+    """A plain rclpy action client: own context, SingleThreadedExecutor spun in a thread; the
+    calling thread waits on threading.Events set from the futures' done callbacks."""
 
     def __init__(self):
         import rclpy
@@ -82,38 +83,51 @@ class RawClient:
         self.ctx = Context()
         rclpy.init(context=self.ctx)
         self.node = rclpy.create_node("bench_raw_client", context=self.ctx)
+        self.client = ActionClient(self.node, ExecuteSkill, ACTION_NAME)
         self.ex = SingleThreadedExecutor(context=self.ctx)
         self.ex.add_node(self.node)
-        self.client = ActionClient(self.node, ExecuteSkill, ACTION_NAME)
+        self.thread = threading.Thread(target=self.ex.spin, name="bench-raw-client", daemon=True)
+        self.thread.start()
 
     def wait(self, timeout=15.0) -> None:
-        if not self.client.wait_for_server(timeout_sec=timeout):
-            raise RuntimeError("action server not found")
+        deadline = time.monotonic() + timeout
+        while not self.client.server_is_ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError("action server not found")
+            time.sleep(0.01)
 
     def once(self) -> float:
-        fb = []
+        done, got_fb, state = threading.Event(), threading.Event(), {}
+
+        def on_result(f):
+            state["res"] = f.result()
+            done.set()
+
+        def on_goal(f):
+            gh = f.result()
+            if gh is None or not gh.accepted:
+                done.set()
+                return
+            gh.get_result_async().add_done_callback(on_result)
+
         t0 = time.perf_counter()
         fut = self.client.send_goal_async(self.ExecuteSkill.Goal(skill="bench", params_json="{}"),
-                                          feedback_callback=fb.append)
-        self.ex.spin_until_future_complete(fut, timeout_sec=5.0)
-        gh = fut.result()
-        if gh is None or not gh.accepted:
-            raise RuntimeError("goal not accepted")
-        rfut = gh.get_result_async()
-        self.ex.spin_until_future_complete(rfut, timeout_sec=5.0)
-        # the feedback normally arrives before the result; don't stop before it does
-        deadline = time.perf_counter() + 1.0
-        while not fb and time.perf_counter() < deadline:
-            self.ex.spin_once(timeout_sec=0.01)
+                                          feedback_callback=lambda m: got_fb.set())
+        fut.add_done_callback(on_goal)
+        if not done.wait(5.0) or not got_fb.wait(1.0):
+            raise RuntimeError("round trip timed out")
         dt = time.perf_counter() - t0
-        if rfut.result() is None or rfut.result().result.status != "SUCCESS" or not fb:
+        res = state.get("res")
+        if res is None or res.result.status != "SUCCESS":
             raise RuntimeError("bad round trip")
         return dt
 
     def close(self) -> None:
-        self.client.destroy()
+        # the teardown order that never aborts the process
         self.ex.shutdown()
+        self.client.destroy()
         self.node.destroy_node()
+        self.thread.join(5.0)
         self.rclpy.shutdown(context=self.ctx)
         self.ctx.destroy()
 

@@ -353,13 +353,14 @@ def _check_devices(data: dict, lines: dict) -> tuple[list[Problem], dict[str, ty
                                     message=str(e).replace(f" {kind!r}", "", 1), value=kind))
             continue
         opts = d.get("options") or {}
+        if isinstance(name, str) and name not in classes:
+            classes[name] = cls  # known contract even when its options are wrong: no cascading errors
         try:
             cfg = cls.Config.model_validate(opts)
         except ValidationError as e:
             problems += _problems_from(e, data, lines, ("devices", i, "options"))
             continue
         if isinstance(name, str):
-            classes[name] = cls
             for dep in cls.requires(cfg):
                 if not any(isinstance(o, dict) and o.get("name") == dep for o in devices):
                     problems.append(Problem(line=yamlsafe.line_for(lines, ("devices", i, "options")),
@@ -410,7 +411,7 @@ def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str
     by_contract: dict[str, list[str]] = {}
     for d in cfg.devices:
         c = contract_of(d.name)
-        if c:
+        if c and d.name not in by_contract.get(c, []):
             by_contract.setdefault(c, []).append(d.name)
 
     def walk(node: Any, path: tuple[Any, ...]) -> None:
@@ -431,7 +432,8 @@ def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str
                 if dev is None:
                     cands = by_contract.get(contract.contract, [])
                     if len(cands) != 1:
-                        add(path + ("devices",), f"role {role!r} needs a {contract.contract} device: "
+                        article = "an" if contract.contract[0] in "aeio" else "a"
+                        add(path + ("devices",), f"role {role!r} needs {article} {contract.contract} device: "
                             f"{'none exists' if not cands else 'several exist, name one: ' + ', '.join(cands)}")
                 elif dev not in dev_names:
                     add(path + ("devices", role), "no such device", dev)

@@ -78,10 +78,24 @@ class Cell:
         self.clock: Clock = self.world.clock if self.world is not None else WallClock()
         self.devices: dict[str, Device] = {}
         resources = {"world": self.world} if self.world is not None else {}
+        # -- OPC UA hook (issue 4) ---------------------------------------------------------------
+        # "device_events": drivers that notice on their own that a device became unreachable (an
+        # OPC UA session lost, a hung server) report it here; see _device_event.
+        # "sim_servers": simulated protocol servers (the sim profile, e.g. opcua.machine with
+        # simulate: true) are started by the driver's connect() through this factory, bound to
+        # the world, so drivers never import sim.
+        resources["device_events"] = self._device_event
+        if self.world is not None:
+            from sim.sim_servers import server_factory
+
+            resources["sim_servers"] = server_factory(self.world)
+        # -- end OPC UA hook ----------------------------------------------------------------------
         for spec, cls, opts in build_order(cfg):
             deps = {d: self.devices[d] for d in cls.requires(opts)}
             ctx = DeviceContext(clock=self.clock, devices=deps, resources=resources, cell=self.name)
             self.devices[spec.name] = cls(spec.name, opts, ctx)
+        if self.world is not None:
+            self._place_case_station()
         self.facts = CellFacts()
         self.ledger = Ledger(self.clock.now)
         self.alarms = AlarmList(self.clock.now)
@@ -111,6 +125,18 @@ class Cell:
         self.counts_history: list[dict[str, Any]] = []
 
     # -- construction helpers --------------------------------------------------------------------
+    def _place_case_station(self) -> None:
+        from sim.world import CaseGeometry
+
+        assert self.world is not None
+        for st in self.cfg.stations.values():
+            if st.kind == "case" and st.pattern is not None:
+                self.world.set_case_station(CaseGeometry(
+                    x=st.frame.x, y=st.frame.y, z=st.frame.z, yaw=math.radians(st.frame.yaw_deg),
+                    rows=st.pattern.rows, cols=st.pattern.cols,
+                    pitch_x=st.pattern.pitch_mm[0] / 1000.0, pitch_y=st.pattern.pitch_mm[1] / 1000.0))
+                return
+
     @staticmethod
     def _frame(st: Any) -> dict[str, float]:
         return {"x": st.frame.x, "y": st.frame.y, "z": st.frame.z, "yaw": math.radians(st.frame.yaw_deg)}
@@ -143,6 +169,18 @@ class Cell:
             self.command("hold", source="supervisor")
             if self.cfg.supervisor.auto_recover and self.world is not None:
                 self._recover_task = asyncio.get_running_loop().create_task(self._operator_recovery())
+
+    def _device_event(self, device: str, kind: str, message: str) -> None:
+        """OPC UA hook (issue 4): a driver reports ``offline``/``online`` on its own.
+
+        Offline raises an alarm through the same path as a skill's alarm, so the supervisor
+        holds the cell while the machine is unreachable.  Online only logs: unholding stays
+        with the operator (or the simulated operator's recovery).
+        """
+        if kind == "offline":
+            self.raise_alarm(code="device_offline", message=f"{device}: unreachable: {message}", source=device)
+        else:
+            log.warning("device %s: %s %s", device, kind, message)
 
     async def _operator_recovery(self) -> None:
         """The simulated operator: clears the fault after a while, resets machines, unholds."""

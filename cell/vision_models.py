@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from skills.inspect import roi_box
 from skills.vision import Inspector
 from skills.vision.inspector import MODEL_VERSION
 from skills.vision.rules import ProductRules
@@ -91,7 +92,7 @@ def fit_in_sim(cfg: CellConfig, product: str, *, n_good: int, log: Any = None) -
     key = hashlib.sha256(json.dumps({
         "v": MODEL_VERSION, "app": app.model_dump(mode="json"), "cam": cam_cfg.model_dump(mode="json"),
         "roi": roi, "plane_z": plane_z, "rules": rules.model_dump(mode="json"), "n": n_good, "light": strength,
-        "infeed": infeed.model_dump(mode="json") if infeed else None, "renderer": 2,
+        "infeed": infeed.model_dump(mode="json") if infeed else None, "renderer": 3,
     }, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "models" / f"{product}-{key}.npz"
     if path.exists():
@@ -137,8 +138,5 @@ def sample_good_crops(app: Any, cal: Any, *, n: int, roi: tuple[float, float], p
 
 
 def crop_around(img: np.ndarray, cal: Any, cx: float, cy: float, roi: tuple[float, float], plane_z: float) -> np.ndarray:
-    corners = [cal.plane_to_pixel(cx + sx * roi[0] / 2, cy + sy * roi[1] / 2, plane_z) for sx in (-1, 1) for sy in (-1, 1)]
-    us, vs = [c[0] for c in corners], [c[1] for c in corners]
-    x0, x1 = max(0, int(min(us))), min(img.shape[1], int(math.ceil(max(us))))
-    y0, y1 = max(0, int(min(vs))), min(img.shape[0], int(math.ceil(max(vs))))
+    x0, y0, x1, y1 = roi_box(cal, cx, cy, roi, plane_z, img.shape)
     return img[y0:y1, x0:x1].copy()

@@ -326,6 +326,11 @@ class SimCamera(Camera, _SimDevice, kind="sim.camera"):
         strength = self.world.config.lighting.strength
         lighting = render.Lighting.random(rng, strength) if strength > 0 else None
         image = render.render_scene(specs, self._calib, lighting=lighting, rng=rng, mono=not self.config.color)
+        # -- hand-eye calibration hook (sim/charuco.py): draw a ChArUco board carried by the arm --
+        board = getattr(self.world, "calibration_board", None)
+        if board is not None:
+            image = board.draw(image, self._calib, self.clock.now())
+        # -- end hand-eye hook --
         frame = Frame(
             image=image, stamp=self.clock.now(), camera=self.name, calibration=self._calib,
             meta={"frame": self._count, "sim_parts": [p.id for p, _, _ in visible]},

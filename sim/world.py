@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .clock import SimClock, TimerHandle
 from .faults import FaultSpec
@@ -76,14 +76,15 @@ class WorldConfig(_Model):
     operator: OperatorConfig = Field(default_factory=OperatorConfig)
     faults: list[FaultSpec] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _rates(self) -> "WorldConfig":
-        for k, r in self.defect_rates.items():
+    @field_validator("defect_rates")
+    @classmethod
+    def _rates(cls, v: dict[str, float]) -> dict[str, float]:
+        for k, r in v.items():
             if not (0.0 <= r <= 1.0):
                 raise ValueError(f"defect rate {k} must be within [0, 1] (got {r})")
-        if sum(self.defect_rates.values()) > 1.0:
-            raise ValueError(f"defect rates sum to {sum(self.defect_rates.values()):.3f} > 1")
-        return self
+        if sum(v.values()) > 1.0:
+            raise ValueError(f"defect rates sum to {sum(v.values()):.3f} > 1")
+        return v
 
 
 @dataclass(frozen=True)

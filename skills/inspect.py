@@ -16,6 +16,25 @@ from .base import Skill, SkillContext, SkillParams, SkillResult
 from .facts import TrackedPart
 
 
+def roi_box(cal: Any, cx: float, cy: float, roi_m: tuple[float, float], plane_z: float,
+            shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Pixel box (x0, y0, x1, y1) of a ``roi_m`` region centred on cell point (cx, cy).
+
+    The box size depends only on the calibration and ``roi_m`` (not on where
+    the part is), so every crop of one camera has the same shape; it is
+    shifted, not shrunk, to stay inside the image.
+    """
+    u, v = cal.plane_to_pixel(cx, cy, plane_z)
+    ux, _ = cal.plane_to_pixel(cx + roi_m[0], cy, plane_z)
+    _, vy = cal.plane_to_pixel(cx, cy + roi_m[1], plane_z)
+    h_img, w_img = shape[0], shape[1]
+    w = min(w_img, max(16, int(round(abs(ux - u)))))
+    h = min(h_img, max(16, int(round(abs(vy - v)))))
+    x0 = min(max(0, int(round(u - w / 2))), w_img - w)
+    y0 = min(max(0, int(round(v - h / 2))), h_img - h)
+    return x0, y0, x0 + w, y0 + h
+
+
 class InspectorLike(Protocol):
     """What the inspect skill needs of a fitted inspector (see :mod:`skills.vision`)."""
 
@@ -59,28 +78,27 @@ class Inspect(Skill, name="inspect"):
         image = frame.image
         x0 = y0 = 0
         if params.roi:
-            cx, cy = part.x_at(enc), part.y
-            corners = [cal.plane_to_pixel(cx + sx * params.roi_m[0] / 2, cy + sy * params.roi_m[1] / 2, params.plane_z)
-                       for sx in (-1, 1) for sy in (-1, 1)]
-            us = [c[0] for c in corners]
-            vs = [c[1] for c in corners]
-            x0, x1 = max(0, int(min(us))), min(image.shape[1], int(math.ceil(max(us))))
-            y0, y1 = max(0, int(min(vs))), min(image.shape[0], int(math.ceil(max(vs))))
-            if x1 - x0 > 16 and y1 - y0 > 16:
-                image = image[y0:y1, x0:x1]
-            else:
-                x0 = y0 = 0
+            x0, y0, x1, y1 = roi_box(cal, part.x_at(enc), part.y, params.roi_m, params.plane_z, image.shape)
+            image = image[y0:y1, x0:x1]
         ctx.feedback(0.4, "inspect")
         inspectors: dict[str, InspectorLike] = ctx.config["inspectors"]
         names = params.products or list(inspectors)
+        # Try the variant seen last first: a tray that passes its own model needs no other.
+        last = ctx.facts.values.get("last_variant")
+        if last in names:
+            names = [last] + [n for n in names if n != last]
         wall0 = time.perf_counter()
         best_name, best, best_norm = None, None, math.inf
         for n in names:
             res = inspectors[n].inspect(image)
             thr = float(getattr(res, "threshold", 1.0) or 1.0)
-            norm = float(getattr(res, "score", 0.0)) / thr if getattr(res, "pose_px", None) is not None else math.inf
+            found = getattr(res, "pose_px", None) is not None
+            norm = float(getattr(res, "score", 0.0)) / thr if found else math.inf
             if best is None or norm < best_norm:
                 best_name, best, best_norm = n, res, norm
+            if found and not getattr(res, "defective", False):
+                break
+        ctx.facts.values["last_variant"] = best_name
         ms = (time.perf_counter() - wall0) * 1000.0
         assert best is not None
         part.encoder, part.variant, part.inspected_at = enc, best_name, ctx.clock.now()

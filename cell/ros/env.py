@@ -67,6 +67,56 @@ def xdist_domain_id(env: Mapping[str, str] | None = None, pid: int | None = None
     return DOMAIN_MIN + (base + int(m.group(1))) % _DOMAIN_SPAN
 
 
+class DomainClaim:
+    """A ROS domain id held for this process through an flock'ed file (see ``claim_domain_id``)."""
+
+    def __init__(self, domain_id: int, fd: int, path: Path):
+        self.domain_id, self._fd, self.path = domain_id, fd, path
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # drops the lock
+            self._fd = -1
+
+    def __enter__(self) -> DomainClaim:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"DomainClaim({self.domain_id})"
+
+
+def claim_domain_id(start: int | None = None, lock_dir: str | os.PathLike | None = None) -> DomainClaim:
+    """Claim a domain id in 1..101 that no other axcell process on this host holds.
+
+    Starts at ``start`` (default ``pick_domain_id()``) and takes the first id whose lock file
+    (``<tmp>/axcell-ros-domains/<id>.lock``) it can ``flock``. The lock lives as long as the
+    returned claim (or the process: the kernel drops it even on SIGKILL), so concurrent test
+    sessions and runs that all claim never share a domain. Raises RuntimeError if all are held.
+    """
+    import fcntl
+    import tempfile
+
+    base = Path(lock_dir) if lock_dir else Path(tempfile.gettempdir()) / "axcell-ros-domains"
+    base.mkdir(parents=True, exist_ok=True)
+    first = pick_domain_id() if start is None else int(start)
+    for k in range(_DOMAIN_SPAN):
+        dom = DOMAIN_MIN + (first - DOMAIN_MIN + k) % _DOMAIN_SPAN
+        path = base / f"{dom}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        return DomainClaim(dom, fd, path)
+    raise RuntimeError(f"all ROS domain ids {DOMAIN_MIN}..{DOMAIN_MAX} are claimed ({base})")
+
+
 def ros_env(
     domain_id: int | None = None,
     *,

@@ -104,16 +104,27 @@ def nn_dist(bank: np.ndarray, bank_sq: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- colour novelty
-NOV_BINS = 12
-NOV_RANGE = 3.0
+NOV_L, NOV_AB = 8, 16                      # bins: normalised lightness, chroma a / b
+NOV_BINS3 = NOV_L * NOV_AB * NOV_AB
 NOV_CELL = 4   # px at half canonical scale (= CELL at full scale)
+NOV_POS_TOL = 0
 
 
-def colour_codes(norm_half: np.ndarray) -> np.ndarray:
-    """Quantised lighting-normalised colour of every pixel → int32 code in [0, NOV_BINS³)."""
-    q = ((norm_half + NOV_RANGE) * (NOV_BINS / (2 * NOV_RANGE))).astype(np.int32)
-    np.clip(q, 0, NOV_BINS - 1, out=q)
-    return (q[..., 0] * NOV_BINS + q[..., 1]) * NOV_BINS + q[..., 2]
+def colour_codes(half_bgr: np.ndarray) -> np.ndarray:
+    """Quantised lighting-normalised colour of every pixel → int32 code in [0, NOV_BINS3).
+
+    Lab with lightness z-scored over the view (gain/offset invariant) and chroma
+    re-centred on the view's mean (white-balance drift), 5 units per chroma bin.
+    """
+    lab = cv2.cvtColor(half_bgr.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_BGR2LAB)
+    mean, std = cv2.meanStdDev(lab)
+    L = (lab[..., 0] - float(mean[0, 0])) * (NOV_L / 5.0 / max(float(std[0, 0]), 1.0)) + NOV_L / 2.0
+    a = (lab[..., 1] - float(mean[1, 0])) * (NOV_AB / 80.0) + NOV_AB / 2.0
+    b = (lab[..., 2] - float(mean[2, 0])) * (NOV_AB / 80.0) + NOV_AB / 2.0
+    qL = np.clip(L.astype(np.int32), 0, NOV_L - 1)
+    qa = np.clip(a.astype(np.int32), 0, NOV_AB - 1)
+    qb = np.clip(b.astype(np.int32), 0, NOV_AB - 1)
+    return (qL * NOV_AB + qa) * NOV_AB + qb
 
 
 def cell_index(h: int, w: int) -> tuple[np.ndarray, int, int]:
@@ -123,36 +134,31 @@ def cell_index(h: int, w: int) -> tuple[np.ndarray, int, int]:
     return (ys[:, None] * gw + xs[None, :]).astype(np.int32), gh, gw
 
 
-def colour_table(codes: np.ndarray, min_count: int = 1) -> np.ndarray:
+def colour_table(codes: np.ndarray, min_count: int = 2) -> np.ndarray:
     """Which colours were seen near each cell: bool (gh*gw, NOV_BINS³), dilated by one cell and one bin."""
     N, h, w = codes.shape
-    cidx, gh, gw = cell_index(h, w)
-    B3 = NOV_BINS ** 3
-    flat = (cidx[None] * B3 + codes).ravel()
-    cnt = np.bincount(flat, minlength=gh * gw * B3).reshape(gh, gw, B3)
+    gh = gw = 1                     # one table for the whole part: colours never seen on any good part
+    B3 = NOV_BINS3
+    cnt = np.bincount(codes.ravel(), minlength=B3).reshape(1, 1, B3)
     seen = cnt >= min_count
-    # one cell of position tolerance
-    nb = seen.copy()
-    nb[1:] |= seen[:-1]
-    nb[:-1] |= seen[1:]
-    s2 = nb.copy()
-    s2[:, 1:] |= nb[:, :-1]
-    s2[:, :-1] |= nb[:, 1:]
-    # one bin of colour tolerance along each axis
-    c = s2.reshape(gh * gw, NOV_BINS, NOV_BINS, NOV_BINS)
-    for ax in (1, 2, 3):
-        d = c.copy()
-        sl_a = [slice(None)] * 4
-        sl_b = [slice(None)] * 4
-        sl_a[ax], sl_b[ax] = slice(1, None), slice(None, -1)
-        d[tuple(sl_a)] |= c[tuple(sl_b)]
-        d[tuple(sl_b)] |= c[tuple(sl_a)]
-        c = d
-    return c.reshape(gh * gw, B3)
+    for _ in range(NOV_POS_TOL):   # position tolerance in cells
+        nb = seen.copy()
+        nb[1:] |= seen[:-1]
+        nb[:-1] |= seen[1:]
+        s2 = nb.copy()
+        s2[:, 1:] |= nb[:, :-1]
+        s2[:, :-1] |= nb[:, 1:]
+        seen = s2
+    # one bin of lightness tolerance
+    c = seen.reshape(gh * gw, NOV_L, NOV_AB * NOV_AB)
+    d = c.copy()
+    d[:, 1:] |= c[:, :-1]
+    d[:, :-1] |= c[:, 1:]
+    return d.reshape(gh * gw, B3)
 
 
-def novelty_map(table: np.ndarray, norm_half: np.ndarray, cidx: np.ndarray) -> np.ndarray:
+def novelty_map(table: np.ndarray, half_bgr: np.ndarray, cidx: np.ndarray) -> np.ndarray:
     """Blurred share of never-seen colours around each pixel (float32, half canonical scale)."""
-    codes = colour_codes(norm_half)
-    novel = (~table[cidx, codes]).astype(np.float32)
+    codes = colour_codes(half_bgr)
+    novel = (~table[0, codes]).astype(np.float32)
     return cv2.GaussianBlur(novel, (0, 0), 1.0)

@@ -320,9 +320,8 @@ class Inspector:
         cv_nn = (held.reshape(N, gh, gw) / scale).reshape(N, -1).max(axis=1)
         thr_nn = self._threshold_from(cv_nn)
         # colour novelty: colours never seen near this place on a good part
-        half_norm = np.stack([normalise(cv2.resize(v, (cw // 2, ch // 2), interpolation=cv2.INTER_AREA))
-                              for v in canon])
-        codes = np.stack([colour_codes(x) for x in half_norm])
+        halves = np.stack([cv2.resize(v, (cw // 2, ch // 2), interpolation=cv2.INTER_AREA) for v in canon])
+        codes = np.stack([colour_codes(x) for x in halves])
         cidx, _, _ = cell_index(ch // 2, cw // 2)
         cv_nov = np.zeros(N)
         for f in range(k):
@@ -330,7 +329,7 @@ class Inspector:
             train = np.setdiff1d(order, test)
             table = colour_table(codes[train])
             for i in test:
-                cv_nov[i] = float(novelty_map(table, half_norm[i], cidx).max())
+                cv_nov[i] = float(novelty_map(table, halves[i], cidx).max())
         thr_nov = max(self._threshold_from(cv_nov), 0.05)
         self.arrays["colour_seen"] = np.packbits(colour_table(codes), axis=1)
         self.meta["thr_nn"] = thr_nn
@@ -353,9 +352,10 @@ class Inspector:
         return self
 
     def _threshold_from(self, s: np.ndarray) -> float:
+        """Threshold from out-of-fold good scores: a robust upper tail bound (one odd good image may not set it)."""
         s = np.sort(np.asarray(s, float))
-        # out-of-fold good scores: a robust upper bound (the top one may be a fluke, but keep it in view)
-        hi = max(float(np.quantile(s, 0.95)) + 2.0 * float(np.std(s)) * 0.5, float(s[-1]))
+        q50, q90, q95 = (float(np.quantile(s, q)) for q in (0.5, 0.9, 0.95))
+        hi = max(q90 + 2.0 * (q90 - q50), q95)
         return float(hi * self.threshold_margin)
 
     def _fit_rules(self, canon: np.ndarray, pmask: np.ndarray) -> None:
@@ -465,7 +465,7 @@ class Inspector:
         hn = normalise(half)
         table = self._seen()
         cidx = self._cidx(ch // 2, cw // 2)
-        nmap = novelty_map(table, hn, cidx) / float(self.meta["thr_nov"])
+        nmap = novelty_map(table, half, cidx) / float(self.meta["thr_nov"])
         nmap_cells = nmap[:gh * 4, :gw * 4].reshape(gh, 4, gw, 4).max(axis=(1, 3))
         s_nn, s_nov = float(amap.max()), float(nmap_cells.max())
         amap = np.maximum(amap, nmap_cells)
@@ -555,8 +555,8 @@ class Inspector:
     def _seen(self) -> np.ndarray:
         t = getattr(self, "_seen_cache", None)
         if t is None:
-            from .anomaly import NOV_BINS
-            t = np.unpackbits(self.arrays["colour_seen"], axis=1, count=NOV_BINS ** 3).astype(bool)
+            from .anomaly import NOV_BINS3
+            t = np.unpackbits(self.arrays["colour_seen"], axis=1, count=NOV_BINS3).astype(bool)
             self._seen_cache = t
         return t
 

@@ -169,13 +169,14 @@ def _background(lab: np.ndarray, b: int = 3) -> tuple[np.ndarray, np.ndarray]:
         ring[:, :b] = ring[:, -b:] = True
         ys, xs = np.nonzero(ring)
         A = np.stack([np.ones(len(xs)), xs / w - 0.5, ys / h - 0.5], 1).astype(np.float32)
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        _RING[key] = (ring, A, np.stack([np.ones_like(xx), xx / w - 0.5, yy / h - 0.5], -1))
-    ring, A, basis = _RING[key]
+        xs1 = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :, None]
+        ys1 = (np.arange(h, dtype=np.float32) / h - 0.5)[:, None, None]
+        _RING[key] = (ring, A, (xs1, ys1))
+    ring, A, (xs1, ys1) = _RING[key]
     v = lab[ring]
     keep = np.ones(len(v), bool)
     coef = None
-    for _ in range(3):
+    for _ in range(2):
         coef, *_ = np.linalg.lstsq(A[keep], v[keep], rcond=None)
         r = v - A @ coef
         dev = np.abs(r)
@@ -186,7 +187,8 @@ def _background(lab: np.ndarray, b: int = 3) -> tuple[np.ndarray, np.ndarray]:
             coef[0] = np.median(v, axis=0)
             mad = np.median(np.abs(v - coef[0]), axis=0) * 1.4826
             break
-    bg = (basis @ coef.astype(np.float32)).astype(np.float32)
+    c = coef.astype(np.float32)
+    bg = c[0] + xs1 * c[1] + ys1 * c[2]
     sc = np.maximum(mad * 1.5, np.array([2.0, 1.0, 1.0])).astype(np.float32)
     return bg, sc
 

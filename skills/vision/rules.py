@@ -10,8 +10,6 @@ orientation that puts the consistent (label-like) region inside the box.
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -97,7 +95,6 @@ class LabelMatcher:
         cx, cy = (x0 + x1 - 1) / 2.0, (y0 + y1 - 1) / 2.0
         tw, th = x1 - x0, y1 - y0
         s = self.SEARCH
-        best = (-2.0, 0.0)
 
         def score(a: float) -> float:
             M = cv2.getRotationMatrix2D((cx, cy), a, 1.0)   # rotate the view by +a about the label centre
@@ -114,8 +111,10 @@ class LabelMatcher:
         for a in (a0 - 2.5, a0 - 1.25, a0 + 1.25, a0 + 2.5):
             res[a] = score(a)
         a1 = max(res, key=res.get)
-        best = (res[a1], a1)
-        return best
+        # a rotation only counts when it explains the label clearly better than "straight"
+        if res[a1] - res[0.0] < 0.06:
+            a1 = 0.0
+        return res[a1], a1
 
 
 def floor_like(lab_half: np.ndarray, band_lab: np.ndarray) -> np.ndarray:
@@ -130,7 +129,3 @@ def floor_like(lab_half: np.ndarray, band_lab: np.ndarray) -> np.ndarray:
 
 def angle_wrap(a: float) -> float:
     return (a + 180.0) % 360.0 - 180.0
-
-
-def _unused() -> float:  # keep math imported for type checkers in minimal installs
-    return math.pi

@@ -1,7 +1,8 @@
 """ROS 2 test isolation: LOCALHOST discovery and a ROS_DOMAIN_ID of this test session's own.
 
-The domain comes from the pytest-xdist worker (distinct per worker of one run) or, without
-xdist, from the pid, in 1..101. It is set before any test creates an rclpy context and
+The domain starts from the pytest-xdist worker (distinct per worker of one run) or, without
+xdist, from the pid, in 1..101, and is claimed with a lock file so that concurrent sessions on
+this host never share one (``cell.ros.env.claim_domain_id``). It is set before any test creates an rclpy context and
 restored afterwards. Fast DDS /dev/shm files that appeared during the session and that no live
 process uses any more are removed at the end (a killed rclpy process cannot remove its own).
 
@@ -19,6 +20,7 @@ from cell.ros.env import (
     DISCOVERY_RANGE_VAR,
     DOMAIN_VAR,
     PROFILE_VAR,
+    claim_domain_id,
     fastdds_shm_files,
     remove_shm_files,
     xdist_domain_id,
@@ -46,7 +48,9 @@ def ros_isolation():
     """Set ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and this session's ROS_DOMAIN_ID."""
     if ROS_IMPORT_ERROR is not None:
         pytest.skip(SKIP_REASON)
-    domain = xdist_domain_id()
+    # Start from the worker/pid-derived id and take the first one no other session holds.
+    claim = claim_domain_id(xdist_domain_id())
+    domain = claim.domain_id
     saved = {k: os.environ.get(k) for k in (DISCOVERY_RANGE_VAR, DOMAIN_VAR, PROFILE_VAR)}
     os.environ[DISCOVERY_RANGE_VAR] = "LOCALHOST"
     os.environ[DOMAIN_VAR] = str(domain)
@@ -61,6 +65,7 @@ def ros_isolation():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        claim.release()
 
 
 @pytest.fixture

@@ -1,0 +1,768 @@
+"""OPC UA machine driver (kind ``opcua.machine``): a PackML machine behind an OPC UA server.
+
+The cell file maps *logical signals* to server nodes::
+
+    - name: sealer
+      kind: opcua.machine
+      options:
+        endpoint: opc.tcp://10.0.0.20:4840/
+        username: axcell
+        password_env: SEALER_PASSWORD
+        security: {policy: Basic256Sha256, mode: SignAndEncrypt, pki_dir: build/opcua-pki}
+        nodes:                         # merged over the built-in map of the axcell sealer
+          state: {path: Sealer/Status/StateCurrent, type: Int32}
+          seal_temperature: {node: "nsu=urn:axcell:sim:case-sealer;s=Sealer.Machine.SealTemperature", type: Double}
+          cycle_time: {path: Sealer/Command/CycleTime, type: Double, direction: write}
+          start: {path: Sealer/Start, direction: method}
+
+At connect every node of the map is resolved (NodeId or browse path), its
+NodeClass, DataType and access level are checked, and *every* mismatch is
+reported at once in a :class:`NodeMapError` (a ConfigurationError) before the
+cell starts.  Values are checked on every read and notification: a Bad (or,
+by default, Uncertain) status or a value of the wrong built-in type is never
+used as good; it raises :class:`DeviceFaultError`.  Writes use the DataType the
+server declared.  Method calls and reads have timeouts (wall time: they are
+network round trips).
+
+Connection supervision: asyncua's watchdog probes the server every
+``watchdog_s``; a request or probe that fails or times out marks the machine
+offline (a hung server is detected within ``watchdog_s + request_timeout_s``),
+reports ``offline`` through ``ctx.resources["device_events"]`` (the cell
+raises an alarm and holds), and a reconnect loop opens a *fresh* client until
+the server answers again (asyncua#1660: never reuse a client after a loss).
+
+Determinism under a simulated clock: every request is bracketed by
+``clock.busy()`` so simulated time stands still while it is on the wire, and
+cycle completion is detected by reads at clock-time intervals
+(``poll_interval_s``), never by the arrival time of a notification.  On a wall
+clock a data-change notification also wakes the waiter at once.
+
+``simulate: true`` (the sim profile) asks the composition root for a
+simulated server: ``ctx.resources["sim_servers"]("opcua.sealer", name, sim)``
+returns a started server bound to the simulated world, with an ``endpoint``
+and ``close()``.  This module never imports :mod:`sim`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+from asyncua import Client, Node, ua
+from asyncua.crypto import security_policies
+from pydantic import Field, model_validator
+
+from .base import DeviceConfig, DeviceContext
+from .clock import WallClock
+from .errors import (
+    ConfigurationError, DeviceError, DeviceFaultError, DeviceOfflineError, DeviceTimeoutError,
+)
+from .machine import COMMANDS, Machine
+from .types import CycleResult, MachineStatus
+
+log = logging.getLogger("axcell.drivers.opcua")
+
+SEALER_NS = "urn:axcell:sim:case-sealer"
+PACKML_STATES = {
+    0: "Undefined", 1: "Clearing", 2: "Stopped", 3: "Starting", 4: "Idle", 5: "Suspended", 6: "Execute",
+    7: "Stopping", 8: "Aborting", 9: "Aborted", 10: "Holding", 11: "Held", 12: "Unholding", 13: "Suspending",
+    14: "Unsuspending", 15: "Resetting", 16: "Completing", 17: "Complete",
+}
+_ST = {v: k for k, v in PACKML_STATES.items()}
+_INT_RANGES = {
+    ua.VariantType.SByte: (-2**7, 2**7 - 1), ua.VariantType.Byte: (0, 2**8 - 1),
+    ua.VariantType.Int16: (-2**15, 2**15 - 1), ua.VariantType.UInt16: (0, 2**16 - 1),
+    ua.VariantType.Int32: (-2**31, 2**31 - 1), ua.VariantType.UInt32: (0, 2**32 - 1),
+    ua.VariantType.Int64: (-2**63, 2**63 - 1), ua.VariantType.UInt64: (0, 2**64 - 1),
+}
+_FLOATS = {ua.VariantType.Float, ua.VariantType.Double}
+
+
+class NodeMapError(ConfigurationError):
+    """The server does not match the node map; ``problems`` lists every mismatch."""
+
+    def __init__(self, problems: list[str], *, device: str | None = None) -> None:
+        self.problems = problems
+        super().__init__("node map does not match the server:\n  - " + "\n  - ".join(problems), device=device)
+
+
+class SecurityRefusedError(ConfigurationError):
+    """The server refused our security settings, certificate or credentials."""
+
+
+class NodeSpec(DeviceConfig):
+    """One logical signal: where it is and what it must be."""
+
+    node: str | None = Field(None, description="NodeId, e.g. 'ns=2;s=X' or 'nsu=<namespace uri>;s=X'")
+    path: str | None = Field(None, description="browse path below Objects, '/'-separated; names without "
+                                               "'<ns>:' are in the device's `namespace`")
+    type: str | None = Field(None, description="expected DataType (Boolean, Int32, UInt32, Float, Double, String …)")
+    direction: Literal["read", "write", "method"] = "read"
+
+    @model_validator(mode="after")
+    def _one_address(self) -> "NodeSpec":
+        if (self.node is None) == (self.path is None):
+            raise ValueError("give exactly one of `node` or `path`")
+        if self.direction != "method":
+            if self.type is None:
+                raise ValueError("variables need the expected `type`")
+            if not isinstance(getattr(ua.ObjectIds, self.type, None), int) or self.type not in ua.VariantType.__members__:
+                raise ValueError(f"unknown data type {self.type!r}")
+        return self
+
+
+def _v(path: str, type_: str, direction: str = "read") -> NodeSpec:
+    return NodeSpec(path=path, type=type_, direction=direction)  # type: ignore[arg-type]
+
+
+def default_sealer_map() -> dict[str, NodeSpec]:
+    """The node map of the axcell case sealer (and of :mod:`sim.opcua_sealer`)."""
+    m = {
+        "state": _v("Sealer/Status/StateCurrent", "Int32"),
+        "fault": _v("Sealer/Status/Fault", "String"),
+        "cycles": _v("Sealer/Admin/ProdProcessedCount", "Int32"),
+        "stop_reason": _v("Sealer/Admin/StopReason", "String"),
+        "tape_remaining": _v("Sealer/Machine/TapeRemaining", "Double"),
+        "seal_temperature": _v("Sealer/Machine/SealTemperature", "Double"),
+        "motor_current": _v("Sealer/Machine/MotorCurrent", "Double"),
+        "jam": _v("Sealer/Machine/Jam", "Boolean"),
+        "last_seal_temperature": _v("Sealer/Machine/LastSealTemperature", "Double"),
+        "last_motor_current": _v("Sealer/Machine/LastMotorCurrent", "Double"),
+        "speed": _v("Sealer/Command/MachSpeed", "Float", "write"),
+        "cycle_time": _v("Sealer/Command/CycleTime", "Double", "write"),
+    }
+    for cmd in COMMANDS:
+        m[cmd] = NodeSpec(path=f"Sealer/{cmd.capitalize()}", direction="method")
+    return m
+
+
+class SecurityConfig(DeviceConfig):
+    policy: Literal["none", "Basic256Sha256"] = "Basic256Sha256"
+    mode: Literal["Sign", "SignAndEncrypt"] = "SignAndEncrypt"
+    allow_none: bool = Field(False, description="must be true to use policy none (tests and the sim profile)")
+    pki_dir: str | None = Field(None, description="directory made by `python -m drivers.opcua_certs`")
+    certificate: str | None = Field(None, description="client certificate (DER); default <pki_dir>/client.der")
+    private_key: str | None = Field(None, description="client key (PEM); default <pki_dir>/client.key.pem")
+    trusted_servers: str | None = Field(None, description="server certificates accepted; default "
+                                                          "<pki_dir>/trusted/servers")
+    application_uri: str = "urn:axcell:client"
+
+    @model_validator(mode="after")
+    def _explicit_none(self) -> "SecurityConfig":
+        if self.policy == "none" and not self.allow_none:
+            raise ValueError("security policy none is refused unless `allow_none: true` is set explicitly")
+        if self.policy != "none" and self.pki_dir is None and (self.certificate is None or self.private_key is None):
+            raise ValueError("a secure policy needs `pki_dir` or `certificate` + `private_key`")
+        return self
+
+    def files(self) -> tuple[Path, Path, Path | None]:
+        d = Path(self.pki_dir) if self.pki_dir else None
+        cert = Path(self.certificate) if self.certificate else d / "client.der"  # type: ignore[operator]
+        key = Path(self.private_key) if self.private_key else d / "client.key.pem"  # type: ignore[operator]
+        trusted = Path(self.trusted_servers) if self.trusted_servers else (d / "trusted" / "servers" if d else None)
+        return cert, key, trusted
+
+
+class _SubHandler:
+    def __init__(self, driver: "OpcuaMachine") -> None:
+        self.driver = driver
+
+    def datachange_notification(self, node: Node, val: Any, data: Any) -> None:
+        self.driver._on_datachange(node, data.monitored_item.Value)
+
+    def status_change_notification(self, status: Any) -> None:
+        self.driver._on_subscription_status(status)
+
+
+class OpcuaMachine(Machine, kind="opcua.machine"):
+    """A PackML machine over OPC UA (see the module docstring)."""
+
+    class Config(DeviceConfig):
+        endpoint: str | None = Field(None, description="opc.tcp://host:port/path (not with simulate)")
+        simulate: bool = Field(False, description="sim profile: the cell starts the simulated server")
+        sim: dict[str, Any] = Field(default_factory=dict, description="options of the simulated server "
+                                                                      "(cycle_time_s, jam_probability …)")
+        namespace: str = Field(SEALER_NS, description="namespace URI of unqualified browse-path names")
+        default_map: bool = Field(True, description="start from the built-in sealer map")
+        nodes: dict[str, NodeSpec] = Field(default_factory=dict)
+        telemetry: list[str] = Field(default_factory=lambda: ["seal_temperature", "motor_current",
+                                                              "tape_remaining", "jam"])
+        cycle_telemetry: dict[str, str] = Field(
+            default_factory=lambda: {"seal_temperature": "last_seal_temperature",
+                                     "motor_current": "last_motor_current", "tape_remaining": "tape_remaining",
+                                     "jam": "jam"},
+            description="CycleResult.telemetry key → signal read when the cycle completes")
+        security: SecurityConfig = Field(default_factory=SecurityConfig)
+        username: str | None = None
+        password: str | None = Field(None, description="prefer password_env")
+        password_env: str | None = Field(None, description="environment variable holding the password")
+        accept_uncertain: bool = Field(False, description="use Uncertain values (never Bad ones)")
+        request_timeout_s: float = Field(2.0, gt=0, le=60, description="wall seconds per request")
+        watchdog_s: float = Field(1.0, gt=0, le=30, description="server liveness probe period (wall)")
+        reconnect_interval_s: float = Field(1.0, gt=0, le=300, description="clock seconds between reconnects")
+        poll_interval_s: float = Field(0.05, gt=0, le=10, description="clock seconds between completion reads")
+        publishing_interval_ms: float = Field(50.0, ge=0, le=60000)
+        cycle_timeout_s: float = Field(60.0, gt=0)
+
+        @model_validator(mode="after")
+        def _where(self) -> "OpcuaMachine.Config":
+            if self.simulate and self.endpoint:
+                raise ValueError("give either `endpoint` or `simulate: true`, not both")
+            if not self.simulate and not self.endpoint:
+                raise ValueError("`endpoint` is required (or `simulate: true` in a simulated cell)")
+            if self.password is not None and self.password_env is not None:
+                raise ValueError("give `password` or `password_env`, not both")
+            m = self.signal_map()
+            missing = [s for s in ("state", "start", "reset") if s not in m]
+            if missing:
+                raise ValueError(f"node map lacks required signals {missing}")
+            for s in list(self.telemetry) + list(self.cycle_telemetry.values()):
+                if s not in m:
+                    raise ValueError(f"telemetry signal {s!r} is not in the node map")
+            return self
+
+        def signal_map(self) -> dict[str, NodeSpec]:
+            return {**(default_sealer_map() if self.default_map else {}), **self.nodes}
+
+    config: Config
+
+    def __init__(self, name: str, config: Config, ctx: DeviceContext) -> None:
+        super().__init__(name, config, ctx)
+        self.map = config.signal_map()
+        self.client: Client | None = None
+        self.sim_server: Any = None
+        self.endpoint = config.endpoint or ""
+        self._nodes: dict[str, ua.NodeId] = {}
+        self._objects: dict[str, ua.NodeId] = {}  # method signal → owning object
+        self._vtypes: dict[str, ua.VariantType] = {}
+        self._latest: dict[str, ua.DataValue] = {}
+        self._bad_notifications: dict[str, str] = {}
+        self._changed = asyncio.Event()
+        self._online = False
+        self._reconnect_task: asyncio.Task | None = None
+        self._sub: Any = None
+        self._handles: dict[Any, str] = {}
+        self.offline_reason = ""
+        self.connects = 0
+        self._wall = isinstance(self.clock, WallClock)
+        self._closing = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    async def _connect(self) -> None:
+        self._closing = False
+        if self.config.simulate and self.sim_server is None:
+            factory: Callable[..., Any] | None = self.ctx.resources.get("sim_servers")
+            if factory is None:
+                raise ConfigurationError("simulate: true needs a simulated cell (the cell file's `sim:` section)",
+                                         device=self.name)
+            async with self.clock.busy():  # starting a server takes wall time, not simulated time
+                self.sim_server = await factory("opcua.sealer", self.name, dict(self.config.sim))
+            self.endpoint = self.sim_server.endpoint
+        await self._open()
+
+    async def _close(self) -> None:
+        self._closing = True
+        task, self._reconnect_task = self._reconnect_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._drop_client()
+        self._online = False
+        if self.sim_server is not None:
+            server, self.sim_server = self.sim_server, None
+            async with self.clock.busy():
+                await server.close()
+
+    def _password(self) -> str | None:
+        if self.config.password_env:
+            pw = os.environ.get(self.config.password_env)
+            if pw is None:
+                raise ConfigurationError(f"environment variable {self.config.password_env} is not set",
+                                         device=self.name)
+            return pw
+        return self.config.password
+
+    async def _open(self) -> None:
+        """Connect a fresh client, check the node map, subscribe.  Raises typed errors."""
+        cfg = self.config
+        client = Client(self.endpoint, timeout=cfg.request_timeout_s, watchdog_intervall=cfg.watchdog_s)
+        client.session_timeout = 30000
+        client.application_uri = cfg.security.application_uri
+        client.name = f"axcell {self.ctx.cell}/{self.name}"
+        if cfg.username:
+            client.set_user(cfg.username)
+            pw = self._password()
+            if pw is not None:
+                client.set_password(pw)
+        try:
+            async with self.clock.busy():
+                if cfg.security.policy != "none":
+                    await self._secure(client)
+                await asyncio.wait_for(client.connect(), cfg.request_timeout_s * 2)
+        except (ua.uaerrors.BadUserAccessDenied, ua.uaerrors.BadIdentityTokenInvalid,
+                ua.uaerrors.BadIdentityTokenRejected) as e:
+            await self._discard(client)
+            raise SecurityRefusedError(f"server refused the user identity: {type(e).__name__}", device=self.name) from None
+        except (ua.uaerrors.BadSecurityChecksFailed, ua.uaerrors.BadCertificateUntrusted,
+                ua.uaerrors.BadCertificateInvalid, ua.uaerrors.BadSecurityPolicyRejected,
+                ua.uaerrors.BadCertificateUriInvalid, ua.uaerrors.BadCertificateUseNotAllowed) as e:
+            await self._discard(client)
+            raise SecurityRefusedError(f"secure channel refused: {type(e).__name__}", device=self.name) from None
+        except ua.UaError as e:
+            await self._discard(client)
+            if "endpoint" in str(e).lower() or "security" in str(e).lower():
+                raise SecurityRefusedError(f"no matching endpoint: {e}", device=self.name) from None
+            raise DeviceOfflineError(f"cannot connect to {self.endpoint}: {type(e).__name__}: {e}",
+                                     device=self.name) from None
+        except (OSError, asyncio.TimeoutError, ConnectionError, EOFError) as e:
+            await self._discard(client)
+            raise DeviceOfflineError(f"cannot connect to {self.endpoint}: {type(e).__name__} {e}",
+                                     device=self.name) from None
+        self.client = client
+        try:
+            async with self.clock.busy():
+                await self._check_map(client)
+                await self._subscribe(client)
+        except DeviceError:
+            await self._drop_client()
+            raise
+        except (OSError, asyncio.TimeoutError, ConnectionError, ua.UaError) as e:
+            await self._drop_client()
+            raise DeviceOfflineError(f"lost {self.endpoint} while checking the node map: {e!r}",
+                                     device=self.name) from None
+        client.connection_lost_callback = self._connection_lost
+        self._online = True
+        self.offline_reason = ""
+        self.connects += 1
+
+    async def _secure(self, client: Client) -> None:
+        sec = self.config.security
+        cert, key, trusted = sec.files()
+        for p in (cert, key):
+            if not p.exists():
+                raise ConfigurationError(f"missing {p}; run `python -m drivers.opcua_certs {sec.pki_dir or 'DIR'}`",
+                                         device=self.name)
+        if trusted is not None:
+            from asyncua.crypto.truststore import TrustStore
+            from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+
+            store = TrustStore([trusted], [])
+            await store.load()
+            client.certificate_validator = CertificateValidator(
+                CertificateValidatorOptions.TRUSTED | CertificateValidatorOptions.TIME_RANGE
+                | CertificateValidatorOptions.PEER_SERVER, store)
+        mode = ua.MessageSecurityMode.Sign if sec.mode == "Sign" else ua.MessageSecurityMode.SignAndEncrypt
+        await asyncio.wait_for(client.set_security(security_policies.SecurityPolicyBasic256Sha256, str(cert), str(key),
+                                                   mode=mode), self.config.request_timeout_s * 2)
+
+    async def _discard(self, client: Client) -> None:
+        with contextlib.suppress(Exception):
+            client.uaclient.disconnect_socket()
+        for t in ("_supervisor_task", "_stale_watchdog_task", "_renew_channel_task", "_monitor_server_task"):
+            task = getattr(client, t, None)
+            if isinstance(task, asyncio.Task) and not task.done():
+                task.cancel()
+
+    async def _drop_client(self) -> None:
+        client, self.client = self.client, None
+        self._sub = None
+        if client is None:
+            return
+        client.connection_lost_callback = None
+        try:
+            async with self.clock.busy():
+                await asyncio.wait_for(client.disconnect(), 1.0)
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001 - the server may be gone or hung
+            await self._discard(client)
+
+    # -- node map ---------------------------------------------------------------------------------
+    async def _check_map(self, client: Client) -> None:
+        problems: list[str] = []
+        ns_array = await client.get_namespace_array()
+        default_ns = ns_array.index(self.config.namespace) if self.config.namespace in ns_array else None
+        nodes: dict[str, ua.NodeId] = {}
+        paths: list[tuple[str, ua.RelativePath]] = []
+        for sig, spec in self.map.items():
+            if spec.node is not None:
+                try:
+                    nid = ua.NodeId.from_string(spec.node)
+                except Exception as e:  # noqa: BLE001
+                    problems.append(f"{sig}: bad NodeId {spec.node!r} ({e})")
+                    continue
+                uri = getattr(nid, "NamespaceUri", None)
+                if uri:
+                    if uri not in ns_array:
+                        problems.append(f"{sig}: namespace {uri!r} is not on the server")
+                        continue
+                    nid = ua.NodeId(nid.Identifier, ns_array.index(uri), nid.NodeIdType)
+                nodes[sig] = nid
+            else:
+                elems = []
+                for part in spec.path.strip("/").split("/"):  # type: ignore[union-attr]
+                    if ":" in part and part.split(":", 1)[0].isdigit():
+                        idx, name = part.split(":", 1)
+                        elems.append(f"{idx}:{name}")
+                    elif default_ns is None:
+                        problems.append(f"{sig}: namespace {self.config.namespace!r} is not on the server")
+                        break
+                    else:
+                        elems.append(f"{default_ns}:{part}")
+                else:
+                    paths.append((sig, ua.RelativePath.from_string("/" + "/".join(elems))))
+        if paths:
+            results = await client.translate_browsepaths(ua.NodeId(ua.ObjectIds.ObjectsFolder), [p for _, p in paths])
+            for (sig, _), res in zip(paths, results):
+                if not res.StatusCode.is_good() or not res.Targets:
+                    problems.append(f"{sig}: browse path {self.map[sig].path!r} not found "
+                                    f"({res.StatusCode.name})")
+                else:
+                    nodes[sig] = res.Targets[0].TargetId.to_nodeid() if hasattr(res.Targets[0].TargetId, "to_nodeid") \
+                        else ua.NodeId(res.Targets[0].TargetId.Identifier, res.Targets[0].TargetId.NamespaceIndex,
+                                       res.Targets[0].TargetId.NodeIdType)
+        sigs = list(nodes)
+        ids = [nodes[s] for s in sigs]
+        classes = await client.uaclient.read_attributes(ids, ua.AttributeIds.NodeClass) if ids else []
+        var_sigs = [s for s, dv in zip(sigs, classes)
+                    if dv.StatusCode.is_good() and dv.Value.Value == ua.NodeClass.Variable]
+        dtypes = await client.uaclient.read_attributes([nodes[s] for s in var_sigs], ua.AttributeIds.DataType) \
+            if var_sigs else []
+        access = await client.uaclient.read_attributes([nodes[s] for s in var_sigs], ua.AttributeIds.UserAccessLevel) \
+            if var_sigs else []
+        dt_of = dict(zip(var_sigs, dtypes))
+        acc_of = dict(zip(var_sigs, access))
+        for sig, dv in zip(sigs, classes):
+            spec = self.map[sig]
+            where = spec.node or spec.path
+            if not dv.StatusCode.is_good():
+                problems.append(f"{sig}: node {where!r} does not exist ({dv.StatusCode.name})")
+                continue
+            nclass = ua.NodeClass(dv.Value.Value)
+            if spec.direction == "method":
+                if nclass != ua.NodeClass.Method:
+                    problems.append(f"{sig}: {where!r} is a {nclass.name}, expected a Method")
+                    continue
+                parent = await client.get_node(nodes[sig]).get_parent()
+                if parent is None:
+                    problems.append(f"{sig}: method {where!r} has no owning object")
+                    continue
+                self._objects[sig] = parent.nodeid
+                continue
+            if nclass != ua.NodeClass.Variable:
+                problems.append(f"{sig}: {where!r} is a {nclass.name}, expected a Variable")
+                continue
+            dt = dt_of[sig].Value.Value
+            expected = ua.NodeId(getattr(ua.ObjectIds, spec.type))  # type: ignore[arg-type]
+            if dt != expected:
+                problems.append(f"{sig}: {where!r} has DataType {_type_name(dt)}, the map expects {spec.type}")
+                continue
+            level = acc_of[sig].Value.Value if acc_of[sig].StatusCode.is_good() else 0
+            need = ua.AccessLevel.CurrentWrite if spec.direction == "write" else ua.AccessLevel.CurrentRead
+            if not (level >> need.value) & 1:
+                problems.append(f"{sig}: {where!r} is not {'writable' if spec.direction == 'write' else 'readable'} "
+                                f"for this user")
+                continue
+            self._vtypes[sig] = ua.VariantType[spec.type]  # type: ignore[index]
+        if problems:
+            raise NodeMapError(problems, device=self.name)
+        self._nodes = nodes
+
+    async def _subscribe(self, client: Client) -> None:
+        sigs = [s for s, spec in self.map.items() if spec.direction != "method"]
+        self._sub = await client.create_subscription(self.config.publishing_interval_ms, _SubHandler(self))
+        handles = await self._sub.subscribe_data_change([client.get_node(self._nodes[s]) for s in sigs])
+        self._by_nodeid = {self._nodes[s]: s for s in sigs}
+        del handles
+
+    # -- notifications (the subscription feeds the state cache) ---------------------------------------
+    def _on_datachange(self, node: Node, dv: ua.DataValue) -> None:
+        sig = self._by_nodeid.get(node.nodeid)
+        if sig is None:
+            return
+        self._latest[sig] = dv
+        try:
+            self._checked(sig, dv)
+            self._bad_notifications.pop(sig, None)
+        except DeviceFaultError as e:
+            if sig not in self._bad_notifications:
+                log.warning("%s", e)
+            self._bad_notifications[sig] = str(e)
+        self._changed.set()
+
+    def _on_subscription_status(self, status: Any) -> None:
+        log.info("%s: subscription status %s", self.name, status)
+
+    async def _connection_lost(self, exc: Exception) -> None:
+        self._mark_offline(f"connection lost ({type(exc).__name__}: {exc})")
+
+    def _mark_offline(self, reason: str) -> None:
+        if not self._online or self._closing:
+            return
+        self._online = False
+        self.offline_reason = reason
+        log.warning("%s: offline: %s", self.name, reason)
+        notify = self.ctx.resources.get("device_events")
+        if notify is not None:
+            notify(self.name, "offline", reason)
+        self._changed.set()
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        await self._drop_client()
+        while not self._closing:
+            await self.clock.sleep(self.config.reconnect_interval_s)
+            try:
+                await self._open()
+            except ConfigurationError as e:  # the server came back different: keep trying, say why
+                log.error("%s: reconnect refused: %s", self.name, e)
+                self.offline_reason = str(e)
+                continue
+            except DeviceError as e:
+                log.info("%s: reconnect failed: %s", self.name, e)
+                continue
+            log.warning("%s: back online (%s)", self.name, self.endpoint)
+            notify = self.ctx.resources.get("device_events")
+            if notify is not None:
+                notify(self.name, "online", self.endpoint)
+            return
+
+    # -- checked I/O --------------------------------------------------------------------------------
+    @property
+    def online(self) -> bool:
+        return self._online
+
+    def _require_online(self) -> Client:
+        self._require_connected()
+        if not self._online or self.client is None:
+            raise DeviceOfflineError(f"unreachable: {self.offline_reason or 'not connected'}", device=self.name)
+        return self.client
+
+    def _checked(self, sig: str, dv: ua.DataValue) -> Any:
+        status = dv.StatusCode
+        if status is not None and not status.is_good():
+            if status.is_bad() or not self.config.accept_uncertain:
+                raise DeviceFaultError(f"{sig}: {'Bad' if status.is_bad() else 'Uncertain'} status "
+                                       f"{status.name} — value not used", device=self.name)
+        expected = self._vtypes.get(sig)
+        var = dv.Value
+        if var is None or var.Value is None:
+            raise DeviceFaultError(f"{sig}: null value", device=self.name)
+        if expected is not None and var.VariantType != expected:
+            raise DeviceFaultError(f"{sig}: server sent {var.VariantType.name}, expected {expected.name}",
+                                   device=self.name)
+        return var.Value
+
+    async def _request(self, coro: Any, what: str) -> Any:
+        """One round trip: simulated time frozen, wall-time timeout, losses mark the device offline."""
+        try:
+            async with self.clock.busy():
+                return await asyncio.wait_for(coro, self.config.request_timeout_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            self._mark_offline(f"no answer to {what} within {self.config.request_timeout_s:g} s (server hung?)")
+            raise DeviceTimeoutError(f"no answer to {what} within {self.config.request_timeout_s:g} s",
+                                     device=self.name) from None
+        except (OSError, ConnectionError, EOFError, ua.uaerrors.BadSessionIdInvalid, ua.uaerrors.BadSessionClosed,
+                ua.uaerrors.BadSecureChannelClosed, ua.uaerrors.BadConnectionClosed,
+                ua.uaerrors.BadServerNotConnected) as e:
+            self._mark_offline(f"{what} failed: {type(e).__name__}")
+            raise DeviceOfflineError(f"{what} failed: {type(e).__name__} {e}", device=self.name) from None
+
+    async def read(self, *signals: str) -> dict[str, Any]:
+        """Read signals in one request; every value is checked (status and type)."""
+        client = self._require_online()
+        for s in signals:
+            if s not in self._nodes or self.map[s].direction == "method":
+                raise KeyError(f"{self.name}: {s!r} is not a readable signal of the node map")
+        dvs = await self._request(client.uaclient.read_attributes([self._nodes[s] for s in signals],
+                                                                  ua.AttributeIds.Value), f"read {','.join(signals)}")
+        return {s: self._checked(s, dv) for s, dv in zip(signals, dvs)}
+
+    async def write(self, signal: str, value: Any) -> None:
+        """Write ``value`` encoded as the DataType the server declared for ``signal``."""
+        client = self._require_online()
+        spec = self.map.get(signal)
+        if spec is None or spec.direction != "write":
+            raise KeyError(f"{self.name}: {signal!r} is not a writable signal of the node map")
+        vt = self._vtypes[signal]
+        variant = ua.Variant(_coerce(signal, value, vt), vt)
+        res = await self._request(client.uaclient.write_attributes([self._nodes[signal]], [ua.DataValue(variant)],
+                                                                   ua.AttributeIds.Value), f"write {signal}")
+        if not res[0].is_good():
+            raise DeviceFaultError(f"write {signal}={value!r} refused: {res[0].name}", device=self.name)
+
+    async def call(self, signal: str, *, timeout: float | None = None) -> None:
+        client = self._require_online()
+        if signal not in self._objects:
+            raise KeyError(f"{self.name}: {signal!r} is not a method of the node map")
+        req = ua.CallMethodRequest()
+        req.ObjectId, req.MethodId, req.InputArguments = self._objects[signal], self._nodes[signal], []
+        t = self.config.request_timeout_s if timeout is None else min(timeout, self.config.request_timeout_s)
+        try:
+            async with self.clock.busy():
+                results = await asyncio.wait_for(client.uaclient.call([req]), t)
+        except (asyncio.TimeoutError, TimeoutError):
+            self._mark_offline(f"no answer to {signal} within {t:g} s (server hung?)")
+            raise DeviceTimeoutError(f"method {signal} not answered within {t:g} s", device=self.name) from None
+        except (OSError, ConnectionError, EOFError, ua.UaError) as e:
+            if isinstance(e, ua.UaStatusCodeError) and not _is_comm_error(e):
+                raise DeviceFaultError(f"{signal} refused: {type(e).__name__}", device=self.name) from None
+            self._mark_offline(f"{signal} failed: {type(e).__name__}")
+            raise DeviceOfflineError(f"{signal} failed: {type(e).__name__} {e}", device=self.name) from None
+        status = results[0].StatusCode
+        if not status.is_good():
+            raise DeviceFaultError(f"{signal} refused by the machine: {status.name}", device=self.name)
+
+    # -- Machine contract -----------------------------------------------------------------------------
+    async def _state(self) -> str:
+        v = (await self.read("state"))["state"]
+        return PACKML_STATES.get(int(v), f"State{v}")
+
+    async def status(self) -> MachineStatus:
+        self._require_online()
+        sigs = ["state"] + [s for s in ("fault", "cycles") if s in self._nodes]
+        tel = [s for s in self.config.telemetry if s not in sigs]
+        vals = await self.read(*sigs, *tel)
+        state = PACKML_STATES.get(int(vals["state"]), f"State{vals['state']}")
+        fault = str(vals.get("fault", "") or "")
+        faulted = bool(fault) or state in ("Aborting", "Aborted") or bool(vals.get("jam"))
+        return MachineStatus(state, faulted, fault, int(vals.get("cycles", 0)),
+                             {s: float(vals[s]) for s in self.config.telemetry})
+
+    async def telemetry(self) -> dict[str, float]:
+        vals = await self.read(*self.config.telemetry)
+        return {k: float(v) for k, v in vals.items()}
+
+    async def command(self, command: str, *, timeout: float | None = None) -> None:
+        """Send a PackML command.  ``reset`` means *make ready*: the legal PackML path to Idle.
+
+        From Held/Suspended/Execute/… that is Stop then Reset, from Aborted Clear then Reset,
+        from Stopped/Complete Reset; in Idle nothing.  Other commands go 1:1 to the state methods.
+        """
+        self._require_connected()
+        cmd = command.lower()
+        if cmd not in COMMANDS:
+            raise ValueError(f"{self.name}: unknown command {command!r} (known: {', '.join(COMMANDS)})")
+        if cmd != "reset":
+            await self.call(cmd, timeout=timeout)
+            return
+        deadline = self.config.cycle_timeout_s if timeout is None else timeout
+        for _ in range(4):
+            state = await self._state()
+            if state == "Idle":
+                return
+            if state in ("Stopped", "Complete"):
+                await self.call("reset")
+                await self._wait_state({"Idle", "Held", "Aborted", "Stopped"}, deadline)
+            elif state == "Aborted":
+                await self.call("clear")
+                await self._wait_state({"Stopped", "Aborted"}, deadline)
+            elif state in ("Clearing", "Stopping", "Aborting", "Resetting"):
+                await self._wait_state({"Stopped", "Aborted", "Idle"}, deadline)
+            else:
+                await self.call("stop")
+                await self._wait_state({"Stopped", "Aborted"}, deadline)
+        state = await self._state()
+        if state != "Idle":
+            raise DeviceFaultError(f"could not make the machine ready (state {state})", device=self.name)
+
+    async def _wait_state(self, targets: set[str], timeout: float) -> str:
+        """Until the machine is in one of ``targets``: reads at clock-time steps (deterministic in sim)."""
+        t_end = self.clock.now() + timeout
+        while True:
+            state = await self._state()
+            if state in targets:
+                return state
+            if self.clock.now() >= t_end:
+                raise DeviceTimeoutError(f"machine still {state} after {timeout:g} s (waiting for "
+                                         f"{'/'.join(sorted(targets))})", device=self.name)
+            if self._wall:
+                # real time: a notification wakes us at once; the poll is the fallback
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), self.config.poll_interval_s)
+            else:
+                await self.clock.sleep(self.config.poll_interval_s)
+
+    async def cycle(self, *, timeout: float | None = None, params: dict[str, Any] | None = None) -> CycleResult:
+        self._require_online()
+        timeout = self.config.cycle_timeout_s if timeout is None else timeout
+        state = await self._state()
+        if state in ("Complete", "Stopped"):
+            await self.call("reset")
+            state = await self._wait_state({"Idle", "Held", "Aborted", "Stopped"}, timeout)
+        if state != "Idle":
+            fault = (await self.read("fault"))["fault"] if "fault" in self._nodes else ""
+            raise DeviceFaultError(f"not ready for a cycle (state {state}{', ' + fault if fault else ''})",
+                                   device=self.name)
+        for k, v in (params or {}).items():
+            await self.write(k, v)
+        start = self.clock.now()
+        cycles0 = (await self.read("cycles"))["cycles"] if "cycles" in self._nodes else None
+        await self.call("start")
+        state = await self._wait_state({"Complete", "Held", "Aborted", "Stopped", "Suspended", "Idle"}, timeout)
+        if state != "Complete":
+            fault = (await self.read("fault"))["fault"] if "fault" in self._nodes else ""
+            reason = (await self.read("stop_reason"))["stop_reason"] if "stop_reason" in self._nodes else ""
+            msg = reason or fault or f"cycle ended in {state}"
+            raise DeviceFaultError(msg, device=self.name)
+        keys = list(self.config.cycle_telemetry)
+        vals = await self.read(*dict.fromkeys(self.config.cycle_telemetry.values()),
+                               *(["cycles"] if cycles0 is not None else []))
+        tele = {k: float(vals[self.config.cycle_telemetry[k]]) for k in keys}
+        n = vals.get("cycles")
+        return CycleResult(True, start, self.clock.now(), f"cycle {n} complete" if n is not None else "cycle complete",
+                           tele)
+
+    def health(self) -> dict[str, Any]:
+        out = {**super().health(), "online": self._online, "endpoint": self.endpoint, "connects": self.connects}
+        if self.offline_reason:
+            out["offline_reason"] = self.offline_reason
+        if self._bad_notifications:
+            out["bad_values"] = dict(self._bad_notifications)
+        latest = self._latest.get("state")
+        if latest is not None and latest.Value is not None and latest.StatusCode.is_good():
+            out["state"] = PACKML_STATES.get(int(latest.Value.Value), "?")
+        return out
+
+
+def _type_name(nid: Any) -> str:
+    if isinstance(nid, ua.NodeId) and nid.NamespaceIndex == 0 and isinstance(nid.Identifier, int):
+        for name, val in vars(ua.ObjectIds).items():
+            if val == nid.Identifier and not name.startswith("_"):
+                return name
+    return str(nid)
+
+
+def _coerce(signal: str, value: Any, vt: ua.VariantType) -> Any:
+    if vt == ua.VariantType.Boolean:
+        if not isinstance(value, (bool, int)) or value not in (0, 1):
+            raise ValueError(f"{signal}: {value!r} is not a boolean")
+        return bool(value)
+    if vt in _INT_RANGES:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ValueError(f"{signal}: {value!r} is not an integer")
+        lo, hi = _INT_RANGES[vt]
+        if not lo <= int(value) <= hi:
+            raise ValueError(f"{signal}: {value} outside the range of {vt.name}")
+        return int(value)
+    if vt in _FLOATS:
+        v = float(value)
+        if not math.isfinite(v):
+            raise ValueError(f"{signal}: {value!r} is not finite")
+        return v
+    if vt == ua.VariantType.String:
+        return str(value)
+    return value
+
+
+def _is_comm_error(e: Exception) -> bool:
+    return isinstance(e, (ua.uaerrors.BadSessionIdInvalid, ua.uaerrors.BadSessionClosed,
+                          ua.uaerrors.BadSecureChannelClosed, ua.uaerrors.BadConnectionClosed,
+                          ua.uaerrors.BadServerNotConnected, ua.uaerrors.BadTimeout))
