@@ -133,6 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_run)
 
+    # -- run report (cell/report_html.py) --
+    rp = sub.add_parser("report", help="write the HTML report of a run directory")
+    rp.add_argument("run_dir", type=Path)
+    rp.add_argument("-o", "--output", type=Path, help="HTML file (default: RUN_DIR/report.html)")
+    rp.add_argument("--run-id", help="which run in the store (default: the run directory's)")
+    rp.set_defaults(func=lambda a: __import__("cell.report_html", fromlist=["cmd_report"]).cmd_report(a))
+    # -- end run report --
+
     try:
         from . import cli_vision
     except ImportError:  # pragma: no cover - vision extras missing

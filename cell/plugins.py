@@ -28,6 +28,15 @@ class KindError(LookupError):
     """Unknown kind, or its provider failed to import."""
 
 
+def _unknown(kind: str) -> KindError:
+    import difflib
+
+    known = known_kinds()
+    close = difflib.get_close_matches(kind, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return KindError(f"unknown device kind {kind!r} ({hint}known: {', '.join(known)})")
+
+
 def load_kind(kind: str) -> type[Device]:
     cls = device_class(kind)
     if cls is not None:
@@ -35,14 +44,14 @@ def load_kind(kind: str) -> type[Device]:
     prefix = kind.split(".", 1)[0]
     module = providers().get(prefix)
     if module is None:
-        raise KindError(f"unknown device kind {kind!r} (known: {', '.join(known_kinds())})")
+        raise _unknown(kind)
     try:
         importlib.import_module(module)
     except ImportError as e:
         raise KindError(f"device kind {kind!r} needs provider {module!r}, which failed to import: {e}") from None
     cls = device_class(kind)
     if cls is None:
-        raise KindError(f"unknown device kind {kind!r} (known: {', '.join(known_kinds())})")
+        raise _unknown(kind)
     return cls
 
 

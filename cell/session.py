@@ -148,6 +148,7 @@ async def run_session(cfg: CellConfig, opts: RunOptions) -> dict[str, Any] | Non
             say(f"API token (no AXCELL_API_TOKEN or api.token set): {token}")
     ops = Operations(cell, store, run_dir, interactive=interactive, token=token)
     api = None
+    northbound = None  # OPC UA northbound hook (issue 4)
     report: dict[str, Any] | None = None
     wall0 = time.perf_counter()
     try:
@@ -158,6 +159,13 @@ async def run_session(cfg: CellConfig, opts: RunOptions) -> dict[str, Any] | Non
             await api.start()
             ops.api = api
             say(f"HMI: http://{api.host}:{api.port}/")
+        # -- OPC UA northbound hook (issue 4): the cell as a PackML unit for the line PLC / MES --
+        opcua_port = opts.opcua_port if opts.opcua_port is not None else cfg.opcua.port
+        if opcua_port is not None:
+            from .opcua import serve_northbound  # asyncua is imported only when asked for
+
+            northbound = await serve_northbound(cell, cfg.opcua, opcua_port)
+            say(f"OPC UA PackML unit: {northbound.endpoint}")
         if interactive:
             if opts.on_ready is not None:
                 opts.on_ready(ops)
@@ -173,6 +181,8 @@ async def run_session(cfg: CellConfig, opts: RunOptions) -> dict[str, Any] | Non
     finally:
         if api is not None:
             await api.stop()
+        if northbound is not None:  # OPC UA northbound hook (issue 4)
+            await northbound.stop()
         await cell.close()
         if report is not None:
             report["oee"] = _round({**report.get("oee", {}), **ops.oee()})

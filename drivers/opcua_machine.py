@@ -353,6 +353,8 @@ class OpcuaMachine(Machine, kind="opcua.machine"):
             from asyncua.crypto.truststore import TrustStore
             from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 
+            if not trusted.is_dir() or not any(trusted.iterdir()):
+                raise ConfigurationError(f"no trusted server certificates in {trusted}", device=self.name)
             store = TrustStore([trusted], [])
             await store.load()
             client.certificate_validator = CertificateValidator(

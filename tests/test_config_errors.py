@@ -23,7 +23,7 @@ EXPECTED = {
     "unknown_top_key.yaml": (52, "lines_typo", "unknown key"),
     "unknown_option.yaml": (25, "devices.1.options.suction_kpa", "unknown key"),
     "wrong_type.yaml": (37, "devices.4.options.width", "valid integer"),
-    "unknown_kind.yaml": (24, "devices.1.kind", "unknown device kind (known: sim.arm"),
+    "unknown_kind.yaml": (24, "devices.1.kind", "unknown device kind (did you mean 'sim.vacuum'? known:"),
     "unknown_skill.yaml": (70, "process.parallel.0.repeat.sequence.2.skill", "unknown skill"),
     "duplicate_device.yaml": (23, "devices.1.name", "duplicate device name"),
     "missing_device_ref.yaml": (25, "devices.1.options", "refers to device 'robot2', which does not exist"),

@@ -161,14 +161,14 @@ async def test_bad_pose_targets_refused_without_motion() -> None:
 
 
 async def test_joint_limit_override_enforced() -> None:
-    arm, clock = await connected(joint_limits_deg={"lower": [-90, -180, -150, -270, -270, -360],
-                                                   "upper": [90, 0, 150, 90, 90, 360]})
-    assert arm.limits.upper[0] == pytest.approx(math.pi / 2)
+    arm, clock = await connected(joint_limits_deg={"lower": [-30, -180, -150, -270, -270, -360],
+                                                   "upper": [30, 0, 150, 90, 90, 360]})
+    assert arm.limits.upper[0] == pytest.approx(math.radians(30))
     with pytest.raises(JointLimitError):
-        await arm.move_joints((2.0, -1.5, 1.5, -1.5, -1.5, 0))
-    # a pose whose only solutions need the base joint beyond 90°: the IK fails within the limits
+        await arm.move_joints((1.0, -1.5, 1.5, -1.5, -1.5, 0))
+    # behind the robot: both shoulder branches need the base joint far beyond ±30°
     behind = arm.fk_pose((math.pi, -1.5, 1.5, -1.5, -1.5, 0))
-    with pytest.raises(MotionTargetError):
+    with pytest.raises(UnreachableError, match="none within the joint limits"):
         await arm.move_pose(behind)
     assert arm.moves == 0
 

@@ -50,10 +50,6 @@ class AckBody(BaseModel):
 
 
 # -- body size limit (pure ASGI: 413 before the body is parsed) -------------------------------------
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     def __init__(self, app: Any, max_bytes: int = MAX_BODY) -> None:
         self.app = app
@@ -72,36 +68,41 @@ class BodyLimit:
                 if too_big:
                     await self._reject(send)
                     return
+        if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        # buffer the body (at most the limit) before the app parses any of it
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def limited() -> dict:
-            nonlocal seen
+        while True:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return msg
-
-        async def tracking_send(msg: dict) -> None:
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
-
-        try:
-            await self.app(scope, limited, tracking_send)
-        except _TooLarge:
-            if not started:
+            if msg["type"] == "http.disconnect":
+                return
+            body = msg.get("body", b"")
+            seen += len(body)
+            if seen > self.max_bytes:
                 await self._reject(send)
+                return
+            chunks.append(body)
+            if not msg.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     @staticmethod
     async def _reject(send: Any) -> None:
         body = b'{"detail":"request body too large (limit 1 MiB)"}'
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+                                ]})
         await send({"type": "http.response.body", "body": body})
 
 

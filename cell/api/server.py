@@ -58,7 +58,7 @@ class ApiServer:
         sock.setblocking(False)
         self._sock = sock
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(wrap(self.app), log_level="warning", lifespan="off", ws="websockets",
+        config = uvicorn.Config(wrap(self.app), log_level="warning", lifespan="off", ws="websockets-sansio",
                                 timeout_graceful_shutdown=3, access_log=False)
         self._server = _Server(config)
         self._task = asyncio.get_running_loop().create_task(self._server.serve(sockets=[sock]))

@@ -260,6 +260,11 @@ class RosBridge:
         if kind == "events":
             from rclpy.experimental import EventsExecutor
 
+            log.warning(
+                "EventsExecutor is experimental: in rclpy 7.1.6 calls into rclpy from other threads "
+                "(e.g. the asyncio loop) while it spins can deadlock; prefer executor='single'"
+            )
+
             return EventsExecutor(context=self.context)
         raise ValueError(f"executor must be 'single', 'multi' or 'events', not {kind!r}")
 
@@ -615,7 +620,7 @@ class RosBridge:
         """
         gh = await self.send_goal(client, goal, feedback=feedback, timeout=accept_timeout)
         if not gh.accepted:
-            raise GoalRejected(f"goal rejected by {client._action_name if hasattr(client, '_action_name') else 'server'}")
+            raise GoalRejected(f"goal rejected by the {getattr(client, '_action_name', '')} action server")
         try:
             return await self.get_result(gh, timeout)
         except (asyncio.CancelledError, TimeoutError):
