@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         cli_vision = None  # type: ignore[assignment]
     if cli_vision is not None and hasattr(cli_vision, "register"):
         cli_vision.register(sub)
+    from . import cli_calibrate  # hand-eye calibration hook: `axcell calibrate`
+    cli_calibrate.register(sub)
     return p
 
 

@@ -98,7 +98,8 @@ def build_report(cell: "Cell", *, wall_seconds: float, sim_seconds: float) -> di
         "inspection_ms": {"median": round(float(np.median(ms)), 3) if ms else None,
                           "p99": round(float(np.percentile(ms, 99)), 3) if ms else None},
         "states": {s.label: round(t, 6) for s, t in cell.fsm.cumulative_times().items() if t > 0},
-        "alarms": [a.to_dict() for a in cell.alarms.history],
+        # wall-clock stamps stay in the store; the report holds cell time only, so it is reproducible
+        "alarms": [{k: v for k, v in a.to_dict().items() if not k.startswith("wall")} for a in cell.alarms.history],
         "stop_reason": cell.alarms.stop_reason.message if cell.alarms.stop_reason else "",
         "telemetry": cell.ledger.latest_telemetry,
     }

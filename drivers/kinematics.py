@@ -309,10 +309,19 @@ def _dh(a: float, alpha: float, d: float, theta: float) -> np.ndarray:
 
 def _chain(m: RobotModel, q: Sequence[float]) -> list[np.ndarray]:
     """Cumulative transforms base→frame i for i = 0..n (frame 0 = identity)."""
+    th = np.asarray(q, dtype=float) + m.theta
+    ct, st = np.cos(th), np.sin(th)
+    ca, sa = np.asarray(m._ca), np.asarray(m._sa)
+    a = np.asarray(m.a)
+    links = np.zeros((m.dof, 4, 4))
+    links[:, 0, 0], links[:, 0, 1], links[:, 0, 2], links[:, 0, 3] = ct, -st * ca, st * sa, a * ct
+    links[:, 1, 0], links[:, 1, 1], links[:, 1, 2], links[:, 1, 3] = st, ct * ca, -ct * sa, a * st
+    links[:, 2, 1], links[:, 2, 2], links[:, 2, 3] = sa, ca, m.d
+    links[:, 3, 3] = 1.0
     frames = [np.eye(4)]
     t = frames[0]
     for i in range(m.dof):
-        t = t @ _dh(m.a[i], m.alpha[i], m.d[i], float(q[i]) + m.theta[i])
+        t = t @ links[i]
         frames.append(t)
     return frames
 
@@ -355,11 +364,11 @@ def jacobian(m: RobotModel, q: Sequence[float]) -> np.ndarray:
     """Geometric 6×n Jacobian of the TCP in the base frame: rows (vx, vy, vz, wx, wy, wz)."""
     frames = _chain(m, q)
     p_tcp = (frames[-1] @ m._tool_m)[:3, 3]
+    stack = np.array(frames[:-1])  # (n, 4, 4)
+    z = stack[:, :3, 2]
     j = np.empty((6, m.dof))
-    for i in range(m.dof):
-        z = frames[i][:3, 2]
-        j[:3, i] = np.cross(z, p_tcp - frames[i][:3, 3])
-        j[3:, i] = z
+    j[:3] = np.cross(z, p_tcp - stack[:, :3, 3]).T
+    j[3:] = z.T
     return j
 
 
@@ -543,18 +552,22 @@ def ik_numeric(
     span_lo, span_hi = np.maximum(lo, -math.pi), np.minimum(hi, math.pi)
     for _ in range(restarts):
         starts.append(rng.uniform(span_lo, span_hi))
-    lam2 = 1e-4
+    eye6 = np.eye(6)
     for q in starts:
         q = q.copy()
         for _ in range(max_iter):
             err = pose_error(fk(m, q), t_tcp)
+            e2 = float(err @ err)
             if np.linalg.norm(err[:3]) < tol_pos and np.linalg.norm(err[3:]) < tol_rot:
                 fitted = _fit_limits(m, q.tolist(), seed.tolist())
                 if fitted is not None:
                     return np.array(fitted)
                 break
             j = jacobian(m, q)
-            dq = j.T @ np.linalg.solve(j @ j.T + lam2 * np.eye(6), err)
+            # damping shrinks with the error (Levenberg–Marquardt style): robust far away,
+            # quadratic convergence close in, even next to a singularity
+            lam2 = min(1e-2, 0.1 * e2) + 1e-12
+            dq = j.T @ np.linalg.solve(j @ j.T + lam2 * eye6, err)
             step = float(np.max(np.abs(dq)))
             if step > 0.5:
                 dq *= 0.5 / step

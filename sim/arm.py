@@ -78,7 +78,11 @@ class SimArm(Arm, kind="sim.arm"):
     class Config(DeviceConfig):
         model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-        model: str = Field("ur10e", description=f"robot model, one of: {', '.join(kin.model_names())}")
+        model: str = Field(
+            "ur10e",
+            description=f"robot model, one of: {', '.join(kin.model_names())}",
+            json_schema_extra={"enum": kin.model_names()},  # editor completion
+        )
         base: tuple[
             Annotated[float, Field(ge=-50, le=50)],
             Annotated[float, Field(ge=-50, le=50)],

@@ -237,6 +237,6 @@ def render_board(image: np.ndarray, spec: BoardSpec, T_cam_board: np.ndarray, K:
     roi = patch * a + roi * (1.0 - a)
     if image_noise > 0:
         rng = rng if rng is not None else np.random.default_rng()
-        roi = roi + rng.normal(0.0, image_noise, roi.shape).astype(np.float32)
+        roi = roi + rng.normal(0.0, image_noise, roi.shape).astype(np.float32) * a  # sensor noise on the board
     out[y0:y1, x0:x1] = np.clip(roi + 0.5, 0, 255).astype(np.uint8)
     return out

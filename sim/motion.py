@@ -16,6 +16,7 @@ degree-of-freedom count; that is safe within one thread (asyncio), not across th
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -37,9 +38,21 @@ _OTG: dict[int, tuple[ruckig.Ruckig, ruckig.InputParameter]] = {}
 def _otg(dof: int) -> tuple[ruckig.Ruckig, ruckig.InputParameter]:
     got = _OTG.get(dof)
     if got is None:
-        got = (ruckig.Ruckig(dof), ruckig.InputParameter(dof))
+        inp = ruckig.InputParameter(dof)
+        inp.target_acceleration = [0.0] * dof  # never changes
+        got = (ruckig.Ruckig(dof), inp)
         _OTG[dof] = got
     return got
+
+
+@functools.lru_cache(maxsize=256)
+def _scaled_limits(limits: JointLimits, speed: float) -> tuple[list[float], list[float], list[float]]:
+    """(v, a, j) limits for ``speed``; cached because a cell uses a handful of speeds."""
+    return (
+        [float(v) * speed for v in limits.velocity],
+        [float(v) * speed * speed for v in limits.acceleration],
+        [float(v) * speed * speed * speed for v in limits.jerk],
+    )
 
 
 class Trajectory:
@@ -91,10 +104,6 @@ class Trajectory:
         return f"<Trajectory {self.duration:.4f} s speed={self.speed:g}>"
 
 
-def _scaled(values: Sequence[float], factor: float) -> list[float]:
-    return [float(v) * factor for v in values]
-
-
 def plan(
     q0: Sequence[float],
     q1: Sequence[float],
@@ -130,15 +139,16 @@ def plan(
     if not moving and np.array_equal(start, goal):
         return Trajectory(None, start, goal, 0.0, speed)
     otg, inp = _otg(n)
+    zeros = [0.0] * n
     inp.current_position = start.tolist()
-    inp.current_velocity = [float(v) for v in v0] if v0 is not None else [0.0] * n
-    inp.current_acceleration = [float(v) for v in a0] if a0 is not None else [0.0] * n
+    inp.current_velocity = [float(v) for v in v0] if v0 is not None else zeros
+    inp.current_acceleration = [float(v) for v in a0] if a0 is not None else zeros
     inp.target_position = goal.tolist()
-    inp.target_velocity = [float(v) for v in v1] if v1 is not None else [0.0] * n
-    inp.target_acceleration = [0.0] * n
-    inp.max_velocity = _scaled(limits.velocity, speed)
-    inp.max_acceleration = _scaled(limits.acceleration, speed * speed)
-    inp.max_jerk = _scaled(limits.jerk, speed * speed * speed)
+    inp.target_velocity = [float(v) for v in v1] if v1 is not None else zeros
+    vmax, amax, jmax = _scaled_limits(limits, float(speed))
+    inp.max_velocity = vmax
+    inp.max_acceleration = amax
+    inp.max_jerk = jmax
     traj = ruckig.Trajectory(n)
     try:
         result = otg.calculate(inp, traj)

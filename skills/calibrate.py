@@ -100,8 +100,6 @@ class HandEyeCalibration(Skill, name="hand_eye_calibration"):
         cam = ctx.device("camera", Camera)
         if cam.calibration is None:
             return f"{cam.name} has no intrinsics (K); calibrate the camera first"
-        if params.centre is None and params.standoff_m is None:
-            return "no sampling centre"
         return None
 
     async def on_cancel(self, ctx: SkillContext) -> None:
@@ -170,9 +168,7 @@ class HandEyeCalibration(Skill, name="hand_eye_calibration"):
         try:
             res = calibrate_eye_to_hand(robot, views, K, dist, params.board, method=params.method,
                                         refine=params.refine)
-        except (ValueError, np.linalg.LinAlgError) as e:  # cv2.error is an Exception too
-            return SkillResult.failure(f"hand-eye solve failed: {e}", views=len(views), skipped=skipped)
-        except Exception as e:  # noqa: BLE001 - cv2.error
+        except Exception as e:  # noqa: BLE001 - ValueError, LinAlgError, cv2.error
             return SkillResult.failure(f"hand-eye solve failed: {e}", views=len(views), skipped=skipped)
         solve_ms = (time.perf_counter() - t0) * 1000.0
         data: dict[str, Any] = res.to_dict()

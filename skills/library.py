@@ -1,3 +1,3 @@
 """Imports every built-in skill so that they register by name."""
 
-from . import handling, inspect, machine, motion, sensing  # noqa: F401
+from . import calibrate, handling, inspect, machine, motion, sensing  # noqa: F401

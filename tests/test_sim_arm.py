@@ -27,9 +27,6 @@ from sim.arm import SimArm
 from sim.clock import SimClock
 from sim.motion import plan
 
-pytestmark = pytest.mark.asyncio
-
-
 def make_arm(**cfg) -> tuple[SimArm, SimClock]:
     clock = SimClock()
     arm = SimArm("arm", SimArm.Config(**cfg), DeviceContext(clock=clock))
@@ -45,11 +42,13 @@ async def connected(**cfg) -> tuple[SimArm, SimClock]:
 TARGET = (0.4, -1.3, 1.2, -1.4, -1.57, 0.3)
 
 
+@pytest.mark.asyncio
 async def test_registered_kind() -> None:
     assert device_class("sim.arm") is SimArm
     assert SimArm.contract == "arm"
 
 
+@pytest.mark.asyncio
 async def test_move_takes_planned_sim_time() -> None:
     arm, clock = await connected()
     expected = plan(arm.home, TARGET, arm.limits).duration
@@ -67,6 +66,7 @@ async def test_move_takes_planned_sim_time() -> None:
     assert await arm.joints() == pytest.approx(TARGET, abs=1e-12)
 
 
+@pytest.mark.asyncio
 async def test_state_is_a_function_of_time() -> None:
     arm, clock = await connected()
     traj = plan(arm.home, TARGET, arm.limits)
@@ -81,6 +81,7 @@ async def test_state_is_a_function_of_time() -> None:
     assert task.done() and not arm.moving
 
 
+@pytest.mark.asyncio
 async def test_speed_and_speed_scale_lengthen_motion() -> None:
     durations = []
     for speed, scale in ((1.0, 1.0), (0.5, 1.0), (1.0, 0.25)):
@@ -94,6 +95,7 @@ async def test_speed_and_speed_scale_lengthen_motion() -> None:
     assert durations[2] == pytest.approx(4 * durations[0])
 
 
+@pytest.mark.asyncio
 async def test_move_pose_reaches_target_in_cell_frame() -> None:
     arm, clock = await connected(base=(0.5, -0.2, 0.1, math.pi / 2), tool_z=0.15)
     here = await arm.pose()
@@ -109,6 +111,7 @@ async def test_move_pose_reaches_target_in_cell_frame() -> None:
     assert est > 0 and t0 == 0
 
 
+@pytest.mark.asyncio
 async def test_estimate_duration_is_exact_from_moving_state() -> None:
     arm, clock = await connected()
     asyncio.create_task(arm.move_joints(TARGET))
@@ -123,6 +126,7 @@ async def test_estimate_duration_is_exact_from_moving_state() -> None:
     assert stamps[0] - start == pytest.approx(est, abs=1e-12)
 
 
+@pytest.mark.asyncio
 @pytest.mark.parametrize(
     "q, err",
     [
@@ -140,6 +144,7 @@ async def test_bad_joint_targets_refused_without_motion(q, err) -> None:
     assert await arm.joints() == before and arm.moves == 0
 
 
+@pytest.mark.asyncio
 async def test_bad_pose_targets_refused_without_motion() -> None:
     arm, clock = await connected(workspace={"min": [-1.5, -1.5, -0.2], "max": [1.5, 1.5, 1.5]})
     before = await arm.joints()
@@ -160,19 +165,21 @@ async def test_bad_pose_targets_refused_without_motion() -> None:
     assert await arm.joints() == before and arm.moves == 0
 
 
+@pytest.mark.asyncio
 async def test_joint_limit_override_enforced() -> None:
-    arm, clock = await connected(joint_limits_deg={"lower": [-30, -180, -150, -270, -270, -360],
-                                                   "upper": [30, 0, 150, 90, 90, 360]})
-    assert arm.limits.upper[0] == pytest.approx(math.radians(30))
+    arm, clock = await connected(joint_limits_deg={"lower": [-20, -180, -150, -270, -270, -360],
+                                                   "upper": [20, 0, 150, 90, 90, 360]})
+    assert arm.limits.upper[0] == pytest.approx(math.radians(20))
     with pytest.raises(JointLimitError):
         await arm.move_joints((1.0, -1.5, 1.5, -1.5, -1.5, 0))
-    # behind the robot: both shoulder branches need the base joint far beyond ±30°
+    # behind the robot: both shoulder branches need the base joint beyond ±20° (nearest branch: 26.7°)
     behind = arm.fk_pose((math.pi, -1.5, 1.5, -1.5, -1.5, 0))
     with pytest.raises(UnreachableError, match="none within the joint limits"):
         await arm.move_pose(behind)
     assert arm.moves == 0
 
 
+@pytest.mark.asyncio
 async def test_move_path_validates_every_target_first() -> None:
     arm, clock = await connected()
     here = await arm.pose()
@@ -189,6 +196,7 @@ async def test_move_path_validates_every_target_first() -> None:
     assert (await arm.pose()).position == pytest.approx(good[-1].position, abs=1e-9)
 
 
+@pytest.mark.asyncio
 async def test_cancel_mid_motion_freezes_at_cancel_instant() -> None:
     arm, clock = await connected()
     traj = plan(arm.home, TARGET, arm.limits)
@@ -203,6 +211,7 @@ async def test_cancel_mid_motion_freezes_at_cancel_instant() -> None:
     assert np.array_equal(np.array(await arm.joints()), q) and not arm.moving
 
 
+@pytest.mark.asyncio
 async def test_stop_freezes_and_interrupts_the_move() -> None:
     arm, clock = await connected()
     traj = plan(arm.home, TARGET, arm.limits)
@@ -215,6 +224,7 @@ async def test_stop_freezes_and_interrupts_the_move() -> None:
     assert np.allclose(await arm.joints(), traj.at(traj.duration / 2)[0])
 
 
+@pytest.mark.asyncio
 async def test_new_move_replans_from_moving_state() -> None:
     arm, clock = await connected()
     first = asyncio.create_task(arm.move_joints(TARGET))
@@ -226,6 +236,7 @@ async def test_new_move_replans_from_moving_state() -> None:
     assert await arm.joints() == pytest.approx(arm.home, abs=1e-12)
 
 
+@pytest.mark.asyncio
 async def test_timeout_stops_and_raises() -> None:
     arm, clock = await connected()
     traj = plan(arm.home, TARGET, arm.limits)
@@ -235,6 +246,7 @@ async def test_timeout_stops_and_raises() -> None:
     assert np.allclose(await arm.joints(), traj.at(traj.duration / 4)[0])
 
 
+@pytest.mark.asyncio
 async def test_connect_close_idempotent_and_not_connected() -> None:
     arm, clock = make_arm()
     with pytest.raises(NotConnectedError):
@@ -258,6 +270,7 @@ async def test_connect_close_idempotent_and_not_connected() -> None:
         await arm.move_joints(TARGET)
 
 
+@pytest.mark.asyncio
 async def test_fault_hooks() -> None:
     arm, clock = await connected()
     arm.faults.inject("disconnect", op="move")
@@ -269,6 +282,7 @@ async def test_fault_hooks() -> None:
         await arm.joints()
 
 
+@pytest.mark.asyncio
 async def test_home_default_is_tool_down() -> None:
     arm, _ = await connected()
     t = kin.fk(arm.model, arm.home)

@@ -315,7 +315,9 @@ class NorthboundServer:
             new_struct_field("ID", ua.VariantType.Int32), new_struct_field("Name", ua.VariantType.String),
             new_struct_field("Unit", ua.VariantType.String), new_struct_field("Count", ua.VariantType.Int32),
             new_struct_field("AccCount", ua.VariantType.Int32)])
-        self._types = await s.load_data_type_definitions()
+        loaded = await s.load_data_type_definitions()
+        # a second server in one process finds the classes registered already
+        self._types = {n: loaded.get(n) or getattr(ua, n) for n in ("PackMLCountDataType", "PackMLAlarmDataType")}
 
     def _id(self, path: str) -> ua.NodeId:
         return ua.NodeId(f"{self.cell.name}.{path}", self.C)

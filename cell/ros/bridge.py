@@ -540,11 +540,13 @@ class RosBridge:
         *,
         feedback: Callable[[Any], Any] | None = None,
         timeout: float | None = None,
+        goal_uuid: Any = None,
     ) -> ClientGoalHandle:
         """Send a goal and await the server's accept/reject; returns the goal handle.
 
         ``feedback(fb)`` is called on the event loop with each ``Action.Feedback`` (a coroutine
-        function is scheduled as a task). Check ``handle.accepted``.
+        function is scheduled as a task). Check ``handle.accepted``. ``goal_uuid``
+        (``unique_identifier_msgs/UUID``, default random) lets the caller choose the goal id.
         """
         loop = self._bind_loop()
         fb_cb = None
@@ -566,7 +568,7 @@ class RosBridge:
                 except RuntimeError:
                     pass
 
-        rfut = client.send_goal_async(goal, feedback_callback=fb_cb)
+        rfut = client.send_goal_async(goal, feedback_callback=fb_cb, goal_uuid=goal_uuid)
 
         def abandon(f):
             try:

@@ -1,0 +1,376 @@
+"""Device nodes: any driver (a sim twin, or a real driver such as opcua.machine) served as a ROS 2 node.
+
+For a device ``<dev>`` of cell ``<cell>`` the node ``/<cell>/<dev>`` serves:
+
+- ``/<cell>/<dev>/call`` (``axcell_interfaces/DeviceCall``): the contract's methods, errors
+  carried back by class name;
+- arms: ``/<cell>/<dev>/follow_joint_trajectory`` (``control_msgs/FollowJointTrajectory``; the
+  twin moves to the last point time-optimally under the current speed scaling, like a
+  ros2_control robot with a speed slider) and ``sensor_msgs/JointState`` on
+  ``/<cell>/<dev>/joint_states`` (at the start and end of every motion and after a stop);
+- cameras: every captured frame as ``sensor_msgs/Image`` on ``/<cell>/<dev>/image_raw``.
+
+:class:`SimPublishers` adds ``/clock`` (``rosgraph_msgs/Clock``) and ``/diagnostics``
+(``diagnostic_msgs/DiagnosticArray``) driven by the cell clock. Every node is created with
+``use_sim_time`` when the clock is simulated.
+
+Requests from an in-process proxy arrive with a clock-handoff token (``drivers.ros2.transport``):
+the handler closes the request's busy block when it starts, lets simulated time flow while the
+device works, and opens the reply's busy block before answering.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import json
+import logging
+import math
+from typing import Any
+
+from drivers.arm import Arm
+from drivers.base import Device
+from drivers.camera import Camera
+from drivers.conveyor import Conveyor
+from drivers.errors import DeviceError, MotionTargetError
+from drivers.gripper import Gripper
+from drivers.io import DigitalIO
+from drivers.machine import Machine
+from drivers.ros2.transport import Handoff, error_to_wire
+
+log = logging.getLogger("axcell.ros.devices")
+
+
+def sim_time_params(simulated: bool) -> list:
+    from rclpy.parameter import Parameter
+
+    return [Parameter("use_sim_time", Parameter.Type.BOOL, True)] if simulated else []
+
+
+def stamp(t: float):
+    from builtin_interfaces.msg import Time
+
+    t = max(0.0, t)
+    sec = int(t)
+    return Time(sec=sec, nanosec=min(999_999_999, int(round((t - sec) * 1e9))))
+
+
+def image_msg(image, t: float, frame_id: str):
+    from sensor_msgs.msg import Image
+
+    msg = Image()
+    msg.header.stamp = stamp(t)
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(image.shape[0]), int(image.shape[1])
+    ch = 1 if image.ndim == 2 else int(image.shape[2])
+    msg.encoding = "mono8" if ch == 1 else "bgr8"
+    msg.step = msg.width * ch
+    msg.data = array.array("B", image.tobytes())
+    return msg
+
+
+class DeviceNode:
+    """One device served on a bridge (all callbacks hop to the asyncio loop of the cell)."""
+
+    def __init__(self, bridge: Any, device: Device, namespace: str, *, handoff: Handoff | None = None,
+                 simulated: bool = True) -> None:
+        from axcell_interfaces.srv import DeviceCall
+        from rclpy.callback_groups import ReentrantCallbackGroup
+
+        self.bridge, self.device, self.handoff = bridge, device, handoff
+        self.clock = device.clock
+        self.ns = namespace.strip("/")
+        self.node = bridge.create_node(device.name, namespace=f"/{self.ns}" if self.ns else None,
+                                       parameter_overrides=sim_time_params(simulated))
+        self.speed_scaling = 1.0
+        self.calls = 0
+        group = ReentrantCallbackGroup()
+        self.node.create_service(DeviceCall, "call", self._on_call, callback_group=group)
+        self.joint_pub = self.image_pub = None
+        if isinstance(device, Arm):
+            from control_msgs.action import FollowJointTrajectory
+            from sensor_msgs.msg import JointState
+
+            self.joint_pub = self.node.create_publisher(JointState, "joint_states", 10)
+            bridge.create_action_server(self.node, FollowJointTrajectory, "follow_joint_trajectory", self._fjt)
+        if isinstance(device, Camera):
+            from sensor_msgs.msg import Image
+
+            self.image_pub = self.node.create_publisher(Image, "image_raw", 2)
+
+    # ------------------------------------------------------------------ DeviceCall
+    async def _on_call(self, req, resp):  # rclpy coroutine on the spin thread
+        return await self.bridge.run_coroutine(self._handle(req, resp))
+
+    async def _handle(self, req, resp):  # on the event loop
+        h, cid = self.handoff, int(req.call_id)
+        local = h is not None and (cid, "req") in h._open
+        if local:
+            h.register_task(cid, asyncio.current_task())
+            await h.release((cid, "req"))
+        self.calls += 1
+        try:
+            args = json.loads(req.args_json) if req.args_json else {}
+            result, image = await self._dispatch(req.method, args)
+            resp.ok = True
+            resp.result_json = json.dumps(result, default=_jsonable)
+            if image is not None:
+                resp.image = image
+        except asyncio.CancelledError:
+            resp.ok, resp.error_type, resp.message = False, "DeviceOfflineError", "call abandoned"
+            raise
+        except Exception as e:  # noqa: BLE001 - every error goes back to the caller
+            if not isinstance(e, (DeviceError, ValueError, KeyError, PermissionError, TimeoutError, TypeError)):
+                log.exception("device %s: %s failed", self.device.name, req.method)
+            resp.ok = False
+            resp.error_type, resp.message = error_to_wire(e)
+        finally:
+            if local:
+                h._tasks.pop(cid, None)
+                if not h.abandoned(cid):
+                    await h.hold((cid, "rep"))
+        return resp
+
+    async def _dispatch(self, method: str, a: dict[str, Any]) -> tuple[Any, Any]:
+        d = self.device
+        if method == "describe":
+            await d.connect()
+            return self._describe(), None
+        if method.startswith("_") or method in ("connect", "close"):
+            raise ValueError(f"method {method!r} is not callable remotely")
+        if isinstance(d, Arm):
+            from drivers.types import Pose
+
+            if method == "joints":
+                return list(await d.joints()), None
+            if method == "pose":
+                return list((await d.pose()).as_tuple()), None
+            if method == "solve_ik":
+                return list(await d.solve_ik(Pose(*a["pose"]))), None
+            if method == "estimate_duration":
+                return await d.estimate_duration(Pose(*a["pose"]), speed=float(a.get("speed", 1.0))), None
+            if method == "stop":
+                await d.stop()
+                self._publish_joints()
+                return None, None
+            if method == "set_speed_scaling":
+                v = float(a["value"])
+                if not (math.isfinite(v) and 0 < v <= 1):
+                    raise ValueError(f"speed scaling must be in (0, 1], got {v}")
+                self.speed_scaling = v
+                return None, None
+        elif isinstance(d, Gripper):
+            if method == "grip":
+                return await d.grip(timeout=a.get("timeout")), None
+            if method == "release":
+                return await d.release(timeout=a.get("timeout")), None
+            if method == "is_holding":
+                return await d.is_holding(), None
+        elif isinstance(d, Camera):
+            if method == "capture":
+                f = await d.capture(timeout=a.get("timeout"))
+                msg = image_msg(f.image, f.stamp, f"{self.ns}/{d.name}")
+                if self.image_pub is not None:
+                    self.image_pub.publish(msg)
+                return {"stamp": f.stamp, "meta": f.meta}, msg
+        elif isinstance(d, Conveyor):
+            if method in ("position", "velocity", "stop"):
+                return await getattr(d, method)(), None
+            if method == "start":
+                return await d.start(a.get("speed")), None
+        elif isinstance(d, DigitalIO):
+            if method == "read":
+                return await d.read(a["channel"]), None
+            if method == "write":
+                return await d.write(a["channel"], bool(a["value"])), None
+            if method == "wait_edge":
+                return await d.wait_edge(a["channel"], rising=bool(a.get("rising", True)), timeout=a.get("timeout")), None
+        elif isinstance(d, Machine):
+            if method == "status":
+                s = await d.status()
+                return {"state": s.state, "faulted": s.faulted, "fault": s.fault, "cycles": s.cycles,
+                        "telemetry": s.telemetry}, None
+            if method == "command":
+                return await d.command(a["command"], timeout=a.get("timeout")), None
+            if method == "cycle":
+                r = await d.cycle(timeout=a.get("timeout"), params=a.get("params"))
+                return {"ok": r.ok, "started": r.started, "finished": r.finished, "message": r.message,
+                        "telemetry": r.telemetry}, None
+        raise ValueError(f"{d.name}: unknown method {method!r} for a {d.contract}")
+
+    def _describe(self) -> dict[str, Any]:
+        d = self.device
+        out: dict[str, Any] = {"name": d.name, "kind": d.kind, "contract": d.contract}
+        if isinstance(d, Arm):
+            lim = d.limits
+            out["joint_names"] = list(d.joint_names)
+            out["limits"] = {k: list(getattr(lim, k)) for k in ("lower", "upper", "velocity", "acceleration", "jerk")}
+            ws = d.workspace
+            out["workspace"] = {"min": list(ws.min), "max": list(ws.max)} if ws else None
+            out["speed_scaling"] = self.speed_scaling
+        elif isinstance(d, Camera):
+            c = d.calibration
+            out["calibration"] = None if c is None else {
+                "K": c.K.tolist(), "dist": c.dist.tolist(), "T_cell_cam": c.T_cell_cam.tolist(),
+                "width": c.width, "height": c.height}
+        elif isinstance(d, DigitalIO):
+            out["channels"] = dict(d.channels)
+        return out
+
+    # ------------------------------------------------------------------ arm
+    def _publish_joints(self) -> None:
+        if self.joint_pub is None:
+            return
+        from sensor_msgs.msg import JointState
+
+        d = self.device
+        q = d.joints_at(self.clock.now()) if hasattr(d, "joints_at") else None
+        if q is None:
+            return
+        msg = JointState()
+        msg.header.stamp = stamp(self.clock.now())
+        msg.name = list(d.joint_names)
+        msg.position = [float(v) for v in q]
+        self.joint_pub.publish(msg)
+
+    async def _fjt(self, goal, gctx):  # on the event loop
+        from control_msgs.action import FollowJointTrajectory
+
+        Result = FollowJointTrajectory.Result
+        h, key = self.handoff, gctx.goal_id
+        local = h is not None and (key, "req") in h._open
+        if local:
+            h.register_task(key, asyncio.current_task())
+            await h.release((key, "req"))
+        arm: Arm = self.device  # type: ignore[assignment]
+        res = Result(error_code=Result.SUCCESSFUL)
+        try:
+            tr = goal.trajectory
+            if not tr.points:
+                res.error_code, res.error_string = Result.INVALID_GOAL, "InvalidTargetError: empty trajectory"
+                gctx.terminal = "aborted"
+                return res
+            names = list(tr.joint_names) or list(arm.joint_names)
+            if sorted(names) != sorted(arm.joint_names):
+                res.error_code = Result.INVALID_JOINTS
+                res.error_string = f"InvalidTargetError: joints {names} != {list(arm.joint_names)}"
+                gctx.terminal = "aborted"
+                return res
+            pos = dict(zip(names, tr.points[-1].positions))
+            q = [pos[n] for n in arm.joint_names]
+            self._publish_joints()
+            try:
+                # intermediate points are a path hint; the sim controller goes time-optimally to the last
+                for p in tr.points[:-1]:
+                    pp = dict(zip(names, p.positions))
+                    await arm.move_joints([pp[n] for n in arm.joint_names], speed=self.speed_scaling)
+                await arm.move_joints(q, speed=self.speed_scaling)
+            except MotionTargetError as e:
+                res.error_code, res.error_string = Result.INVALID_GOAL, _plain(e)
+                gctx.terminal = "aborted"
+            except DeviceError as e:
+                res.error_code, res.error_string = Result.PATH_TOLERANCE_VIOLATED, _plain(e)
+                gctx.terminal = "aborted"
+            self._publish_joints()
+            return res
+        except asyncio.CancelledError:
+            self._publish_joints()
+            raise
+        finally:
+            if local:
+                h._tasks.pop(key, None)
+                if not h.abandoned(key):
+                    await h.hold((key, "rep"))
+
+
+def _plain(e: BaseException) -> str:
+    etype, msg = error_to_wire(e)
+    try:
+        msg = json.loads(msg)["message"]
+    except (ValueError, KeyError, TypeError):
+        pass
+    return f"{etype}: {msg}"
+
+
+def _jsonable(o: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(o)
+
+
+class SimPublishers:
+    """``/clock`` and ``/diagnostics`` from the cell clock (one node for the process)."""
+
+    def __init__(self, bridge: Any, clock: Any, devices: dict[str, Device], *, namespace: str,
+                 clock_period_s: float = 0.1, diag_period_s: float = 1.0, simulated: bool = True,
+                 extra: Any = None) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rosgraph_msgs.msg import Clock as ClockMsg
+
+        self.clock, self.devices = clock, devices
+        self.node = bridge.create_node("sim_time", namespace=f"/{namespace}",
+                                       parameter_overrides=sim_time_params(False))
+        self.clock_pub = self.node.create_publisher(ClockMsg, "/clock", 10) if simulated else None
+        self.diag_pub = self.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.clock_period_s, self.diag_period_s = clock_period_s, diag_period_s
+        self.extra = extra  # callable run at each diagnostics period (e.g. the cell status)
+        self._tasks: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.clock_pub is not None and self.clock_period_s > 0:
+            self._tasks.append(loop.create_task(self._clock_loop()))
+        if self.diag_period_s > 0:
+            self._tasks.append(loop.create_task(self._diag_loop()))
+
+    def publish_clock(self) -> None:
+        from rosgraph_msgs.msg import Clock as ClockMsg
+
+        if self.clock_pub is not None:
+            self.clock_pub.publish(ClockMsg(clock=stamp(self.clock.now())))
+
+    async def _clock_loop(self) -> None:
+        while True:
+            self.publish_clock()
+            await self.clock.sleep(self.clock_period_s)
+
+    def publish_diagnostics(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        arr = DiagnosticArray()
+        arr.header.stamp = stamp(self.clock.now())
+        for name, dev in self.devices.items():
+            try:
+                hl = dev.health()
+            except Exception as e:  # noqa: BLE001
+                hl = {"connected": False, "error": repr(e)}
+            ok = bool(hl.get("connected", False))
+            arr.status.append(DiagnosticStatus(
+                level=DiagnosticStatus.OK if ok else DiagnosticStatus.WARN, name=f"{self.node.get_namespace().strip('/')}/{name}",
+                message="connected" if ok else "not connected", hardware_id=dev.kind,
+                values=[KeyValue(key=str(k), value=str(v)) for k, v in hl.items()]))
+        self.diag_pub.publish(arr)
+
+    async def _diag_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.diag_period_s)
+            self.publish_diagnostics()
+            if self.extra is not None:
+                self.extra()
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        self._tasks.clear()

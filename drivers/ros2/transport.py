@@ -1,0 +1,150 @@
+"""How ROS 2 proxy drivers reach the wire, and how simulated time stays still while they do.
+
+Drivers never import ``cell``, so they cannot build the asyncio<->rclpy bridge themselves
+(``cell.ros.bridge.RosBridge``). The composition root does, and hands it down:
+
+- ``ctx.resources["ros"]``: a :class:`RosTransport` (bridge + node + namespace + handoff),
+  put there by the code that builds the cell (``cell.ros.runtime``), or
+- :func:`set_default_transport` for a process whose cell file names ``ros2.*`` kinds directly
+  (the cell node sets it before building the cell).
+
+The bridge is used duck-typed (``create_node``, ``call``, ``send_goal``, ``get_result``,
+``cancel_goal``, ``wait_for_service``, ``wait_for_action_server``, ``wake``): one bridge, one
+executor thread, no second implementation here.
+
+**Determinism over DDS: the clock handoff.** A simulated clock must not advance while a
+request or a reply is on the wire, but it *must* advance while the device node carries the
+request out (a move takes simulated seconds). So the caller's ``clock.busy()`` block is handed
+over like a token (:class:`Handoff`): the proxy opens a busy block before sending (key
+``(id, "req")``); the device node closes it when its handler starts on the event loop, runs the
+twin (simulated time flows), opens ``(id, "rep")`` before replying, and the proxy closes that
+when the reply arrives. If the proxy gives up on a call (cancelled, timed out) it closes every
+token of that call and tells the handoff, so a late reply can never leave the clock frozen.
+This works when proxy and device node share one process and one clock (``axcell run
+--transport ros``); across processes each side has its own clock and the handoff is a no-op.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger("axcell.ros2")
+
+_DEFAULT: "RosTransport | None" = None
+
+
+class Handoff:
+    """Busy blocks of a clock, opened and closed by key (see the module docstring)."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self._open: dict[Any, Any] = {}
+        self._abandoned: set[Any] = set()
+        self._tasks: dict[Any, Any] = {}
+
+    async def hold(self, key: Any) -> None:
+        if key in self._open or (isinstance(key, tuple) and key[0] in self._abandoned):
+            return
+        cm = self.clock.busy()
+        await cm.__aenter__()
+        self._open[key] = cm
+
+    async def release(self, key: Any) -> None:
+        cm = self._open.pop(key, None)
+        if cm is not None:
+            await cm.__aexit__(None, None, None)
+
+    async def abandon(self, call: Any) -> None:
+        """The caller gave up on ``call``: close all its tokens; cancel its server task if any."""
+        self._abandoned.add(call)
+        for key in [k for k in self._open if isinstance(k, tuple) and k[0] == call]:
+            await self.release(key)
+        task = self._tasks.pop(call, None)
+        if task is not None and not task.done():
+            task.cancel()
+
+    def forget(self, call: Any) -> None:
+        self._abandoned.discard(call)
+        self._tasks.pop(call, None)
+
+    def register_task(self, call: Any, task: Any) -> None:
+        self._tasks[call] = task
+
+    def abandoned(self, call: Any) -> bool:
+        return call in self._abandoned
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+
+class RosTransport:
+    """A bridge, a node for the proxies' clients, the cell namespace and the clock handoff."""
+
+    def __init__(self, bridge: Any, node: Any, namespace: str, handoff: Handoff | None = None) -> None:
+        self.bridge = bridge
+        self.node = node
+        self.namespace = namespace.strip("/")
+        self.handoff = handoff
+        self._ids = itertools.count(((os.getpid() & 0xFFFF) << 40) + 1)
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def topic(self, device: str, leaf: str) -> str:
+        return f"/{self.namespace}/{device}/{leaf}" if self.namespace else f"/{device}/{leaf}"
+
+
+def set_default_transport(t: RosTransport | None) -> None:
+    global _DEFAULT
+    _DEFAULT = t
+
+
+def get_transport(resources: dict[str, Any]) -> RosTransport:
+    t = resources.get("ros") or _DEFAULT
+    if t is None:
+        from drivers.errors import ConfigurationError
+
+        raise ConfigurationError("ros2.* devices need a ROS 2 transport: run the cell with --transport ros "
+                                 "or from the cell node (axcell-cell-node)")
+    return t
+
+
+# --------------------------------------------------------------------------- error mapping
+
+def error_to_wire(e: BaseException) -> tuple[str, str]:
+    """(error_type, message) for a DeviceCall reply."""
+    from drivers.errors import DeviceError
+
+    name = type(e).__name__
+    if isinstance(e, KeyError):
+        return "KeyError", str(e.args[0]) if e.args else ""
+    if isinstance(e, DeviceError):
+        msg = str(e)
+        dev = getattr(e, "device", None)
+        if dev and msg.startswith(f"{dev}: "):
+            msg = msg[len(dev) + 2:]
+        return name, json.dumps({"device": dev, "message": msg})
+    return name, str(e)
+
+
+def error_from_wire(error_type: str, message: str, device: str) -> BaseException:
+    """The exception a proxy raises for a failed DeviceCall (the same class as the twin raised)."""
+    from drivers import errors
+
+    cls = getattr(errors, error_type, None)
+    if isinstance(cls, type) and issubclass(cls, errors.DeviceError):
+        try:
+            d = json.loads(message)
+            return cls(d.get("message", ""), device=d.get("device") or device)
+        except (ValueError, AttributeError):
+            return cls(message, device=device)
+    builtin = {"ValueError": ValueError, "KeyError": KeyError, "PermissionError": PermissionError,
+               "TimeoutError": TimeoutError, "TypeError": TypeError}.get(error_type)
+    if builtin is not None:
+        return builtin(message)
+    return errors.DeviceFaultError(f"{error_type}: {message}", device=device)
