@@ -7,9 +7,11 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 
-.PHONY: setup python-deps ros system test-system demo test bench lint clean
+PKI    := build/opcua-pki
 
-setup: python-deps ros
+.PHONY: setup python-deps ros certs test-system demo test bench clean
+
+setup: python-deps ros certs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +26,10 @@ $(VENV)/.deps-stamp: pyproject.toml | $(PY)
 # Real ROS 2 Jazzy from PyPI plus the project's interface package (cached, idempotent)
 ros: python-deps
 	$(PY) -m cell.ros.setup_ros --venv $(VENV) --quiet
+
+# OPC UA certificates (Basic256Sha256) for the northbound server and secured machine links; kept if present
+certs: python-deps
+	$(PY) -m drivers.opcua_certs $(PKI)
 
 # System packages for the browser test (Debian's chromium); skipped when present
 test-system:

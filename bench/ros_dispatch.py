@@ -263,17 +263,62 @@ def measure_bridge_same_process(n: int, warmup: int) -> dict:
 
 
 def measure_cell_dispatch(n: int, warmup: int) -> dict | None:
-    """HOOK (lead): the cell's skill dispatch through ``/<cell>/execute_skill``.
+    """The cell's skill dispatch through ``/<cell>/execute_skill``.
 
-    To fill in: start the cell node (lifecycle: configure + activate) on a RosBridge with a
-    trivial skill that publishes one feedback and returns SUCCESS, then time N
-    ``await bridge.execute(client, ExecuteSkill.Goal(skill=..., params_json=...), feedback=...)``
-    round trips (same process and, with ``--processes``, across processes) and return
-    ``summarize("cell ExecuteSkill, ...", samples)``. Compare against the raw rows above.
+    The cell node (lifecycle: configure + activate) of the demo cell serves ExecuteSkill; the
+    skill is a trivial one (one feedback, SUCCESS) registered here, so the figure is the
+    dispatch path: goal -> params checked against the schema -> roles bound -> skill run on
+    the asyncio loop -> feedback -> result. Client: a second RosBridge in the same process,
+    as in the bridge row above.
     """
-    print("  cell ExecuteSkill dispatch           not built yet (measure_cell_dispatch is a hook)",
-          flush=True)
-    return None
+    from axcell_interfaces.action import ExecuteSkill
+
+    from cell.config import load_cell
+    from cell.ros.bridge import RosBridge
+    from cell.ros.cell_node import CellNode
+    from cell.runtime import Cell
+    from skills.base import Skill, SkillParams, SkillResult, registry
+
+    if "bench_noop" not in registry():
+        class BenchNoop(Skill, name="bench_noop"):
+            """Publish one feedback and succeed (dispatch benchmark)."""
+
+            class Params(SkillParams):
+                tag: str = "x"
+
+            async def execute(self, ctx, params):
+                ctx.feedback(0.5, "run")
+                return SkillResult.success(tag=params.tag)
+
+    async def main():
+        cell = Cell(load_cell(REPO_ROOT / "launch" / "packaging_cell.yaml"), inspectors={})
+        async with RosBridge(name="bench_cell") as srv, RosBridge(name="bench_cell_cli") as cli:
+            node = CellNode(srv, cell=cell, simulated=False)
+            node.configure_and_activate()
+            ac = cli.create_action_client(cli.create_node("bench_cell_client"), ExecuteSkill,
+                                          f"/{cell.name}/execute_skill")
+            if not await cli.wait_for_action_server(ac, 15.0):
+                raise RuntimeError("cell node's execute_skill not found")
+
+            async def once() -> float:
+                got_fb = asyncio.Event()
+                t0 = time.perf_counter()
+                res = await cli.execute(ac, ExecuteSkill.Goal(skill="bench_noop", params_json='{"tag": "b"}'),
+                                        feedback=lambda f: got_fb.set(), timeout=5.0)
+                if not got_fb.is_set():
+                    await asyncio.wait_for(got_fb.wait(), 1.0)
+                dt = time.perf_counter() - t0
+                if not res.succeeded or res.result.status != "SUCCESS":
+                    raise RuntimeError(f"bad round trip: {res.status_name} {res.result.message}")
+                return dt
+
+            for _ in range(warmup):
+                await once()
+            samples = [await once() for _ in range(n)]
+        await cell.close()
+        return samples
+
+    return summarize("cell ExecuteSkill (asyncio), 1 proc", asyncio.run(main()))
 
 
 # ----------------------------------------------------------------------------- main

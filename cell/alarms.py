@@ -54,6 +54,14 @@ class Alarm:
         return self.acked_at is not None
 
     def to_dict(self) -> dict[str, Any]:
+        """Deterministic view (cell time only: same seed, same report)."""
+        d = asdict(self)
+        d.pop("wall_time")
+        d.pop("acked_wall")
+        return {**d, "active": self.active, "acked": self.acked}
+
+    def to_record(self) -> dict[str, Any]:
+        """Everything, wall-clock times included (for the store and the HMI)."""
         return {**asdict(self), "active": self.active, "acked": self.acked}
 
 

@@ -149,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         cli_vision.register(sub)
     from . import cli_calibrate  # hand-eye calibration hook: `axcell calibrate`
     cli_calibrate.register(sub)
+    from .ros import cli_replay  # ROS 2 hook (issue 3): `axcell replay RUN.mcap` (no rclpy needed)
+    cli_replay.register(sub)
     return p
 
 

@@ -61,6 +61,11 @@ class Ledger:
         if kind == "case_completed":
             self.cases_completed += 1
             self.latest_telemetry = dict(data.get("telemetry") or {})
+            case_id = data.get("case_id")
+            for rec in self.records.values():  # the seal that closed their case
+                if rec.case_id == case_id and rec.outcome == "packed":
+                    rec.telemetry = dict(self.latest_telemetry)
+                    self._notify("telemetry", rec)
             return
         if part is None:
             return

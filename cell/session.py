@@ -151,7 +151,14 @@ async def run_session(cfg: CellConfig, opts: RunOptions) -> dict[str, Any] | Non
     northbound = None  # OPC UA northbound hook (issue 4)
     report: dict[str, Any] | None = None
     wall0 = time.perf_counter()
+    ros = None  # ROS 2 transport hook (issue 3)
     try:
+        # -- ROS 2 transport hook (issue 3): devices and the cell as ROS 2 nodes (cell/ros/runtime.py) --
+        if opts.transport == "ros":
+            from .ros.runtime import attach  # rclpy is imported only when asked for
+
+            ros = await attach(cell, record=opts.record, processes=opts.processes)
+        # -- end ROS 2 hook --
         if opts.hmi_port is not None:
             from .api.server import ApiServer  # transports are imported only when asked for
 
@@ -184,6 +191,8 @@ async def run_session(cfg: CellConfig, opts: RunOptions) -> dict[str, Any] | Non
         if northbound is not None:  # OPC UA northbound hook (issue 4)
             await northbound.stop()
         await cell.close()
+        if ros is not None:  # ROS 2 transport hook (issue 3)
+            await ros.close()
         if report is not None:
             report["oee"] = _round({**report.get("oee", {}), **ops.oee()})
         if store is not None:

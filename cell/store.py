@@ -250,7 +250,7 @@ class Store:
             self._put(("image", part_id, frame.image))
 
     def on_alarm(self, what: str, alarm: Any) -> None:
-        self._put(("alarm", alarm.to_dict() if hasattr(alarm, "to_dict") else dict(alarm)))
+        self._put(("alarm", alarm.to_record() if hasattr(alarm, "to_record") else dict(alarm)))
 
     def on_state(self, t: float, source: str, target: str, cause: str, reason: str | None,
                  category: str | None) -> None:

@@ -98,11 +98,11 @@ def test_inspection_catches_the_sims_defects(demo_config, demo_inspectors):
 
 def test_jam_holds_the_cell_and_the_operator_recovers(demo_config, demo_inspectors):
     cfg = demo_config.model_copy(deep=True)
-    for d in cfg.devices:
-        if d.name == "sealer" and d.kind == "sim.machine":
-            d.options = {**d.options, "jam_probability": 0.5}
-    if not any(d.name == "sealer" and d.kind == "sim.machine" for d in cfg.devices):
-        pytest.skip("demo sealer is not the in-process twin")
+    sealer = cfg.device("sealer")
+    if sealer.kind == "sim.machine":
+        sealer.options = {**sealer.options, "jam_probability": 0.5}
+    else:  # the OPC UA sealer in its sim profile
+        sealer.options = {**sealer.options, "sim": {**sealer.options.get("sim", {}), "jam_probability": 0.5}}
     r = _batch(cfg, demo_inspectors, seed=2, duration=600.0)
     assert r["states"].get("Held", 0) > 0
     assert any("jam" in a["message"] for a in r["alarms"])

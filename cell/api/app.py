@@ -225,7 +225,7 @@ def create_app(cell: "Cell", *, token: str | None, open_reads: bool = True) -> F
     async def get_alarms(active: bool = False, limit: int = Query(200, ge=1, le=10000)) -> list[dict[str, Any]]:
         """Alarm history, newest first (``active=true``: only active ones)."""
         items = [a for a in reversed(cell.alarms.history) if a.active or not active]
-        return [a.to_dict() for a in items[:limit]]
+        return [a.to_record() for a in items[:limit]]
 
     # -- commands -----------------------------------------------------------------------------------
     @app.post("/api/cell/command", tags=["cell"])
@@ -255,7 +255,7 @@ def create_app(cell: "Cell", *, token: str | None, open_reads: bool = True) -> F
         except KeyError:
             raise HTTPException(404, detail=f"no alarm {alarm_id}") from None
         audit("alarm_ack", True, actor, f"alarm {alarm_id}")
-        return a.to_dict()
+        return a.to_record()
 
     # -- streams ------------------------------------------------------------------------------------
     @app.websocket("/api/events")

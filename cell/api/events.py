@@ -32,7 +32,8 @@ def event_json(kind: str, data: dict[str, Any], t: float) -> dict[str, Any] | No
         tr = data["transition"]
         out.update({"from": tr.source.label, "to": tr.target.label, "cause": tr.cause})
     elif kind == "alarm":
-        out.update({"what": data["what"], "alarm": data["alarm"].to_dict()})
+        a = data["alarm"]
+        out.update({"what": data["what"], "alarm": a.to_record() if hasattr(a, "to_record") else a.to_dict()})
     elif kind == "skill_result":
         res = data.get("result")
         st = getattr(res, "status", None)

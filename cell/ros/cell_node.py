@@ -334,18 +334,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     from ..cli import main as cli_main
 
-    cmd = ["run", args.file, "--transport", "ros", "--quiet"]
-    if args.seed is not None:
-        cmd += ["--seed", str(args.seed)]
     if args.duration is not None:
-        cmd += ["--duration", str(args.duration)]
+        cmd = ["run", args.file, "--transport", "ros", "--quiet", "--duration", str(args.duration)]
+        if args.seed is not None:
+            cmd += ["--seed", str(args.seed)]
         if args.speed is not None:
             cmd += ["--speed", str(args.speed)]
-    else:
-        cmd += ["--serve-ros", "--speed", "max" if args.speed is None else str(args.speed)]
-    if args.record:
-        cmd += ["--record", args.record]
-    return cli_main(cmd)
+        if args.record:
+            cmd += ["--record", args.record]
+        return cli_main(cmd)
+    from .runtime import serve_forever
+
+    return serve_forever(args.file, seed=args.seed, speed=args.speed, record=args.record)
 
 
 if __name__ == "__main__":  # pragma: no cover

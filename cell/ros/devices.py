@@ -85,22 +85,26 @@ class DeviceNode:
         self.speed_scaling = 1.0
         self.calls = 0
         group = ReentrantCallbackGroup()
-        self.node.create_service(DeviceCall, "call", self._on_call, callback_group=group)
+        self.node.create_service(DeviceCall, "~/call", self._on_call, callback_group=group)
         self.joint_pub = self.image_pub = None
         if isinstance(device, Arm):
             from control_msgs.action import FollowJointTrajectory
             from sensor_msgs.msg import JointState
 
-            self.joint_pub = self.node.create_publisher(JointState, "joint_states", 10)
-            bridge.create_action_server(self.node, FollowJointTrajectory, "follow_joint_trajectory", self._fjt)
+            self.joint_pub = self.node.create_publisher(JointState, "~/joint_states", 10)
+            bridge.create_action_server(self.node, FollowJointTrajectory, "~/follow_joint_trajectory", self._fjt)
         if isinstance(device, Camera):
             from sensor_msgs.msg import Image
 
-            self.image_pub = self.node.create_publisher(Image, "image_raw", 2)
+            self.image_pub = self.node.create_publisher(Image, "~/image_raw", 2)
 
     # ------------------------------------------------------------------ DeviceCall
     async def _on_call(self, req, resp):  # rclpy coroutine on the spin thread
-        return await self.bridge.run_coroutine(self._handle(req, resp))
+        try:
+            return await self.bridge.run_coroutine(self._handle(req, resp))
+        except BaseException as e:  # noqa: BLE001 - CancelledError must not reach the executor's spin()
+            resp.ok, resp.error_type, resp.message = False, "DeviceOfflineError", f"call ended: {e!r}"
+            return resp
 
     async def _handle(self, req, resp):  # on the event loop
         h, cid = self.handoff, int(req.call_id)
@@ -374,3 +378,59 @@ class SimPublishers:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
         self._tasks.clear()
+
+
+# --------------------------------------------------------------------------- console entry point
+
+def main(argv: list[str] | None = None) -> int:
+    """``axcell-device-node FILE --device NAME``: serve one device of a cell file as a ROS 2 node.
+
+    For hardware drivers (e.g. ``opcua.machine`` talking to a real PLC), one process per device,
+    on the wall clock. Simulated twins share the simulated world and clock, so they are served
+    by the cell node's process (``axcell-cell-node``), never alone.
+    """
+    import argparse
+    import signal
+
+    from drivers.base import DeviceContext
+    from drivers.clock import WallClock
+
+    from ..config import load_cell
+    from ..plugins import load_kind
+    from .bridge import RosBridge
+    from .env import ensure_ros_isolation
+
+    ap = argparse.ArgumentParser(prog="axcell-device-node", description=main.__doc__.splitlines()[0])
+    ap.add_argument("file")
+    ap.add_argument("--device", required=True)
+    ap.add_argument("--ros-args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # added by ros2 launch
+    args = ap.parse_args(argv)
+    cfg = load_cell(args.file)
+    spec = next((d for d in cfg.devices if d.name == args.device), None)
+    if spec is None:
+        ap.error(f"no device {args.device!r} in {args.file} (have {[d.name for d in cfg.devices]})")
+    if spec.kind.startswith("sim."):
+        ap.error(f"{args.device} is a simulated twin ({spec.kind}); it is served by axcell-cell-node with its world")
+    cls = load_kind(spec.kind)
+    ensure_ros_isolation()
+
+    async def run() -> None:
+        clock = WallClock()
+        dev = cls(spec.name, cls.Config.model_validate(spec.options), DeviceContext(clock=clock, cell=cfg.cell.name))
+        async with RosBridge(name=f"device-{spec.name}") as bridge:
+            DeviceNode(bridge, dev, cfg.cell.name, simulated=False)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
+            await dev.close()
+
+    asyncio.run(run())
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    sys.exit(main())

@@ -72,7 +72,9 @@ class _Proxy:
         if key not in cache:
             cache[key] = self.t.node.create_client(DeviceCall, self._name("call"))
         self._client = cache[key]
-        if not await self.t.bridge.wait_for_service(self._client, self.config.connect_timeout_s):
+        async with self.clock.busy():  # discovery is real I/O: simulated time waits for it
+            ready = await self.t.bridge.wait_for_service(self._client, self.config.connect_timeout_s)
+        if not ready:
             raise DeviceOfflineError(f"no device node answers at {self._name('call')}", device=self.name)
         self.description = (await self._call("describe"))[0] or {}
 
@@ -137,7 +139,9 @@ class Ros2Arm(_Proxy, Arm, kind="ros2.arm"):
             cache[key] = self.t.bridge.create_action_client(self.t.node, FollowJointTrajectory,
                                                             self._name("follow_joint_trajectory"))
         self._ac = cache[key]
-        if not await self.t.bridge.wait_for_action_server(self._ac, self.config.connect_timeout_s):
+        async with self.clock.busy():
+            ready = await self.t.bridge.wait_for_action_server(self._ac, self.config.connect_timeout_s)
+        if not ready:
             raise DeviceOfflineError(f"no FollowJointTrajectory server at {self._name('follow_joint_trajectory')}",
                                      device=self.name)
 

@@ -1,21 +1,24 @@
-"""Patch features and a per-region memory bank (PatchCore spirit, no network).
+"""Anomaly maps on the aligned (canonical) part view — no network, no training beyond good images.
 
-Features are computed on the canonical (aligned) part view:
+Three complementary maps, each computed on the *photometrically aligned*
+canonical view (gain/offset/gradient per channel fitted to the good parts'
+median on their stable pixels, so lighting drift and white balance cancel):
 
-* the image is lighting-normalised per channel (zero mean, unit spread over
-  the part), so global gain, offset and colour temperature cancel out;
-* per cell (``CELL``×``CELL`` px): channel means, channel standard deviations
-  (texture energy), and the intensity structure tensor (gx², gy², gx·gy →
-  edge strength *and* orientation, so a rotated label edge looks different
-  from an aligned one);
-* a second, coarser scale: the 3×3-cell average of the same features.
+* **pixel z-map** — per-pixel robust z-score against the median / MAD of the
+  aligned good parts.  Tight where the part is plain and repeatable (seal
+  band, tray, label art): catches seal contamination, tears, label faults.
+* **colour novelty** — for each pixel, how far (in quantised Lab bins) its
+  colour is from every colour seen *in this region* of the part on good
+  images (region = coarse grid cell plus its neighbours).  Catches foreign
+  bodies and exposed tray floor in busy, randomly arranged food regions,
+  where a per-pixel model is useless.
+* **patch texture NN** — PatchCore in spirit: per cell, hand-crafted patch
+  features (normalised colour means and spreads, structure tensor, 3×3-cell
+  context), nearest neighbour in a per-position memory bank that includes
+  the neighbouring positions, reduced by greedy k-centre coreset.
 
-The model keeps, for every cell position, a memory bank of features from the
-good images at that position and its 4-neighbours (tolerates small alignment
-error and the random arrangement of food), reduced by greedy k-centre coreset
-selection.  A cell's anomaly is its nearest-neighbour distance divided by a
-per-position scale measured on held-out good images (k-fold), so a busy food
-region and a plain seal band are judged on their own spread.
+Each map is divided by a per-position scale measured on out-of-fold good
+images, so a busy food region and a plain band are judged on their own spread.
 """
 
 from __future__ import annotations
@@ -23,38 +26,194 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["CELL", "cell_features", "gather_bank", "coreset", "nn_dist", "N_FEAT"]
+__all__ = ["CELL", "cell_features", "gather_bank", "coreset", "nn_dist", "N_FEAT", "PhotoNorm",
+           "ColourModel", "PixelModel", "box_mean"]
 
 CELL = 8
 N_BASE = 10
 N_FEAT = 2 * N_BASE
 
 
-def normalise(canon: np.ndarray) -> np.ndarray:
-    """float32 (h, w, 3) with each channel at zero mean / unit std over the view."""
-    f = canon.astype(np.float32)
-    mean, std = cv2.meanStdDev(f)
-    f -= mean.reshape(1, 1, 3).astype(np.float32)
-    f *= (1.0 / np.maximum(std.reshape(1, 1, 3), 2.0)).astype(np.float32)
-    return f
+# --------------------------------------------------------------------------- photometric alignment
+class PhotoNorm:
+    """Per-channel gain (with a linear gradient) and offset mapping an aligned view onto a reference.
+
+    Fitted by trimmed least squares on a fixed sample of *stable* pixels (low
+    spread over the good images), so a defect on a few of them does not bend
+    the fit.
+    """
+
+    def __init__(self, rq: np.ndarray, idx: np.ndarray, shape: tuple[int, int]):
+        h, w = shape
+        self.rq = np.asarray(rq, np.float32)         # (2, 3) reference 10th / 90th percentiles per channel
+        self.idx = idx.astype(np.int64)              # flat pixel indices
+        ys, xs = np.divmod(self.idx, w)
+        self.u = ((xs / max(1, w - 1)) - 0.5).astype(np.float32)
+        self.v = ((ys / max(1, h - 1)) - 0.5).astype(np.float32)
+        self.U = (np.arange(w, dtype=np.float32) / max(1, w - 1) - 0.5)[None, :]
+        self.V = (np.arange(h, dtype=np.float32) / max(1, h - 1) - 0.5)[:, None]
+
+    def params(self, img: np.ndarray) -> np.ndarray:
+        """(3, 4) per channel: gain, offset, gain gradient in x and y (gradient kept at 0: see below).
+
+        Gain and offset match the 10th / 90th percentiles of the stable pixels to the
+        reference's: robust to a defect on a minority of them and to clusters of
+        very different brightness (dark tray, white label).
+        """
+        xq = self.quantiles(img)
+        out = np.zeros((3, 4), np.float32)
+        for c in range(3):
+            dx = float(xq[1, c] - xq[0, c])
+            dr = float(self.rq[1, c] - self.rq[0, c])
+            g = dr / dx if dx > 4.0 else 1.0
+            g = float(np.clip(g, 0.5, 2.0))
+            out[c, 0] = g
+            out[c, 1] = float(0.5 * (self.rq[0, c] + self.rq[1, c]) - g * 0.5 * (xq[0, c] + xq[1, c]))
+        return out
+
+    def quantiles(self, img: np.ndarray) -> np.ndarray:
+        x = img.reshape(-1, 3)[self.idx]
+        return np.percentile(x, (10, 90), axis=0).astype(np.float32)
+
+    def apply(self, img: np.ndarray, p: np.ndarray) -> np.ndarray:
+        f = img.astype(np.float32)
+        for c in range(3):
+            gain = p[c, 0] + p[c, 2] * self.U + p[c, 3] * self.V
+            f[..., c] = f[..., c] * gain + p[c, 1]
+        return f
+
+    def apply_fast(self, img: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """Gain/offset only (the gradient terms are zero)."""
+        f = img.astype(np.float32)
+        f *= p[:, 0]
+        f += p[:, 1]
+        return f
 
 
-def cell_features(canon: np.ndarray, norm: np.ndarray | None = None) -> np.ndarray:
-    """Features (gh, gw, N_FEAT) float32 for a canonical uint8 BGR view whose sides are multiples of CELL."""
-    h, w = canon.shape[:2]
+# --------------------------------------------------------------------------- per-pixel robust model
+class PixelModel:
+    """Median / MAD of the aligned good views in Lab; z-map = max over channels of |x − med| / spread.
+
+    Lab separates lightness from chroma: a plain grey seal band has a very
+    tight chroma spread, so a faint brownish smear on it stands out even when
+    its brightness is close to the band's.
+    """
+
+    FLOOR = np.array([2.0, 1.5, 1.5], np.float32)
+
+    def __init__(self, med: np.ndarray, spread: np.ndarray):
+        self.med = med.astype(np.float32)
+        self.inv = (1.0 / spread).astype(np.float32)
+
+    @staticmethod
+    def lab(view: np.ndarray) -> np.ndarray:
+        return cv2.cvtColor(np.clip(view, 0, 255).astype(np.float32) * (1.0 / 255.0), cv2.COLOR_BGR2LAB)
+
+    @classmethod
+    def fit(cls, labs: np.ndarray) -> "PixelModel":
+        med = np.median(labs, axis=0)
+        mad = np.median(np.abs(labs - med), axis=0) * 1.4826
+        # the spread of a pixel also borrows from its neighbours (alignment jitter is spatial)
+        mad = np.maximum(mad, cv2.dilate(mad, np.ones((3, 3), np.uint8)) * 0.5)
+        return cls(med, mad + cls.FLOOR)
+
+    def zmap(self, lab: np.ndarray) -> np.ndarray:
+        d = cv2.absdiff(lab, self.med)
+        d = cv2.multiply(d, self.inv)
+        return np.max(d, axis=2)
+
+
+# --------------------------------------------------------------------------- colour novelty
+L_SHIFT, AB_SHIFT = 4, 3                # 16 lightness bins × 32 × 32 chroma bins
+NB_L, NB_AB = 256 >> L_SHIFT, 256 >> AB_SHIFT
+NBINS = NB_L * NB_AB * NB_AB
+NOV_CAP = 4
+
+
+def colour_codes(view_u8: np.ndarray) -> np.ndarray:
+    lab = cv2.cvtColor(view_u8, cv2.COLOR_BGR2LAB)
+    code = (lab[..., 0] >> L_SHIFT).astype(np.int32)
+    code <<= 10
+    code |= (lab[..., 1] >> AB_SHIFT).astype(np.int32) << 5
+    code |= (lab[..., 2] >> AB_SHIFT).astype(np.int32)
+    return code
+
+
+class ColourModel:
+    """Per region: distance (in bins, capped) from a colour to the nearest colour seen there on good parts."""
+
+    def __init__(self, lut: np.ndarray, region: np.ndarray):
+        self.lut = lut                     # (R * NBINS,) uint8
+        self.region_off = region.astype(np.int32) * NBINS   # (h, w)
+
+    @staticmethod
+    def regions(mask: np.ndarray, grid: int) -> tuple[np.ndarray, int, int]:
+        h, w = mask.shape
+        gy = max(1, int(round(grid * h / max(h, w))))
+        gx = max(1, grid)
+        ry = np.minimum(np.arange(h) * gy // h, gy - 1)
+        rx = np.minimum(np.arange(w) * gx // w, gx - 1)
+        return (ry[:, None] * gx + rx[None, :]).astype(np.int32), gy, gx
+
+    @classmethod
+    def fit(cls, codes: np.ndarray, region: np.ndarray, gy: int, gx: int, valid: np.ndarray,
+            min_count: int = 2) -> "ColourModel":
+        R = gy * gx
+        idx = (region[None] * NBINS + codes)[:, valid]
+        cnt = np.bincount(idx.ravel(), minlength=R * NBINS).reshape(gy, gx, NBINS).astype(np.int32)
+        # position tolerance: a colour seen in a neighbouring region counts too
+        p = np.pad(cnt, ((1, 1), (1, 1), (0, 0)))
+        nb = sum(p[1 + dy:1 + dy + gy, 1 + dx:1 + dx + gx] for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+        seen = (nb >= min_count).reshape(R, NB_L, NB_AB, NB_AB)
+        dist = np.full(seen.shape, NOV_CAP, np.uint8)
+        cur = seen
+        for k in range(NOV_CAP):
+            dist[cur & (dist == NOV_CAP)] = k
+            cur = _dilate3(cur)
+        return cls(dist.reshape(-1), region)
+
+    def novelty(self, view_u8: np.ndarray) -> np.ndarray:
+        code = colour_codes(view_u8)
+        code += self.region_off
+        return self.lut[code].astype(np.float32)
+
+
+def _dilate3(b: np.ndarray) -> np.ndarray:
+    """Dilate a (R, L, A, B) bool array by one bin along the three colour axes (26-neighbourhood)."""
+    out = b.copy()
+    for ax in (1, 2, 3):
+        src = out.copy()
+        sl_a = [slice(None)] * 4
+        sl_b = [slice(None)] * 4
+        sl_a[ax], sl_b[ax] = slice(1, None), slice(None, -1)
+        out[tuple(sl_a)] |= src[tuple(sl_b)]
+        out[tuple(sl_b)] |= src[tuple(sl_a)]
+    return out
+
+
+def box_mean(m: np.ndarray, k: int = 3) -> np.ndarray:
+    return cv2.blur(m, (k, k), borderType=cv2.BORDER_REPLICATE)
+
+
+# --------------------------------------------------------------------------- patch texture features
+def cell_features(n: np.ndarray) -> np.ndarray:
+    """Features (gh, gw, N_FEAT) float32 of a float32 (h, w, 3) view with sides multiple of CELL.
+
+    ``n`` should be lighting-normalised (roughly unit spread per channel).
+    """
+    h, w = n.shape[:2]
     gh, gw = h // CELL, w // CELL
-    n = normalise(canon) if norm is None else norm
     mean = cv2.resize(n, (gw, gh), interpolation=cv2.INTER_AREA)
     sq = cv2.resize(n * n, (gw, gh), interpolation=cv2.INTER_AREA)
     std = np.sqrt(np.maximum(sq - mean * mean, 0.0))
-    gray = n.mean(axis=2)
+    gray = cv2.cvtColor(n, cv2.COLOR_BGR2GRAY)
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
     t = cv2.merge([gx * gx, gy * gy, gx * gy])
     t = cv2.resize(t, (gw, gh), interpolation=cv2.INTER_AREA)
-    # compress the dynamic range (sign-preserving square root)
     t = np.sign(t) * np.sqrt(np.abs(t))
-    base = np.concatenate([mean, std, t, np.sqrt(np.maximum(t[..., :1] ** 2 + t[..., 1:2] ** 2, 0))], axis=2)
+    mag = np.sqrt(t[..., :1] ** 2 + t[..., 1:2] ** 2)
+    base = np.concatenate([mean, std, t, mag], axis=2)
     ctx = cv2.blur(base, (3, 3), borderType=cv2.BORDER_REPLICATE)
     return np.concatenate([base, ctx], axis=2).astype(np.float32)
 
@@ -70,7 +229,7 @@ def gather_bank(feats: np.ndarray, shifts=SHIFTS) -> np.ndarray:
         ys = np.clip(np.arange(gh) + dy, 0, gh - 1)
         xs = np.clip(np.arange(gw) + dx, 0, gw - 1)
         out.append(feats[:, ys][:, :, xs])
-    bank = np.concatenate(out, axis=0)            # (N*S, gh, gw, d)
+    bank = np.concatenate(out, axis=0)
     return np.ascontiguousarray(bank.reshape(bank.shape[0], gh * gw, d).transpose(1, 0, 2))
 
 
@@ -87,7 +246,7 @@ def coreset(bank: np.ndarray, m: int, seed: int = 0) -> np.ndarray:
     ar = np.arange(P)
     for k in range(m):
         idx[:, k] = cur
-        c = bank[ar, cur]                                  # (P, d)
+        c = bank[ar, cur]
         dd = sq + (c * c).sum(1)[:, None] - 2.0 * np.einsum("pmd,pd->pm", bank, c)
         np.minimum(mind, dd, out=mind)
         cur = np.argmax(mind, axis=1)
@@ -97,68 +256,7 @@ def coreset(bank: np.ndarray, m: int, seed: int = 0) -> np.ndarray:
 def nn_dist(bank: np.ndarray, bank_sq: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Nearest-neighbour distance per position. bank (P, M, d), bank_sq (P, M), q (P, d) or (N, P, d)."""
     if q.ndim == 2:
-        dd = bank_sq - 2.0 * np.einsum("pmd,pd->pm", bank, q)
+        dd = bank_sq - 2.0 * np.matmul(bank, q[:, :, None])[:, :, 0]
         return np.sqrt(np.maximum(dd.min(axis=1) + (q * q).sum(1), 0.0))
     dd = bank_sq[None] - 2.0 * np.einsum("pmd,npd->npm", bank, q)
     return np.sqrt(np.maximum(dd.min(axis=2) + (q * q).sum(2), 0.0))
-
-
-# --------------------------------------------------------------------------- colour novelty
-NOV_L, NOV_AB = 8, 16                      # bins: normalised lightness, chroma a / b
-NOV_BINS3 = NOV_L * NOV_AB * NOV_AB
-NOV_CELL = 4   # px at half canonical scale (= CELL at full scale)
-NOV_POS_TOL = 0
-
-
-def colour_codes(half_bgr: np.ndarray) -> np.ndarray:
-    """Quantised lighting-normalised colour of every pixel → int32 code in [0, NOV_BINS3).
-
-    Lab with lightness z-scored over the view (gain/offset invariant) and chroma
-    re-centred on the view's mean (white-balance drift), 5 units per chroma bin.
-    """
-    lab = cv2.cvtColor(half_bgr.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_BGR2LAB)
-    mean, std = cv2.meanStdDev(lab)
-    L = (lab[..., 0] - float(mean[0, 0])) * (NOV_L / 5.0 / max(float(std[0, 0]), 1.0)) + NOV_L / 2.0
-    a = (lab[..., 1] - float(mean[1, 0])) * (NOV_AB / 80.0) + NOV_AB / 2.0
-    b = (lab[..., 2] - float(mean[2, 0])) * (NOV_AB / 80.0) + NOV_AB / 2.0
-    qL = np.clip(L.astype(np.int32), 0, NOV_L - 1)
-    qa = np.clip(a.astype(np.int32), 0, NOV_AB - 1)
-    qb = np.clip(b.astype(np.int32), 0, NOV_AB - 1)
-    return (qL * NOV_AB + qa) * NOV_AB + qb
-
-
-def cell_index(h: int, w: int) -> tuple[np.ndarray, int, int]:
-    gh, gw = h // NOV_CELL, w // NOV_CELL
-    ys = np.minimum(np.arange(h) // NOV_CELL, gh - 1)
-    xs = np.minimum(np.arange(w) // NOV_CELL, gw - 1)
-    return (ys[:, None] * gw + xs[None, :]).astype(np.int32), gh, gw
-
-
-def colour_table(codes: np.ndarray, min_count: int = 2) -> np.ndarray:
-    """Which colours were seen near each cell: bool (gh*gw, NOV_BINS³), dilated by one cell and one bin."""
-    N, h, w = codes.shape
-    gh = gw = 1                     # one table for the whole part: colours never seen on any good part
-    B3 = NOV_BINS3
-    cnt = np.bincount(codes.ravel(), minlength=B3).reshape(1, 1, B3)
-    seen = cnt >= min_count
-    for _ in range(NOV_POS_TOL):   # position tolerance in cells
-        nb = seen.copy()
-        nb[1:] |= seen[:-1]
-        nb[:-1] |= seen[1:]
-        s2 = nb.copy()
-        s2[:, 1:] |= nb[:, :-1]
-        s2[:, :-1] |= nb[:, 1:]
-        seen = s2
-    # one bin of lightness tolerance
-    c = seen.reshape(gh * gw, NOV_L, NOV_AB * NOV_AB)
-    d = c.copy()
-    d[:, 1:] |= c[:, :-1]
-    d[:, :-1] |= c[:, 1:]
-    return d.reshape(gh * gw, B3)
-
-
-def novelty_map(table: np.ndarray, half_bgr: np.ndarray, cidx: np.ndarray) -> np.ndarray:
-    """Blurred share of never-seen colours around each pixel (float32, half canonical scale)."""
-    codes = colour_codes(half_bgr)
-    novel = (~table[0, codes]).astype(np.float32)
-    return cv2.GaussianBlur(novel, (0, 0), 1.0)

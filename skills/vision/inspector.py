@@ -1,10 +1,30 @@
-"""The inspector: localise → align → anomaly model + rules → verdict.
+"""The inspector: localise → orient → align (sub-pixel) → anomaly maps + rules → verdict.
 
 Usage::
 
-    insp = Inspector().fit(good_images, rules=ProductRules(...))   # ~40 good images
+    insp = Inspector().fit(good_images, rules=ProductRules(...))   # ~40 good images; rules optional
     res = insp.inspect(image)        # InspectionResult
     insp.save("model.npz"); Inspector.load("model.npz")
+
+Pipeline (all generic, nothing is specific to the simulator's trays):
+
+1. *Localise*: the part is the largest blob unlike the belt (belt colour
+   learned from the goods' surroundings), pose from ``minAreaRect``.
+2. *Orient*: the 180° / 90° / free-angle ambiguity is resolved by correlating a
+   lighting-normalised thumbnail with the goods' mean thumbnail.
+3. *Align*: inverse-compositional Lucas–Kanade (translation + rotation) on a
+   half-resolution grey view against the goods' mean, so the per-position
+   models compare like with like to a fraction of a pixel.
+4. *Photometric alignment*: per-channel gain, offset and gain gradient fitted
+   on the part's stable pixels (see :class:`~.anomaly.PhotoNorm`).
+5. *Anomaly maps* (pixel z-score, regional colour novelty, patch texture NN),
+   each divided by a per-position scale learned from out-of-fold good images;
+   the score is the maximum of the combined map, the threshold comes from the
+   out-of-fold good scores only (no defect samples needed).
+6. *Rules* (label present / straight, fill, size) learned from the goods, with
+   an optional :class:`~.rules.ProductRules` config; the label box is found
+   automatically when none is configured.  Anomalous regions are named by
+   where and how they appear (label, seal band, well; blob or line).
 
 A frame with no part gives ``part_found=False``, ``pose_px=None``,
 ``defective=True`` and ``defects=["no_part"]``.  A part cut by the image border
@@ -24,15 +44,18 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from .anomaly import (CELL, cell_features, cell_index, colour_codes, colour_table, coreset, gather_bank,
-                      nn_dist, normalise, novelty_map)
-from .localise import (WORK_LONG, Blob, InspectionError, as_bgr, descriptor, find_part, warp_matrix)
-from .rules import (LabelMatcher, ProductRules, angle_wrap, floor_like, ncc, part_to_canon_box)
+from .anomaly import (CELL, ColourModel, PhotoNorm, PixelModel, box_mean, cell_features, colour_codes, coreset,
+                      gather_bank, nn_dist)
+from .localise import Blob, InspectionError, as_bgr, find_part, warp_matrix
+from .rules import LabelMatcher, ProductRules, angle_wrap, floor_like, part_to_canon_box
 
 __all__ = ["Inspector", "InspectionResult", "InspectionError", "draw_overlay", "MODEL_VERSION"]
 
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 MARGIN = 0.04            # canonical view margin around the part (fraction of each side)
+SEG_LONG = 200           # segmentation works on the first pyramid level with long side ≤ this
+COLOUR_GRID = 16         # colour-novelty regions along the part's long side
+MAP_NAMES = ("pixel", "colour", "texture")
 
 
 @dataclass
@@ -44,7 +67,7 @@ class InspectionResult:
     pixels, angle in (-180, 180].  ``size_px`` is (length, width).  ``regions``
     are ``{"kind", "box": [x0, y0, x1, y1]}`` in image pixels.  ``score`` is the
     anomaly score (≥ ``threshold`` means anomalous); ``anomaly_map`` is the
-    per-cell normalised map on the canonical grid (None when no part).
+    combined normalised map on the canonical grid (None when no part).
     """
 
     defective: bool
@@ -72,112 +95,230 @@ class InspectionResult:
         }
 
 
-# --------------------------------------------------------------------------- image preparation
-def _levels(img: np.ndarray) -> tuple[list[tuple[np.ndarray, float]], np.ndarray, float]:
-    """Halving pyramid (INTER_AREA) down to ≤ 2×WORK_LONG, plus the segmentation image and its scale."""
-    pyr = [(img, 1.0)]
-    cur, f = img, 1.0
-    while max(cur.shape[:2]) > 2 * WORK_LONG:
-        h, w = cur.shape[:2]
-        cur = cv2.resize(cur, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-        f *= 2.0
-        pyr.append((cur, img.shape[1] / cur.shape[1]))
-    small = cur
-    if max(small.shape[:2]) > WORK_LONG * 1.25:
-        h, w = small.shape[:2]
-        s = max(h, w) / WORK_LONG
-        small = cv2.resize(small, (max(1, round(w / s)), max(1, round(h / s))), interpolation=cv2.INTER_AREA)
-    return pyr, small, img.shape[1] / small.shape[1]
+# --------------------------------------------------------------------------- image pyramid
+class _Frame:
+    """An image with lazily built 2× INTER_AREA levels (level k pixel i covers full px [i·2^k, (i+1)·2^k))."""
+
+    __slots__ = ("levels",)
+
+    def __init__(self, img: np.ndarray):
+        self.levels = [img]
+
+    def level(self, k: int) -> np.ndarray:
+        while len(self.levels) <= k:
+            cur = self.levels[-1]
+            h, w = cur.shape[:2]
+            if min(h, w) < 8:
+                break
+            cur = cur[:h & ~1, :w & ~1]
+            self.levels.append(cv2.resize(cur, (w // 2, h // 2), interpolation=cv2.INTER_AREA))
+        return self.levels[min(k, len(self.levels) - 1)]
+
+    def seg(self) -> tuple[np.ndarray, float]:
+        h, w = self.levels[0].shape[:2]
+        k = 0
+        while max(h, w) / (1 << k) > SEG_LONG:
+            k += 1
+        im = self.level(k)
+        return im, w / im.shape[1] if k else 1.0
+
+    def warp(self, M_full: np.ndarray, w: int, h: int, flags: int = cv2.INTER_LINEAR) -> np.ndarray:
+        """Warp with canonical→image map ``M_full`` from the level whose sampling step is about one pixel."""
+        step = math.hypot(M_full[0, 0], M_full[1, 0])
+        k = 0
+        while step / (1 << (k + 1)) >= 0.95 and (1 << (k + 1)) * 8 < min(self.levels[0].shape[:2]):
+            k += 1
+        src = self.level(k)
+        f = float(1 << k)
+        if k:
+            M = M_full.copy()
+            M[:, :2] /= f
+            M[:, 2] = (M[:, 2] + 0.5) / f - 0.5
+        else:
+            M = M_full
+        return cv2.warpAffine(src, M, (w, h), flags=flags | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _warp(pyr: list[tuple[np.ndarray, float]], M_full: np.ndarray, cw: int, ch: int) -> np.ndarray:
-    step = math.hypot(M_full[0, 0], M_full[1, 0])
-    src, f = pyr[0]
-    for im, fac in pyr:
-        if step / fac >= 0.9:
-            src, f = im, fac
-    M = M_full.copy()
-    M[:, :2] /= f
-    M[:, 2] = (M[:, 2] + 0.5) / f - 0.5
-    return cv2.warpAffine(src, M, (cw, ch), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_REPLICATE)
+def _h(M: np.ndarray) -> np.ndarray:
+    return np.vstack([M, [0.0, 0.0, 1.0]])
 
 
-def _apply(M: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    return pts @ M[:, :2].T + M[:, 2]
+def _rot180(M: np.ndarray, cw: int, ch: int) -> np.ndarray:
+    """Canonical→image map of the same part seen turned by 180° in the canonical frame."""
+    R = np.array([[-1.0, 0.0, cw - 1.0], [0.0, -1.0, ch - 1.0], [0.0, 0.0, 1.0]])
+    return (_h(M) @ R)[:2]
+
+
+def _rot90k(M: np.ndarray, k: int, c: int) -> np.ndarray:
+    """Square canonical view (c×c) turned by k·90° (same convention as ``cv2.rotate`` of the view)."""
+    n = c - 1.0
+    # view' = rotate(view): pixel (x', y') of the new view shows pixel R(x', y') of the old view
+    Rs = {0: np.eye(3),
+          1: np.array([[0.0, -1.0, n], [1.0, 0.0, 0.0], [0, 0, 1.0]]),    # ROTATE_90_COUNTERCLOCKWISE
+          2: np.array([[-1.0, 0.0, n], [0.0, -1.0, n], [0, 0, 1.0]]),     # ROTATE_180
+          3: np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, n], [0, 0, 1.0]])}    # ROTATE_90_CLOCKWISE
+    return (_h(M) @ Rs[k % 4])[:2]
+
+
+def _thumb_desc(v: np.ndarray) -> np.ndarray:
+    """Lighting-normalised descriptor of a small BGR thumbnail (zero mean, unit norm)."""
+    lab = cv2.cvtColor(v, cv2.COLOR_BGR2LAB).astype(np.float32)
+    lab[..., 0] *= 0.5
+    x = lab.reshape(-1, 3)
+    x = x - x.mean(axis=0)
+    x = x.ravel()
+    n = float(np.linalg.norm(x))
+    return x / n if n > 1e-9 else x
+
+
+# --------------------------------------------------------------------------- sub-pixel alignment
+class _Aligner:
+    """Inverse-compositional Lucas–Kanade (tx, ty, θ) on a half-resolution grey canonical view."""
+
+    def __init__(self, T: np.ndarray, mask: np.ndarray):
+        self.T = T.astype(np.float32)
+        hh, hw = T.shape
+        self.size = (hw, hh)
+        self.mask = mask.astype(bool)
+        gx = cv2.Sobel(self.T, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+        gy = cv2.Sobel(self.T, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+        self.c = ((hw - 1) / 2.0, (hh - 1) / 2.0)
+        ys, xs = np.nonzero(self.mask)
+        self.ys, self.xs = ys, xs
+        gxm, gym = gx[ys, xs], gy[ys, xs]
+        sd = np.stack([gxm, gym, -gxm * (ys - self.c[1]) + gym * (xs - self.c[0])]).astype(np.float64)
+        self.sd = sd
+        H = sd @ sd.T
+        self.Hinv = np.linalg.inv(H + np.eye(3) * 1e-6 * np.trace(H))
+        self.Tm = self.T[ys, xs]
+        S = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])   # half → full canonical px
+        self.S, self.Sinv = S, np.linalg.inv(S)
+
+    def grey(self, frame: _Frame, M_full: np.ndarray) -> np.ndarray:
+        Mh = (_h(M_full) @ self.S)[:2]
+        v = frame.warp(Mh, *self.size)
+        g = cv2.cvtColor(v, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        return cv2.GaussianBlur(g, (3, 3), 0)
+
+    def normalised(self, g: np.ndarray) -> np.ndarray:
+        vals = g[self.ys, self.xs]
+        m, s = float(vals.mean()), float(vals.std())
+        return (vals - m) / max(s, 1e-3)
+
+    def refine(self, frame: _Frame, M_full: np.ndarray, iters: int = 3) -> tuple[np.ndarray, float]:
+        M = M_full
+        err = 0.0
+        for it in range(iters):
+            e = self.normalised(self.grey(frame, M)) - self.Tm
+            err = float(np.sqrt(np.mean(e * e)))
+            dp = self.Hinv @ (self.sd @ e)
+            if not np.all(np.isfinite(dp)) or abs(dp[2]) > 0.3 or abs(dp[0]) > 8 or abs(dp[1]) > 8:
+                break
+            c, s = math.cos(dp[2]), math.sin(dp[2])
+            cx, cy = self.c
+            Wd = np.array([[c, -s, cx - c * cx + s * cy + dp[0]], [s, c, cy - s * cx - c * cy + dp[1]], [0, 0, 1.0]])
+            Mh = _h(M) @ self.S @ np.linalg.inv(Wd)
+            M = (Mh @ self.Sinv)[:2]
+            if abs(dp[0]) < 0.02 and abs(dp[1]) < 0.02 and abs(dp[2]) < 2e-4:
+                break
+        return M, err
 
 
 # --------------------------------------------------------------------------- the inspector
 class Inspector:
     """Teach on good images (:meth:`fit`), then :meth:`inspect` frames."""
 
-    def __init__(self, *, canon_long: int = 224, coreset_size: int = 64, folds: int = 5,
-                 threshold_margin: float = 1.15, seed: int = 0):
-        self.canon_long = int(canon_long)
+    def __init__(self, *, canon_long: int = 0, coreset_size: int = 48, folds: int = 5,
+                 threshold_margin: float = 1.08, seed: int = 0):
+        self.canon_long = int(canon_long)      # 0: chosen from the part's size in pixels
         self.coreset_size = int(coreset_size)
         self.folds = int(folds)
         self.threshold_margin = float(threshold_margin)
         self.seed = int(seed)
         self.rules = ProductRules()
         self.fitted = False
-        self._seen_cache: np.ndarray | None = None
-        self._cidx_cache: np.ndarray | None = None
         self.meta: dict[str, Any] = {}
         self.arrays: dict[str, np.ndarray] = {}
         self._label: LabelMatcher | None = None
+        self._built = False
 
-    # ------------------------------------------------------------------ helpers
-    def _locate(self, img: np.ndarray) -> tuple[list, Blob | None]:
-        pyr, small, scale = _levels(img)
-        belt = self.arrays.get("belt_lab")
-        bscale = self.arrays.get("belt_scale")
-        exp = self.meta.get("area_frac")
-        blob = find_part(img, small=small, scale=scale, belt_lab=belt, belt_scale=bscale,
-                         expected_area_frac=exp)
-        return pyr, blob
+    # ------------------------------------------------------------------ shared steps
+    def _locate(self, frame: _Frame) -> Blob | None:
+        small, scale = frame.seg()
+        return find_part(frame.levels[0], small=small, scale=scale, belt_lab=self.arrays.get("belt_lab"),
+                         belt_scale=self.arrays.get("belt_scale"), expected_area_frac=self.meta.get("area_frac"))
 
-    def _candidates(self, pyr, blob: Blob, mode: str, cw: int, ch: int, L: float, W: float,
-                    angles: Sequence[float] | None = None) -> list[tuple[float, np.ndarray, np.ndarray]]:
-        """(angle, M canonical→image, canonical view) per orientation hypothesis."""
-        out = []
-        if mode == "free":
-            base = [blob.angle + a for a in (angles if angles is not None else np.arange(0, 360, 15.0))]
-        elif mode == "rot4":
-            base = [blob.angle]
-        else:
-            base = [blob.angle]
-        for a in base:
-            M = warp_matrix(blob.cx, blob.cy, a, L, W, cw, ch, MARGIN)
-            out.append((a, M, _warp(pyr, M, cw, ch)))
+    def _thumb_size(self) -> tuple[int, int]:
+        cw, ch = self.meta["canon"]
+        return 32, max(8, int(round(32 * ch / cw)))
+
+    def _orient(self, frame: _Frame, blob: Blob, template: np.ndarray | None) -> tuple[np.ndarray, float]:
+        """Canonical→image affine with the orientation that best matches ``template``; and the match."""
+        cw, ch = self.meta["canon"]
+        L, W = self.meta["nominal_px"]
+        mode = self.meta["mode"]
+        tw, th = self._thumb_size()
+        sx, sy = cw / tw, ch / th
+        St = np.array([[sx, 0.0, 0.5 * (sx - 1)], [0.0, sy, 0.5 * (sy - 1)], [0, 0, 1.0]])  # thumb → canon px
+
+        def cand(M):
+            return M, _thumb_desc(frame.warp((_h(M) @ St)[:2], tw, th))
+
+        M0 = warp_matrix(blob.cx, blob.cy, blob.angle, L, W, cw, ch, MARGIN)
         if mode == "flip2":
-            a, M, v = out[0]
-            out.append((a + 180.0, warp_matrix(blob.cx, blob.cy, a + 180.0, L, W, cw, ch, MARGIN),
-                        cv2.rotate(v, cv2.ROTATE_180)))
+            cands = [cand(M0), cand(_rot180(M0, cw, ch))]
         elif mode == "rot4":
-            a, M, v = out[0]
-            for k, code in ((1, cv2.ROTATE_90_COUNTERCLOCKWISE), (2, cv2.ROTATE_180), (3, cv2.ROTATE_90_CLOCKWISE)):
-                out.append((a + 90.0 * k, warp_matrix(blob.cx, blob.cy, a + 90.0 * k, L, W, cw, ch, MARGIN),
-                            cv2.rotate(v, code)))
-        return out
-
-    def _orient(self, pyr, blob: Blob, template: np.ndarray | None, mode: str, cw: int, ch: int,
-                L: float, W: float) -> tuple[float, np.ndarray, np.ndarray, float]:
-        dsize = tuple(self.meta["desc_size"])
-        cands = self._candidates(pyr, blob, mode, cw, ch, L, W)
+            cands = [cand(_rot90k(M0, k, cw)) for k in range(4)]
+        else:
+            cands = [cand(warp_matrix(blob.cx, blob.cy, blob.angle + a, L, W, cw, ch, MARGIN))
+                     for a in np.arange(0.0, 360.0, 15.0)]
         if template is None:
-            a, M, v = cands[0]
-            return a, M, v, 0.0
-        scores = [float(descriptor(v, dsize) @ template) for _, _, v in cands]
+            return cands[0][0], 0.0
+        scores = [float(d @ template) for _, d in cands]
         i = int(np.argmax(scores))
-        a, M, v = cands[i]
-        if mode == "free":  # refine around the best coarse angle
-            fine = [a - blob.angle + d for d in (-10.0, -5.0, 5.0, 10.0, -2.5, 2.5)]
-            more = self._candidates(pyr, blob, mode, cw, ch, L, W, angles=fine)
-            for a2, M2, v2 in more:
-                s2 = float(descriptor(v2, dsize) @ template)
-                if s2 > scores[i]:
-                    scores[i], a, M, v = s2, a2, M2, v2
-        return a, M, v, scores[i]
+        M, best = cands[i][0], scores[i]
+        if mode == "free":
+            a0 = blob.angle + 15.0 * i
+            for da in (-7.5, 7.5, -3.75, 3.75):
+                M2, d2 = cand(warp_matrix(blob.cx, blob.cy, a0 + da, L, W, cw, ch, MARGIN))
+                s2 = float(d2 @ template)
+                if s2 > best:
+                    M, best = M2, s2
+        return M, best
+
+    def _build(self) -> None:
+        """Derived objects (aligner, colour LUT, photometric model) from the stored arrays."""
+        a, m = self.arrays, self.meta
+        cw, ch = m["canon"]
+        self._aligner = _Aligner(a["lk_template"], a["lk_mask"] > 0)
+        self._photo = PhotoNorm(a["photo_ref"], a["photo_idx"], (ch, cw))
+        self._pixel = PixelModel(a["pix_med"], a["pix_spread"])
+        region, _, _ = ColourModel.regions(np.ones((ch, cw), bool), COLOUR_GRID)
+        self._colour = ColourModel(a["colour_lut"], region)
+        self._eval = a["eval_mask"] > 0
+        self._inv_scale = (self._eval[None] / a["map_scale"]).astype(np.float32)      # (3, ch, cw), 0 off the part
+        self._label = None
+        if "label_template" in a:
+            self._label = LabelMatcher(a["label_template"], tuple(m["label_box_half"]))
+        self._built = True
+
+    def _view(self, frame: _Frame, M: np.ndarray) -> np.ndarray:
+        cw, ch = self.meta["canon"]
+        return frame.warp(M, cw, ch)
+
+    def _maps(self, P: np.ndarray, pixel: PixelModel, colour: ColourModel, bank: np.ndarray,
+              bank_sq: np.ndarray) -> np.ndarray:
+        """Raw anomaly maps (3, ch, cw) of a photometrically aligned float view ``P``."""
+        ch, cw = P.shape[:2]
+        z = box_mean(pixel.zmap(PixelModel.lab(P)))
+        u8 = np.clip(P, 0, 255).astype(np.uint8)
+        nov = box_mean(colour.novelty(u8))
+        f = cell_features(P * (1.0 / 40.0))
+        gh, gw, d = f.shape
+        f = (f - self.arrays["feat_mean"]) * self.arrays["feat_inv"]
+        nn = nn_dist(bank, bank_sq, f.reshape(gh * gw, d)).reshape(gh, gw).astype(np.float32)
+        nn = cv2.resize(nn, (cw, ch), interpolation=cv2.INTER_LINEAR)
+        return np.stack([z, nov, nn])
 
     # ------------------------------------------------------------------ fit
     def fit(self, good_images: Sequence[np.ndarray], rules: ProductRules | dict | None = None) -> "Inspector":
@@ -201,348 +342,373 @@ class Inspector:
             if im.shape[:2] != hw:
                 raise InspectionError(f"good image #{i} is {im.shape[1]}x{im.shape[0]}, "
                                       f"the first one is {hw[1]}x{hw[0]}: all images must have one size")
-        self._seen_cache = self._cidx_cache = None
-        self.meta = {"version": MODEL_VERSION, "image_size": [hw[1], hw[0]],
-                     "color": bool(any(not _is_gray(im) for im in imgs))}
+        self._built = False
+        self.meta = {"version": MODEL_VERSION, "image_size": [hw[1], hw[0]]}
         self.arrays = {}
-        # ---- pass 1: segment with border-estimated belt colour, learn belt model
-        blobs = []
-        belt_px: list[np.ndarray] = []
-        belt_sc: list[np.ndarray] = []
-        for i, im in enumerate(imgs):
-            pyr, small, scale = _levels(im)
-            b = find_part(im, small=small, scale=scale)
+        frames = [_Frame(im) for im in imgs]
+        # ---- pass 1: segment with the border-estimated belt colour, learn the belt colour
+        belt_px = []
+        for i, fr in enumerate(frames):
+            small, scale = fr.seg()
+            b = find_part(fr.levels[0], small=small, scale=scale)
             if b is None:
                 raise InspectionError(f"good image #{i}: no part found (is the part visible against the belt?)")
             lab = cv2.cvtColor(cv2.GaussianBlur(small, (3, 3), 0), cv2.COLOR_BGR2LAB).reshape(-1, 3)
             bgm = cv2.dilate(b.mask_small, np.ones((9, 9), np.uint8)).ravel() == 0
             sel = lab[bgm].astype(np.float32)
             if len(sel) > 50:
-                med = np.median(sel, axis=0)
-                belt_px.append(med)
-            blobs.append(b)
+                belt_px.append(np.median(sel, axis=0))
         if belt_px:
-            belt_lab = np.median(np.array(belt_px), axis=0)
-            self.arrays["belt_lab"] = belt_lab.astype(np.float32)
-        areas = np.array([b.area for b in blobs]) / float(hw[0] * hw[1])
-        self.meta["area_frac"] = float(np.median(areas))
+            self.arrays["belt_lab"] = np.median(np.array(belt_px), axis=0).astype(np.float32)
         # ---- pass 2: segment with the belt model
-        pyrs, blobs = [], []
-        for i, im in enumerate(imgs):
-            pyr, b = self._locate(im)
+        blobs = []
+        for i, fr in enumerate(frames):
+            b = self._locate(fr)
             if b is None:
                 raise InspectionError(f"good image #{i}: no part found with the learned belt model")
-            pyrs.append(pyr)
             blobs.append(b)
+        self.meta["area_frac"] = float(np.median([b.area for b in blobs]) / float(hw[0] * hw[1]))
         Ls = np.array([b.length for b in blobs])
         Ws = np.array([b.width for b in blobs])
         L, W = float(np.median(Ls)), float(np.median(Ws))
         aspect = W / L
         rect_fill = float(np.median([b.area / (b.length * b.width) for b in blobs]))
-        if aspect < 0.87:
-            mode = "flip2"
-        elif rect_fill > 0.86:
-            mode = "rot4"
-        else:
-            mode = "free"
-        cw = int(self.canon_long)
+        mode = "flip2" if aspect < 0.87 else ("rot4" if rect_fill > 0.86 else "free")
+        cl = self.canon_long or int(np.clip(round(0.7 * L / CELL) * CELL, 96, 192))
+        cw = int(cl)
         ch = cw if mode != "flip2" else max(4 * CELL, int(round(cw * aspect / CELL)) * CELL)
         if mode != "flip2":
             L = W = float(np.sqrt(L * W))
-        dsize = (32, max(8, int(round(32 * ch / cw))))
-        self.meta.update({"mode": mode, "canon": [cw, ch], "nominal_px": [L, W], "desc_size": list(dsize),
+        self.meta.update({"mode": mode, "canon": [cw, ch], "nominal_px": [L, W],
                           "size_spread": [float(np.std(Ls / L)), float(np.std(Ws / W))]})
-        # ---- orientation template (iterate: first image → mean)
+        # ---- orientation: iterate the mean thumbnail (first image → mean of all)
         template = None
-        views = []
+        Ms: list[np.ndarray] = []
         for it in range(3):
-            views = []
-            descs = []
-            for pyr, b in zip(pyrs, blobs):
-                if template is None and it == 0 and not views:
-                    a, M, v, _ = self._orient(pyr, b, None, mode, cw, ch, L, W)
-                else:
-                    ref = template if template is not None else descs[0]
-                    a, M, v, _ = self._orient(pyr, b, ref, mode, cw, ch, L, W)
-                views.append((a, M, v))
-                descs.append(descriptor(v, dsize))
-            m = np.mean(descs, axis=0)
-            template = m / max(1e-9, float(np.linalg.norm(m)))
-        canon = np.stack([v for _, _, v in views])            # (N, ch, cw, 3)
-        # ---- label side decides which end is +x
+            Ms, descs = [], []
+            for fr, b in zip(frames, blobs):
+                M, _ = self._orient(fr, b, template)
+                Ms.append(M)
+                tw, th = self._thumb_size()
+                descs.append(_thumb_desc(cv2.resize(self._view(fr, M), (tw, th), interpolation=cv2.INTER_AREA)))
+                if template is None:
+                    template = descs[0]
+            t = np.mean(descs, axis=0)
+            template = t / max(1e-9, float(np.linalg.norm(t)))
+        # ---- which end is +x: the label side (configured label box)
         if rules.label_box is not None and mode in ("flip2", "rot4"):
-            g = np.stack([normalise(v).mean(axis=2) for v in canon])
+            g = np.stack([_norm_grey(self._view(fr, M)) for fr, M in zip(frames, Ms)])
             sd = g.std(axis=0)
             bx = part_to_canon_box(rules.label_box, cw, ch, MARGIN)
             fb = part_to_canon_box((1 - rules.label_box[2], 1 - rules.label_box[3],
                                     1 - rules.label_box[0], 1 - rules.label_box[1]), cw, ch, MARGIN)
-            s_in = float(sd[bx[1]:bx[3], bx[0]:bx[2]].mean())
-            s_fl = float(sd[fb[1]:fb[3], fb[0]:fb[2]].mean())
-            if s_fl < s_in:   # the consistent region (label) is at the other end: turn the canonical frame
-                canon = np.stack([cv2.rotate(v, cv2.ROTATE_180) for v in canon])
-                views = [(a + 180.0, warp_matrix(b.cx, b.cy, a + 180.0, L, W, cw, ch, MARGIN), None)
-                         for (a, _, _), b in zip(views, blobs)]
-                m = np.mean([descriptor(v, dsize) for v in canon], axis=0)
-                template = m / max(1e-9, float(np.linalg.norm(m)))
+            if float(sd[fb[1]:fb[3], fb[0]:fb[2]].mean()) < float(sd[bx[1]:bx[3], bx[0]:bx[2]].mean()):
+                Ms = [_rot180(M, cw, ch) for M in Ms]
+                tw, th = self._thumb_size()
+                d = np.mean([_thumb_desc(cv2.resize(self._view(fr, M), (tw, th), interpolation=cv2.INTER_AREA))
+                             for fr, M in zip(frames, Ms)], axis=0)
+                template = d / max(1e-9, float(np.linalg.norm(d)))
         self.arrays["template"] = template.astype(np.float32)
-        # ---- canonical part mask (mean of per-image masks)
+        # ---- part mask in the canonical frame (mean of the per-image masks)
         masks = []
-        for (a, M, _), b in zip(views, blobs):
-            Ms = M.copy()
-            Ms[:, :2] /= b.scale
-            Ms[:, 2] = (Ms[:, 2] + 0.5) / b.scale - 0.5
-            masks.append(cv2.warpAffine(b.mask_small, Ms, (cw, ch), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP))
+        for M, b in zip(Ms, blobs):
+            Mk = M.copy()
+            Mk[:, :2] /= b.scale
+            Mk[:, 2] = (Mk[:, 2] + 0.5) / b.scale - 0.5
+            masks.append(cv2.warpAffine(b.mask_small, Mk, (cw, ch), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP))
         pmask = (np.mean(masks, axis=0) > 127).astype(np.uint8)
         self.arrays["part_mask"] = pmask
-        # ---- anomaly model
-        feats = np.stack([cell_features(v) for v in canon])     # (N, gh, gw, d)
-        N, gh, gw, d = feats.shape
+        # ---- sub-pixel alignment: LK against the mean grey view, twice
+        hh, hw2 = ch // 2, cw // 2
+        lk_mask = cv2.dilate(cv2.resize(pmask, (hw2, hh), interpolation=cv2.INTER_NEAREST), np.ones((5, 5), np.uint8))
+        for it in range(2):
+            S = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0, 0, 1.0]])
+            gs = []
+            for fr, M in zip(frames, Ms):
+                v = fr.warp((_h(M) @ S)[:2], hw2, hh)
+                g = cv2.GaussianBlur(cv2.cvtColor(v, cv2.COLOR_BGR2GRAY).astype(np.float32), (3, 3), 0)
+                vals = g[lk_mask > 0]
+                gs.append((g - vals.mean()) / max(float(vals.std()), 1e-3))
+            T = np.mean(gs, axis=0).astype(np.float32)
+            al = _Aligner(T, lk_mask)
+            Ms = [al.refine(fr, M, iters=4)[0] for fr, M in zip(frames, Ms)]
+        self.arrays["lk_template"] = T
+        self.arrays["lk_mask"] = lk_mask
+        views = np.stack([self._view(fr, M) for fr, M in zip(frames, Ms)])     # (N, ch, cw, 3) uint8
+        N = len(views)
+        # ---- photometric alignment to the goods' median on stable pixels
+        inner = cv2.erode(pmask, np.ones((3, 3), np.uint8), iterations=2) > 0
+        ref = np.median(views, axis=0).astype(np.float32)
+        mad = np.median(np.abs(views.astype(np.float32) - ref), axis=0).sum(axis=2)
+        cand = np.flatnonzero(inner.ravel())
+        order = cand[np.argsort(mad.ravel()[cand], kind="stable")]
+        stable = np.sort(order[: max(50, int(0.4 * len(order)))])
+        idx = stable[:: max(1, len(stable) // 1000)]
+        photo = PhotoNorm(np.zeros((2, 3)), idx, (ch, cw))
+        photo.rq = np.median(np.stack([photo.quantiles(v) for v in views]), axis=0)
+        P = np.stack([photo.apply_fast(v, photo.params(v)) for v in views])
+        self.arrays["photo_ref"] = photo.rq
+        self.arrays["photo_idx"] = photo.idx
+        # ---- texture feature normalisation
+        feats = np.stack([cell_features(p * (1.0 / 40.0)) for p in P])
+        _, gh, gw, d = feats.shape
         fmean = feats.reshape(-1, d).mean(0)
         fstd = feats.reshape(-1, d).std(0) + 1e-3
         fstd = np.maximum(fstd, 0.05 * float(np.median(fstd)))
-        feats = (feats - fmean) / fstd
         self.arrays["feat_mean"] = fmean.astype(np.float32)
-        self.arrays["feat_std"] = fstd.astype(np.float32)
+        self.arrays["feat_inv"] = (1.0 / fstd).astype(np.float32)
+        featn = (feats - fmean) / fstd
+        labs = np.stack([PixelModel.lab(p) for p in P])
+        codes = np.stack([colour_codes(np.clip(p, 0, 255).astype(np.uint8)) for p in P])
+        region, gy, gx = ColourModel.regions(pmask > 0, COLOUR_GRID)
+        valid = cv2.dilate(pmask, np.ones((3, 3), np.uint8)) > 0
+        # ---- out-of-fold maps of the good images
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(N)
         k = max(2, min(self.folds, N))
-        held = np.zeros((N, gh * gw), np.float32)
+        held = np.zeros((N, 3, ch, cw), np.float32)
         for f in range(k):
             test = order[f::k]
             train = np.setdiff1d(order, test)
-            bank = coreset(gather_bank(feats[train]), self.coreset_size, self.seed + f)
+            pm = PixelModel.fit(labs[train])
+            cm = ColourModel.fit(codes[train], region, gy, gx, valid)
+            bank = coreset(gather_bank(featn[train]), self.coreset_size, self.seed + f)
             bsq = np.einsum("pmd,pmd->pm", bank, bank)
-            held[test] = nn_dist(bank, bsq, feats[test].reshape(len(test), gh * gw, d))
-        q = np.quantile(held, 0.9, axis=0).reshape(gh, gw)
-        q = 0.5 * q + 0.5 * cv2.blur(q, (3, 3), borderType=cv2.BORDER_REPLICATE)
-        scale = (q + 0.1 * float(np.median(q))).astype(np.float32)
-        self.arrays["pos_scale"] = scale
-        cv_nn = (held.reshape(N, gh, gw) / scale).reshape(N, -1).max(axis=1)
-        thr_nn = self._threshold_from(cv_nn)
-        # colour novelty: colours never seen near this place on a good part
-        halves = np.stack([cv2.resize(v, (cw // 2, ch // 2), interpolation=cv2.INTER_AREA) for v in canon])
-        codes = np.stack([colour_codes(x) for x in halves])
-        cidx, _, _ = cell_index(ch // 2, cw // 2)
-        cv_nov = np.zeros(N)
-        for f in range(k):
-            test = order[f::k]
-            train = np.setdiff1d(order, test)
-            table = colour_table(codes[train])
             for i in test:
-                cv_nov[i] = float(novelty_map(table, halves[i], cidx).max())
-        thr_nov = max(self._threshold_from(cv_nov), 0.05)
-        self.arrays["colour_seen"] = np.packbits(colour_table(codes), axis=1)
-        self.meta["thr_nn"] = thr_nn
-        self.meta["thr_nov"] = thr_nov
-        cv_scores = np.maximum(cv_nn / thr_nn, cv_nov / thr_nov)
-        thr = 1.0
-        bank = coreset(gather_bank(feats), self.coreset_size, self.seed)
+                held[i] = self._maps(P[i], pm, cm, bank, bsq)
+        # ---- per-position scales: mean + 3 sd of the out-of-fold maps, smoothed, floored; then each map is
+        # rescaled so that its image-level maximum on out-of-fold goods sits at about 1 (maps with sparse,
+        # randomly placed responses — colour novelty in busy food — get a fair share of the threshold)
+        ev = cv2.erode(pmask, np.ones((3, 3), np.uint8), iterations=1) > 0
+        scales = []
+        floors = (1.0, 0.25, 0.0)
+        sig = (1.5, 4.0, 1.5)
+        per_map = np.zeros((N, 3))
+        for j in range(3):
+            hm = held[:, j]
+            s = hm.mean(axis=0) + 3.0 * hm.std(axis=0)
+            s = cv2.GaussianBlur(s, (0, 0), sig[j])
+            s = cv2.dilate(s, np.ones((3, 3), np.uint8))
+            med = float(np.median(s[ev]))
+            s = np.maximum(s, max(0.3 * med, floors[j]))
+            # out-of-fold ratio of each good image uses a scale it did not contribute to (leave one out)
+            s1, s2 = hm.sum(axis=0), (hm * hm).sum(axis=0)
+            r = np.zeros(N)
+            for i in range(N):
+                m_ = (s1 - hm[i]) / (N - 1)
+                v_ = np.maximum((s2 - hm[i] * hm[i]) / (N - 1) - m_ * m_, 0.0)
+                si = cv2.dilate(cv2.GaussianBlur(m_ + 3.0 * np.sqrt(v_), (0, 0), sig[j]), np.ones((3, 3), np.uint8))
+                si = np.maximum(si, max(0.3 * med, floors[j]))
+                r[i] = float((hm[i] / si)[ev].max())
+            g = max(float(r.max()), 1e-6)
+            s = s * g
+            per_map[:, j] = r / g
+            scales.append(s.astype(np.float32))
+        scale = np.stack(scales)
+        self.arrays["map_scale"] = scale
+        self.arrays["eval_mask"] = ev.astype(np.uint8)
+        cv_scores = per_map.max(axis=1)
+        self.meta["threshold"] = self._threshold_from(cv_scores)
+        self.meta["cv_scores"] = [round(float(s), 4) for s in cv_scores]
+        self.meta["cv_per_map"] = [[round(float(v), 3) for v in r] for r in per_map]
+        # ---- final models on all good images
+        pm = PixelModel.fit(labs)
+        self.arrays["pix_med"] = pm.med
+        self.arrays["pix_spread"] = (1.0 / pm.inv).astype(np.float32)
+        self.arrays["colour_lut"] = ColourModel.fit(codes, region, gy, gx, valid).lut
+        bank = coreset(gather_bank(featn), self.coreset_size, self.seed)
         self.arrays["bank"] = bank.astype(np.float32)
         self.arrays["bank_sq"] = np.einsum("pmd,pmd->pm", bank, bank).astype(np.float32)
-        self.meta["threshold"] = thr
-        self.meta["cv_scores"] = [round(float(s), 4) for s in cv_scores]
-        self.meta["cv_nn"] = [round(float(s), 4) for s in cv_nn]
-        self.meta["cv_nov"] = [round(float(s), 4) for s in cv_nov]
         # ---- rules learned from the good views
-        self._fit_rules(canon, pmask)
-        self.fitted = True
+        self._fit_rules(P, pmask)
         self.meta["fit_s"] = round(time.perf_counter() - t0, 3)
         self.meta["n_good"] = N
         self.meta["rules"] = rules.model_dump(mode="json")
+        self._build()
+        self.fitted = True
         return self
 
-    def _threshold_from(self, s: np.ndarray) -> float:
-        """Threshold from out-of-fold good scores: a robust upper tail bound (one odd good image may not set it)."""
-        s = np.sort(np.asarray(s, float))
-        q50, q90, q95 = (float(np.quantile(s, q)) for q in (0.5, 0.9, 0.95))
-        hi = max(q90 + 2.0 * (q90 - q50), q95)
-        return float(hi * self.threshold_margin)
+    def _threshold_from(self, s: np.ndarray, margin: float | None = None) -> float:
+        """Threshold from out-of-fold good scores: the largest one times the margin."""
+        return float(np.max(s) * (self.threshold_margin if margin is None else margin))
 
-    def _fit_rules(self, canon: np.ndarray, pmask: np.ndarray) -> None:
+    def _fit_rules(self, P: np.ndarray, pmask: np.ndarray) -> None:
         r = self.rules
         cw, ch = self.meta["canon"]
-        half = [cv2.resize(v, (cw // 2, ch // 2), interpolation=cv2.INTER_AREA) for v in canon]
-        hmask = cv2.resize(pmask, (cw // 2, ch // 2), interpolation=cv2.INTER_NEAREST)
-        # label template
-        self._label = None
+        hw2, hh = cw // 2, ch // 2
+        half = [cv2.resize(np.clip(p, 0, 255).astype(np.uint8), (hw2, hh), interpolation=cv2.INTER_AREA) for p in P]
+        hmask = cv2.resize(pmask, (hw2, hh), interpolation=cv2.INTER_NEAREST)
+        grays = [_norm_grey(v) for v in half]
+        # ---- label box: configured, or the repeatable printed region found in the goods
+        bx = None
         if r.label_box is not None:
-            bx = part_to_canon_box(r.label_box, cw // 2, ch // 2, MARGIN)
-            grays = [normalise(v).mean(axis=2) for v in half]
+            bx = part_to_canon_box(r.label_box, hw2, hh, MARGIN)
+            self.meta["label_source"] = "config"
+        else:
+            bx = _auto_label_box(np.stack(grays), hmask)
+            self.meta["label_source"] = "auto" if bx is not None else "none"
+        self.meta.pop("label_box_half", None)
+        if bx is not None and (bx[2] - bx[0]) >= 6 and (bx[3] - bx[1]) >= 6:
             tpl = np.mean([g[bx[1]:bx[3], bx[0]:bx[2]] for g in grays], axis=0).astype(np.float32)
             self.arrays["label_template"] = tpl
-            self.meta["label_box_half"] = list(bx)
-            self._label = LabelMatcher(tpl, bx)
-            sc = []
-            angs = []
-            for g in grays:
-                s, a = self._label.match(g)
-                sc.append(s)
-                angs.append(a)
-            sc = np.array(sc)
+            self.meta["label_box_half"] = [int(v) for v in bx]
+            lm = LabelMatcher(tpl, tuple(bx))
+            sc = np.array([lm.match(g)[0] for g in grays])
+            s0 = np.array([lm.match(g, angles=[0.0])[0] for g in grays])
             lo = float(r.label_min_match) if r.label_min_match is not None else \
                 float(min(0.8 * sc.min(), sc.mean() - 5 * sc.std(), 0.6))
             self.meta["label_min_match"] = max(lo, 0.15)
+            self.meta["label_ok_straight"] = float(np.quantile(s0, 0.1))
             self.meta["label_good_scores"] = [round(float(v), 3) for v in sc]
-        # seal band
-        self.meta.pop("seal", None)
-        if r.seal_band_frac is not None:
-            short = (ch // 2) / (1 + 2 * MARGIN)
-            bw = max(2, int(round(r.seal_band_frac * short)))
-            outer = cv2.erode(hmask, np.ones((3, 3), np.uint8), iterations=1)
-            inner = cv2.erode(hmask, np.ones((3, 3), np.uint8), iterations=bw)
-            band = (outer > 0) & (inner == 0)
-            if band.sum() > 10:
-                norms = np.stack([normalise(v) for v in half])            # (N, h, w, 3)
-                med = np.median(norms, axis=0)
-                mad = np.median(np.abs(norms - med), axis=0) * 1.4826
-                spread = (mad + 0.15).astype(np.float32)
-                z = (np.abs(norms - med) / spread).max(axis=3)              # (N, h, w)
-                zb = z[:, band]
-                zthr = float(max(5.0, 1.3 * np.quantile(zb, 0.999)))
-                cnt = (zb > zthr).sum(axis=1)
-                self.arrays["seal_band"] = band.astype(np.uint8)
-                self.arrays["seal_med"] = med.astype(np.float32)
-                self.arrays["seal_spread"] = spread
-                part_area = float(hmask.sum())
-                min_area = max(3.0, r.seal_min_area_frac * part_area, 2.0 * float(cnt.max()))
-                self.meta["seal"] = {"zthr": zthr, "min_area": min_area, "band_px": bw}
-        # fill coverage
+        # ---- seal band (for naming regions): configured width, or 5 % of the short side
+        frac = r.seal_band_frac if r.seal_band_frac is not None else 0.05
+        short = ch / (1 + 2 * MARGIN)
+        bw = max(2, int(round(frac * short)))
+        outer = cv2.dilate(pmask, np.ones((3, 3), np.uint8))
+        inner = cv2.erode(pmask, np.ones((3, 3), np.uint8), iterations=bw + 1)
+        self.arrays["band"] = ((outer > 0) & (inner == 0)).astype(np.uint8)
+        self.meta["seal_check"] = r.seal_band_frac is not None
+        # ---- fill coverage
         self.meta.pop("fill", None)
         if r.fill_check:
-            bwp = self.meta.get("seal", {}).get("band_px", max(2, int(0.05 * ch / 2)))
-            well = cv2.erode(hmask, np.ones((3, 3), np.uint8), iterations=bwp + 2) > 0
+            bwh = max(2, bw // 2)
+            well = cv2.erode(hmask, np.ones((3, 3), np.uint8), iterations=bwh + 2) > 0
             band = (cv2.erode(hmask, np.ones((3, 3), np.uint8), iterations=1) > 0) & ~(
-                cv2.erode(hmask, np.ones((3, 3), np.uint8), iterations=bwp) > 0)
+                cv2.erode(hmask, np.ones((3, 3), np.uint8), iterations=bwh) > 0)
             if "label_box_half" in self.meta:
                 x0, y0, x1, y1 = self.meta["label_box_half"]
                 well[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2] = False
             if well.sum() > 20 and band.sum() > 10:
-                cov = np.array([self._coverage(v, well, band) for v in half])
+                cov = np.array([_coverage(v, well, band) for v in half])
                 mu, sd = float(cov.mean()), float(cov.std())
                 if r.fill_range is not None:
                     lo, hi = r.fill_range
                 else:
-                    lo, hi = mu - max(0.12, 5 * sd), 1.01
+                    lo, hi = min(mu - max(0.12, 5 * sd), float(cov.min()) - 0.08), 1.01
                 active = r.fill_range is not None or mu > 0.6
                 self.arrays["fill_well"] = well.astype(np.uint8)
                 self.arrays["fill_band"] = band.astype(np.uint8)
                 self.meta["fill"] = {"lo": float(lo), "hi": float(hi), "active": bool(active),
                                      "good_mean": mu, "good_std": sd}
 
-    @staticmethod
-    def _coverage(half_bgr: np.ndarray, well: np.ndarray, band: np.ndarray) -> float:
-        lab = cv2.cvtColor(half_bgr, cv2.COLOR_BGR2LAB)
-        band_lab = np.median(lab[band], axis=0)
-        fl = floor_like(lab, band_lab)
-        return 1.0 - float(fl[well].mean())
-
     # ------------------------------------------------------------------ inspect
     def inspect(self, image: np.ndarray) -> InspectionResult:
-        """Inspect one frame (any size the model was fitted on).  See the module docstring."""
+        """Inspect one frame (of the size the model was fitted on).  See the module docstring."""
         t0 = time.perf_counter()
         if not self.fitted:
             raise InspectionError("the inspector is not fitted (call fit() or load())")
+        if not self._built:
+            self._build()
         img = as_bgr(image)
         W0, H0 = self.meta["image_size"]
         if img.shape[1] != W0 or img.shape[0] != H0:
             raise InspectionError(f"image is {img.shape[1]}x{img.shape[0]}, the model was fitted on {W0}x{H0}")
         thr = float(self.meta["threshold"]) * self.rules.anomaly_margin
-        pyr, blob = self._locate(img)
+        frame = _Frame(img)
+        blob = self._locate(frame)
         if blob is None:
             return InspectionResult(True, ["no_part"], 0.0, thr, None, None, part_found=False,
                                     ms=(time.perf_counter() - t0) * 1000)
         cw, ch = self.meta["canon"]
         L, W = self.meta["nominal_px"]
         mode = self.meta["mode"]
-        ang, M, view, osc = self._orient(pyr, blob, self.arrays["template"], mode, cw, ch, L, W)
-        # anomaly
-        f = cell_features(view)
-        gh, gw, d = f.shape
-        f = (f - self.arrays["feat_mean"]) / self.arrays["feat_std"]
-        dist = nn_dist(self.arrays["bank"], self.arrays["bank_sq"], f.reshape(gh * gw, d)).reshape(gh, gw)
-        amap = dist / self.arrays["pos_scale"] / float(self.meta["thr_nn"])
-        half = cv2.resize(view, (cw // 2, ch // 2), interpolation=cv2.INTER_AREA)
-        hn = normalise(half)
-        table = self._seen()
-        cidx = self._cidx(ch // 2, cw // 2)
-        nmap = novelty_map(table, half, cidx) / float(self.meta["thr_nov"])
-        nmap_cells = nmap[:gh * 4, :gw * 4].reshape(gh, 4, gw, 4).max(axis=(1, 3))
-        s_nn, s_nov = float(amap.max()), float(nmap_cells.max())
-        amap = np.maximum(amap, nmap_cells)
+        M, osc = self._orient(frame, blob, self.arrays["template"])
+        if mode in ("flip2", "rot4"):
+            # confirm the end-for-end orientation at half resolution against the aligned goods' mean
+            # (the thumbnail can be fooled when the only asymmetric feature is a small label)
+            al = self._aligner
+            alts = [M, _rot180(M, cw, ch)]
+            cors = [float(al.normalised(al.grey(frame, Mx)) @ al.Tm) for Mx in alts]
+            M = alts[int(np.argmax(cors))]
+        M, lk_err = self._aligner.refine(frame, M, iters=3)
+        view = self._view(frame, M)
+        P = self._photo.apply_fast(view, self._photo.params(view))
+        raw = self._maps(P, self._pixel, self._colour, self.arrays["bank"], self.arrays["bank_sq"])
+        nm = raw * self._inv_scale
+        per = nm.reshape(3, -1).max(axis=1).tolist()
+        amap = nm.max(axis=0)
         score = float(amap.max())
+        meas: dict[str, float] = {"orientation_match": osc, "align_residual": lk_err,
+                                  **{f"score_{n}": v for n, v in zip(MAP_NAMES, per)}}
         defects: list[str] = []
         regions: list[dict] = []
-        meas: dict[str, float] = {"orientation_match": osc, "score_patch": s_nn, "score_colour": s_nov}
-        rule_boxes: list[tuple[int, int, int, int]] = []   # canonical px
-        # rules
         r = self.rules
+        # ---- rules
+        half_u8 = None
+        label_kind = None
         if self._label is not None:
-            g = hn.mean(axis=2)
-            s, a = self._label.match(g)
+            half_u8 = cv2.resize(np.clip(P, 0, 255).astype(np.uint8), (cw // 2, ch // 2), interpolation=cv2.INTER_AREA)
+            g = _norm_grey(half_u8)
+            bxh = self.meta["label_box_half"]
+            hot_label = float(amap[2 * bxh[1]:2 * bxh[3], 2 * bxh[0]:2 * bxh[2]].max()) > thr
+            s0, _ = self._label.match(g, angles=[0.0])
+            s, a = s0, 0.0
+            if hot_label or s0 < self.meta["label_ok_straight"]:
+                s, a = self._label.match(g)
             meas["label_match"] = s
             meas["label_angle_deg"] = a
-            bx = [2 * v for v in self.meta["label_box_half"]]
             if s < self.meta["label_min_match"]:
-                defects.append("missing_label")
-                rule_boxes.append(tuple(bx))
-            elif abs(a) > r.label_angle_tol_deg:
-                defects.append("skewed_label")
-                rule_boxes.append(tuple(bx))
-        seal = self.meta.get("seal")
-        if seal is not None:
-            band = self.arrays["seal_band"] > 0
-            z = (np.abs(hn - self.arrays["seal_med"]) / self.arrays["seal_spread"]).max(axis=2)
-            bad = ((z > seal["zthr"]) & band).astype(np.uint8)
-            n, lab, st, _ = cv2.connectedComponentsWithStats(bad, connectivity=8)
-            worst = 0
-            for i in range(1, n):
-                # merge: measure area within a small neighbourhood (spots and droplets count together)
-                worst = max(worst, int(st[i, cv2.CC_STAT_AREA]))
-            tot = int(bad.sum())
-            meas["seal_dirty_px"] = float(tot)
-            if tot >= seal["min_area"] and worst >= 2:
-                defects.append("seal_contamination")
-                ys, xs = np.nonzero(bad)
-                rule_boxes.append((2 * int(xs.min()), 2 * int(ys.min()), 2 * int(xs.max()) + 2, 2 * int(ys.max()) + 2))
+                label_kind = "missing_label"
+            elif abs(a) > r.label_angle_tol_deg and hot_label:   # a skew must also look anomalous
+                label_kind = "skewed_label"
+            if label_kind:
+                defects.append(label_kind)
+                regions.append({"kind": label_kind, "box": _to_image_box(M, [2 * v for v in bxh])})
         fill = self.meta.get("fill")
         if fill is not None:
-            cov = self._coverage(half, self.arrays["fill_well"] > 0, self.arrays["fill_band"] > 0)
+            if half_u8 is None:
+                half_u8 = cv2.resize(np.clip(P, 0, 255).astype(np.uint8), (cw // 2, ch // 2),
+                                     interpolation=cv2.INTER_AREA)
+            cov = _coverage(half_u8, self.arrays["fill_well"] > 0, self.arrays["fill_band"] > 0)
             meas["fill_coverage"] = cov
             if fill["active"] and not (fill["lo"] <= cov <= fill["hi"]):
-                defects.append("underfill" if cov < fill["lo"] else "overfill")
+                kind = "underfill" if cov < fill["lo"] else "overfill"
+                defects.append(kind)
                 ys, xs = np.nonzero(self.arrays["fill_well"])
-                rule_boxes.append((2 * int(xs.min()), 2 * int(ys.min()), 2 * int(xs.max()) + 2, 2 * int(ys.max()) + 2))
-        if r.part_size_tol is not None and mode == "flip2":
-            dl = blob.length / L - 1.0
-            dw = blob.width / W - 1.0
-            meas["size_dev"] = max(abs(dl), abs(dw))
-            if max(abs(dl), abs(dw)) > r.part_size_tol and not blob.touches_border:
+                regions.append({"kind": kind, "box": _to_image_box(
+                    M, (2 * int(xs.min()), 2 * int(ys.min()), 2 * int(xs.max()) + 2, 2 * int(ys.max()) + 2))})
+        if r.part_size_tol is not None:
+            if mode == "flip2":
+                dev = max(abs(blob.length / L - 1.0), abs(blob.width / W - 1.0))
+            else:
+                dev = abs(math.sqrt(blob.length * blob.width) / L - 1.0)
+            meas["size_dev"] = dev
+            if dev > r.part_size_tol and not blob.touches_border:
                 defects.append("wrong_size")
-                rule_boxes.append((0, 0, cw, ch))
-        elif r.part_size_tol is not None:
-            dev = math.sqrt(blob.length * blob.width) / L - 1.0
-            meas["size_dev"] = abs(dev)
-            if abs(dev) > r.part_size_tol and not blob.touches_border:
-                defects.append("wrong_size")
-                rule_boxes.append((0, 0, cw, ch))
-        # anomaly regions not explained by a rule
+                regions.append({"kind": "wrong_size", "box": _to_image_box(M, (0, 0, cw, ch))})
+        # ---- anomalous regions, named by where and how they appear
         if score > thr:
             hot = (amap > thr).astype(np.uint8)
-            n, _, st, _ = cv2.connectedComponentsWithStats(hot, connectivity=8)
-            unexplained = False
+            n, lab, st, _ = cv2.connectedComponentsWithStats(hot, connectivity=8)
+            part_area = float(self._eval.sum())
+            band = self.arrays["band"] > 0
+            bxf = None if self._label is None else [2 * v for v in self.meta["label_box_half"]]
             for i in range(1, n):
-                x, y, w_, h_ = st[i, :4]
-                box = (int(x * CELL), int(y * CELL), int((x + w_) * CELL), int((y + h_) * CELL))
-                if not any(_overlap(box, rb) for rb in rule_boxes):
-                    unexplained = True
-                    regions.append({"kind": "anomaly", "box": _to_image_box(M, box)})
-            if unexplained or not defects:
+                x, y, w_, h_, area = (int(v) for v in st[i])
+                comp = lab[y:y + h_, x:x + w_] == i
+                kind = "anomaly"
+                if bxf is not None and _overlap((x, y, x + w_, y + h_), bxf):
+                    inside = comp[max(0, bxf[1] - y):max(0, bxf[3] - y), max(0, bxf[0] - x):max(0, bxf[2] - x)].sum()
+                    if inside > 0.4 * area:
+                        kind = label_kind or "label_defect"
+                if kind == "anomaly":
+                    if band[y:y + h_, x:x + w_][comp].mean() > 0.5:
+                        kind = "seal_contamination"
+                    elif area > 0.08 * part_area:
+                        kind = "underfill" if "underfill" in defects else "anomaly"
+                    elif max(w_, h_) > 3.0 * max(1, min(w_, h_)) or area < 0.25 * w_ * h_:
+                        kind = "torn_film"
+                    else:
+                        kind = "foreign_body"
+                if kind == label_kind:
+                    continue            # already reported with the label box
+                regions.append({"kind": kind, "box": _to_image_box(M, (x, y, x + w_, y + h_))})
+                if kind not in defects:
+                    defects.append(kind)
+            if not defects:
                 defects.append("anomaly")
-        for kind, rb in zip([k for k in defects if k not in ("anomaly",)], rule_boxes):
-            regions.append({"kind": kind, "box": _to_image_box(M, rb)})
         if blob.touches_border:
             defects.append("part_truncated")
-        # pose: canonical +x direction in the image
         angle = math.degrees(math.atan2(M[1, 0], M[0, 0]))
         res = InspectionResult(
             defective=bool(defects), defects=defects, score=score, threshold=thr,
@@ -551,21 +717,6 @@ class Inspector:
             part_found=True, measurements=meas, canonical_to_image=M)
         res.ms = (time.perf_counter() - t0) * 1000.0
         return res
-
-    def _seen(self) -> np.ndarray:
-        t = getattr(self, "_seen_cache", None)
-        if t is None:
-            from .anomaly import NOV_BINS3
-            t = np.unpackbits(self.arrays["colour_seen"], axis=1, count=NOV_BINS3).astype(bool)
-            self._seen_cache = t
-        return t
-
-    def _cidx(self, h: int, w: int) -> np.ndarray:
-        c = getattr(self, "_cidx_cache", None)
-        if c is None or c.shape != (h, w):
-            c = cell_index(h, w)[0]
-            self._cidx_cache = c
-        return c
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -607,19 +758,62 @@ class Inspector:
         obj.meta = header["meta"]
         obj.arrays = arrays
         obj.rules = ProductRules(**obj.meta.get("rules", {}))
-        if "label_template" in arrays:
-            obj._label = LabelMatcher(arrays["label_template"], tuple(obj.meta["label_box_half"]))
         obj.fitted = True
+        obj._build()
         return obj
 
 
-def _is_gray(im: np.ndarray) -> bool:
-    s = im[::7, ::7].astype(np.int16)
-    return bool(np.abs(s[..., 0] - s[..., 1]).max() == 0 and np.abs(s[..., 1] - s[..., 2]).max() == 0)
+# --------------------------------------------------------------------------- helpers
+def _norm_grey(v: np.ndarray) -> np.ndarray:
+    g = cv2.cvtColor(v, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    m, s = cv2.meanStdDev(g)
+    return (g - float(m[0, 0])) / max(float(s[0, 0]), 1.0)
+
+
+def _coverage(half_bgr: np.ndarray, well: np.ndarray, band: np.ndarray) -> float:
+    lab = cv2.cvtColor(half_bgr, cv2.COLOR_BGR2LAB)
+    band_lab = np.median(lab[band], axis=0)
+    fl = floor_like(lab, band_lab)
+    return 1.0 - float(fl[well].mean())
+
+
+def _auto_label_box(grays: np.ndarray, hmask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The printed label as seen on the goods: a textured region that repeats from part to part.
+
+    Looks inside the part (away from its outline, where tray walls repeat too)
+    for pixels whose median view has strong local contrast while the spread
+    across the goods is small; returns the bounding box of the largest such
+    region when it is plausibly label-sized, else None.
+    """
+    med = np.median(grays, axis=0).astype(np.float32)
+    mad = np.median(np.abs(grays - med), axis=0).astype(np.float32)
+    mu = cv2.blur(med, (5, 5))
+    tex = np.sqrt(np.maximum(cv2.blur(med * med, (5, 5)) - mu * mu, 0))
+    spread = cv2.blur(mad, (5, 5))
+    h, w = hmask.shape
+    short = min(h, w)
+    inner = cv2.erode(hmask, np.ones((3, 3), np.uint8), iterations=max(2, int(0.1 * short))) > 0
+    if inner.sum() < 50:
+        return None
+    cand = inner & (tex > 0.35) & (spread < 0.5 * np.maximum(tex, 0.2)) & (spread < np.quantile(spread[inner], 0.5))
+    cand = cv2.morphologyEx(cand.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+    n, lab, st, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
+    if n <= 1:
+        return None
+    i = 1 + int(np.argmax(st[1:, cv2.CC_STAT_AREA]))
+    x, y, bw, bh, area = (int(v) for v in st[i])
+    part_area = float(hmask.sum())
+    if not (0.015 * part_area <= bw * bh <= 0.45 * part_area) or area < 0.35 * bw * bh:
+        return None
+    return (x, y, x + bw, y + bh)
 
 
 def _overlap(a, b) -> bool:
     return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
+
+
+def _apply(M: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    return pts @ M[:, :2].T + M[:, 2]
 
 
 def _to_image_box(M: np.ndarray, box) -> list[int]:
@@ -638,8 +832,7 @@ def draw_overlay(image: np.ndarray, result: InspectionResult) -> np.ndarray:
     col = (0, 0, 255) if result.defective else (0, 200, 0)
     if result.pose_px is not None and result.canonical_to_image is not None and result.anomaly_map is not None:
         M = result.canonical_to_image
-        gh, gw = result.anomaly_map.shape
-        cw, ch = gw * CELL, gh * CELL
+        ch, cw = result.anomaly_map.shape
         pts = _apply(M, np.array([[0, 0], [cw, 0], [cw, ch], [0, ch]], float))
         cv2.polylines(out, [np.round(pts).astype(np.int32)], True, col, t, cv2.LINE_AA)
         cx, cy, a = result.pose_px

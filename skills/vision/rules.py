@@ -105,6 +105,8 @@ class LabelMatcher:
             r = cv2.matchTemplate(patch, self.template, cv2.TM_CCOEFF_NORMED)
             return float(r.max())
 
+        if angles is not None and len(angles) == 1:      # a single, unrefined hypothesis
+            return score(float(angles[0])), float(angles[0])
         coarse = angles if angles is not None else np.arange(-25.0, 25.1, 5.0)
         res = {float(a): score(float(a)) for a in coarse}
         a0 = max(res, key=res.get)

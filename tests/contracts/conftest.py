@@ -52,6 +52,18 @@ def sim_rig() -> Rig:
 
 RIGS: dict[str, Callable[[], Rig]] = {"sim": sim_rig}
 
+# -- ROS 2 rig hook (issue 3): the same suites through ros2.* proxies and device nodes over DDS --
+try:
+    import rclpy  # noqa: F401
+    from axcell_interfaces.srv import DeviceCall  # noqa: F401
+except Exception:  # noqa: BLE001 - ROS 2 not installed: only the other rigs run
+    pass
+else:
+    from tests.contracts.ros_rig import ros_rig
+
+    RIGS["ros"] = ros_rig
+# -- end ROS 2 rig hook --
+
 
 @pytest.fixture(params=sorted(RIGS))
 def rig(request) -> Rig:

@@ -1,0 +1,49 @@
+"""``axcell replay RUN.mcap``: print a recorded run's part events and final counts again."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("replay", help="print the part events and final counts of a recorded run (MCAP)")
+    p.add_argument("file", type=Path)
+    p.add_argument("--json", action="store_true", help="one JSON object per part event, then the counts")
+    p.set_defaults(func=cmd_replay)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from .record import read_bag
+
+    if not args.file.is_file():
+        from ..cli import UserError
+
+        raise UserError(f"no such file: {args.file}", 2)
+    last_status = None
+    n = 0
+    for topic, t, msg in read_bag(args.file):
+        if topic.endswith("/parts"):
+            n += 1
+            ev = {"t": round(t, 3), "part": msg.part_id, "variant": msg.variant, "verdict": msg.verdict,
+                  "outcome": msg.outcome, "defects": list(msg.defects), "case": msg.case_id, "slot": msg.slot}
+            if args.json:
+                print(json.dumps(ev))
+            else:
+                extra = f" case {msg.case_id} slot {msg.slot}" if msg.outcome == "packed" else (
+                    f" ({', '.join(msg.defects)})" if msg.defects else "")
+                print(f"{t:9.2f} s  {msg.part_id:<10} {msg.variant:<14} {msg.verdict:<10} {msg.outcome}{extra}")
+        elif topic.endswith("/status"):
+            last_status = msg
+    if last_status is None:
+        print(f"{args.file}: no cell status recorded ({n} part events)")
+        return 1
+    counts = {k: int(getattr(last_status, k)) for k in
+              ("arrived", "inspected", "good", "rejected", "packed", "missed", "cases_completed")}
+    counts["state"] = last_status.state
+    if args.json:
+        print(json.dumps({"final": counts, "part_events": n}))
+    else:
+        print(f"final: {n} part events; " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0

@@ -1,0 +1,188 @@
+"""``--transport ros``: put a built cell on the wire, in one process.
+
+:func:`attach` takes a :class:`cell.runtime.Cell` built as usual (world, twins, skills) and
+
+1. starts one :class:`~cell.ros.bridge.RosBridge` (SingleThreadedExecutor in its own thread);
+2. serves every device of the cell as a device node (``cell.ros.devices.DeviceNode``);
+3. swaps ``cell.devices[name]`` for the matching ``ros2.*`` proxy driver, so every skill call
+   goes proxy -> DDS -> device node -> twin and back;
+4. starts the cell node (lifecycle: configure + activate), ``/clock`` and ``/diagnostics``;
+5. optionally records every topic to MCAP (``cell.ros.record``).
+
+The world stays in this process (the twins share it, and the cell's supervisor starts the
+infeed and plays the operator on it), and so does the simulated clock: the clock handoff of
+``drivers.ros2.transport`` then keeps simulated time still while any request or reply is on
+the wire, so a run over ROS 2 gives the same report as the local run for the same seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from .env import ensure_ros_isolation
+
+log = logging.getLogger("axcell.ros.runtime")
+
+CLOCK_PERIOD_S = 0.1
+DIAG_PERIOD_S = 1.0
+
+
+class RosAttachment:
+    def __init__(self) -> None:
+        self.bridge: Any = None
+        self.cell: Any = None
+        self.twins: dict[str, Any] = {}
+        self.device_nodes: list[Any] = []
+        self.cell_node: Any = None
+        self.pubs: Any = None
+        self.recorder: Any = None
+        self.transport: Any = None
+
+    async def close(self) -> None:
+        if self.pubs is not None:
+            await self.pubs.stop()
+        if self.recorder is not None:
+            self.recorder.stop()
+        for dev in reversed(list(self.twins.values())):
+            try:
+                await dev.close()
+            except Exception as e:  # noqa: BLE001
+                log.warning("closing %s: %s", dev.name, e)
+        if self.bridge is not None:
+            await self.bridge.aclose()
+        if self.recorder is not None:
+            self.recorder.close()
+        from drivers.ros2.transport import set_default_transport
+
+        set_default_transport(None)
+
+
+def make_proxy(dev: Any, transport: Any, clock: Any) -> Any:
+    from drivers.base import DeviceContext
+    from drivers.ros2.proxies import PROXY_KINDS
+
+    cls = PROXY_KINDS[dev.contract]
+    ctx = DeviceContext(clock=clock, devices={}, resources={"ros": transport}, cell=transport.namespace)
+    return cls(dev.name, cls.Config(), ctx)
+
+
+def serve_devices(bridge: Any, devices: dict[str, Any], clock: Any, namespace: str, *,
+                  simulated: bool = True) -> tuple[Any, dict[str, Any], list[Any]]:
+    """Device nodes for ``devices`` and their proxies on ``bridge`` -> (transport, proxies, nodes)."""
+    from drivers.ros2.transport import Handoff, RosTransport
+
+    from .devices import DeviceNode, sim_time_params
+
+    handoff = Handoff(clock) if simulated else None
+    pnode = bridge.create_node("device_proxies", namespace=f"/{namespace}",
+                               parameter_overrides=sim_time_params(simulated))
+    transport = RosTransport(bridge, pnode, namespace, handoff)
+    nodes = [DeviceNode(bridge, dev, namespace, handoff=handoff, simulated=simulated) for dev in devices.values()]
+    proxies = {name: make_proxy(dev, transport, clock) for name, dev in devices.items()}
+    return transport, proxies, nodes
+
+
+async def attach(cell: Any, *, record: Path | str | None = None, clock_period_s: float = CLOCK_PERIOD_S,
+                 diag_period_s: float = DIAG_PERIOD_S, bridge_name: str | None = None,
+                 processes: bool = False) -> RosAttachment:
+    """Serve ``cell``'s devices as nodes, swap in proxies, start the cell node (see the module doc)."""
+    if processes:
+        raise RuntimeError(
+            "--processes is not available yet: the simulated world, its clock and the cell's supervisor "
+            "(infeed, simulated operator) live in one process, and simulated time cannot yet be kept in "
+            "step across processes. Run `--transport ros` without --processes (device nodes and cell node "
+            "in one process, over real DDS); remote ROS 2 clients can still connect from other processes.")
+    from drivers.ros2.transport import set_default_transport
+
+    from .bridge import RosBridge
+    from .cell_node import CellNode
+    from .devices import SimPublishers
+
+    ensure_ros_isolation()
+    att = RosAttachment()
+    att.cell = cell
+    simulated = cell.world is not None
+    ns = cell.name
+    att.bridge = bridge = RosBridge(name=bridge_name or f"axcell-{ns}")
+    try:
+        att.twins = dict(cell.devices)
+        att.transport, proxies, att.device_nodes = serve_devices(bridge, att.twins, cell.clock, ns,
+                                                                 simulated=simulated)
+        set_default_transport(att.transport)
+        cell.devices.update(proxies)  # the same dict the process tree holds: skills now use the proxies
+        att.cell_node = CellNode(bridge, cell=cell, namespace=ns, simulated=simulated)
+        att.cell_node.configure_and_activate()
+        att.pubs = SimPublishers(bridge, cell.clock, att.twins, namespace=ns, clock_period_s=clock_period_s,
+                                 diag_period_s=diag_period_s, simulated=simulated,
+                                 extra=att.cell_node.publish_status)
+        if record is not None:
+            from .record import Recorder
+
+            att.recorder = Recorder(bridge, Path(record), clock=cell.clock, namespace=ns)
+            await att.recorder.start(expected=expected_topics(cell, att.twins))
+        att.pubs.start()
+        att.pubs.publish_diagnostics()
+        att.cell_node.publish_status()
+    except BaseException:
+        await att.close()
+        raise
+    return att
+
+
+def expected_topics(cell: Any, twins: dict[str, Any]) -> list[tuple[str, str]]:
+    """(topic, type) of everything this process publishes (the recorder subscribes to them)."""
+    from drivers.arm import Arm
+    from drivers.camera import Camera
+
+    ns = cell.name
+    out = [("/clock", "rosgraph_msgs/msg/Clock"), ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray"),
+           (f"/{ns}/status", "axcell_interfaces/msg/CellStatus"), (f"/{ns}/parts", "axcell_interfaces/msg/PartEvent"),
+           (f"/{ns}/cell/transition_event", "lifecycle_msgs/msg/TransitionEvent")]
+    for name, dev in twins.items():
+        if isinstance(dev, Arm):
+            out.append((f"/{ns}/{name}/joint_states", "sensor_msgs/msg/JointState"))
+        if isinstance(dev, Camera):
+            out.append((f"/{ns}/{name}/image_raw", "sensor_msgs/msg/Image"))
+    return out
+
+
+def serve_forever(file: str, *, seed: int | None = None, speed: float | None = 1.0,
+                  record: str | None = None) -> int:
+    """``axcell-cell-node FILE``: serve the cell over ROS 2 until SIGINT/SIGTERM."""
+    import signal
+
+    from ..config import load_cell
+    from ..runtime import Cell
+    from ..vision_models import prepare_inspectors
+
+    cfg = load_cell(file)
+
+    async def main() -> None:
+        cell = Cell(cfg, seed=seed, inspectors=prepare_inspectors(cfg))
+        att = await attach(cell, record=record)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        run = getattr(cell.clock, "run", None)
+        clock_task = loop.create_task(run(until=None, speed=speed if speed is not None else 1.0)) if run else None
+        try:
+            await stop.wait()
+        finally:
+            if clock_task is not None:
+                cell.clock.stop()
+                try:
+                    await asyncio.wait_for(clock_task, 5.0)
+                except (asyncio.TimeoutError, Exception):  # noqa: BLE001
+                    pass
+            await cell.close()
+            await att.close()
+
+    asyncio.run(main())
+    return 0

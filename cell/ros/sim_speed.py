@@ -1,0 +1,27 @@
+"""``bench/sim_speed.py --transport ros``: the demo cell with every device call on ROS 2."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+
+def ros_run(cfg: Any, inspectors: dict[str, Any], duration: float, seed: int) -> dict[str, Any]:
+    from ..batch import run_batch
+    from ..runtime import Cell
+    from .runtime import attach
+
+    async def main() -> dict[str, Any]:
+        cell = Cell(cfg, seed=seed, inspectors=inspectors)
+        att = await attach(cell)
+        try:
+            report = await run_batch(cell, duration)
+        finally:
+            await cell.close()
+            await att.close()
+        calls = sum(n.calls for n in att.device_nodes)
+        return {"sim_s": report["sim_seconds"], "wall_s": report["wall_seconds"],
+                "x_real_time": report["sim_seconds"] / report["wall_seconds"], "parts": report["parts"]["arrived"],
+                "events": cell.clock.events_fired, "device_calls": calls, "report_parts": report["parts"]}
+
+    return asyncio.run(main())
