@@ -84,7 +84,7 @@ def fit_in_sim(cfg: CellConfig, product: str, *, n_good: int, log: Any = None) -
         raise ValueError("a simulated cell needs a sim.camera to fit its inspection model")
     cam_cfg = SimCamera.Config.model_validate(cam.options)
     ip = _inspect_params(cfg)
-    roi = tuple(ip.get("roi_m", (0.34, 0.30)))
+    roi = tuple(ip.get("roi_m", (0.25, 0.22)))
     plane_z = float(ip.get("plane_z", spec.size_mm[2] / 1000.0))
     rules = _rules_for(spec, app)
     strength = cfg.sim.lighting.strength if cfg.sim else 1.0

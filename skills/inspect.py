@@ -50,7 +50,8 @@ class Inspect(Skill, name="inspect"):
 
     class Params(SkillParams):
         roi: bool = Field(True, description="crop around the tray's tracked position before inspecting")
-        roi_m: tuple[float, float] = Field((0.34, 0.30), description="region of interest around the tray (m)")
+        roi_m: tuple[float, float] = Field((0.25, 0.22), description="region of interest around the tray (m): the "
+                                           "tray at any yaw jitter plus tracking error, but no neighbour")
         plane_z: float = Field(0.0, description="height of the tray top in the cell frame (m)")
         products: list[str] | None = Field(None, description="variants to try (None: every fitted product)")
 
@@ -116,6 +117,7 @@ class Inspect(Skill, name="inspect"):
         part.score = float(getattr(best, "score", 0.0))
         part.meta["inspect_ms"] = ms
         part.meta["frame"] = frame
+        part.meta["crop"] = (image, x0, y0)
         part.meta["result"] = best
         ctx.facts.announce_part(part)  # wakes the pick skill
         ctx.emit("part_inspected", {"part": part})
