@@ -75,7 +75,6 @@ def build_report(cell: "Cell", *, wall_seconds: float, sim_seconds: float) -> di
     lead = [r.place_time - r.arrival for r in recs if r.outcome == "packed" and r.place_time is not None]
     run_s = cell.fsm.cumulative_times()[State.EXECUTE]
     o = live_oee(cell)
-    ms = [r.inspect_ms for r in recs if r.inspect_ms is not None]
     truth = inspection_truth(cell)
     report: dict[str, Any] = {
         "cell": cell.name,
@@ -95,8 +94,6 @@ def build_report(cell: "Cell", *, wall_seconds: float, sim_seconds: float) -> di
         },
         "oee": {k: (round(v, 6) if isinstance(v, float) else v) for k, v in o.to_dict().items()},
         "inspection": truth if truth is not None else {},
-        "inspection_ms": {"median": round(float(np.median(ms)), 3) if ms else None,
-                          "p99": round(float(np.percentile(ms, 99)), 3) if ms else None},
         "states": {s.label: round(t, 6) for s, t in cell.fsm.cumulative_times().items() if t > 0},
         # wall-clock stamps stay in the store; the report holds cell time only, so it is reproducible
         "alarms": [{k: v for k, v in a.to_dict().items() if not k.startswith("wall")} for a in cell.alarms.history],
