@@ -77,15 +77,30 @@ class Baseline:
         return float(np.linalg.norm(self.bank - self._f(img), axis=1).min())
 
 
-def run_product(app: ProductAppearance, n_train: int, n_good: int, n_def: int, seed: int, use_rules: bool):
+def make_cell_set(app: ProductAppearance, n: int, kinds: list[str], seed: int):
+    """Crops as the demo cell's inspect skill sees them (512×410 camera at 0.9 mm/px, 0.25×0.22 m ROI)."""
+    from cell.vision_models import sample_good_crops
+    from sim.devices import top_down_calibration
+    cal = top_down_calibration(-0.5, 0.6, 0.045, 0.8, 512, 410, 0.9)
+    return sample_good_crops(app, cal, n=n, roi=(0.25, 0.22), plane_z=0.045, strength=1.0, lateral=0.02,
+                             yaw_deg=8.0, flip=0.5, seed=seed, defects=tuple(kinds))
+
+
+def run_product(app: ProductAppearance, n_train: int, n_good: int, n_def: int, seed: int, use_rules: bool,
+                cell: bool = False):
     W, H = 1280, 1024
     mmpp = (math.hypot(app.length_mm, app.width_mm) + 60.0) / H
     cal = make_top_down_calibration(W, H, mmpp)
     rng = np.random.default_rng(seed)
     t = time.perf_counter()
-    train = make_set(app, n_train, [], rng, cal)
-    goods = make_set(app, n_good, [], rng, cal)
-    defs = {k: make_set(app, n_def, [k], rng, cal) for k in DEFECT_KINDS}
+    if cell:
+        train = make_cell_set(app, n_train, [], seed)
+        goods = make_cell_set(app, n_good, [], seed + 1)
+        defs = {k: make_cell_set(app, n_def, [k], seed + 2 + i) for i, k in enumerate(DEFECT_KINDS)}
+    else:
+        train = make_set(app, n_train, [], rng, cal)
+        goods = make_set(app, n_good, [], rng, cal)
+        defs = {k: make_set(app, n_def, [k], rng, cal) for k in DEFECT_KINDS}
     gen_s = time.perf_counter() - t
     rules = ProductRules(**app.inspection_rules()) if use_rules else None
     t = time.perf_counter()
@@ -132,17 +147,23 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-rules", action="store_true", help="anomaly model only (no product rules)")
     ap.add_argument("--products", nargs="*", default=None)
+    ap.add_argument("--cell", action="store_true",
+                    help="the demo cell's view instead: ROI crops (~280×245 px) of a 512×410 camera at 0.9 mm/px")
+    ap.add_argument("--n-def", type=int, default=None, help="defective images per kind")
     a = ap.parse_args(argv)
     cv2.setNumThreads(1)
     n_train, n_good, n_def = (40, 40, 8) if a.quick else (40, 100, 20)
+    if a.n_def:
+        n_def = a.n_def
     prods = [PRODUCTS[p] for p in ("beef_bulgogi", "kimchi", "salad", "rice_curry")] + [HELD_OUT]
     if a.products:
         prods = [p for p in prods if p.name in a.products]
-    print(f"vision bench: {n_train} train goods, {n_good} test goods, {n_def} per defect kind, 1280x1024, "
+    size = "cell ROI crops of 512x410 at 0.9 mm/px" if a.cell else "1280x1024"
+    print(f"vision bench: {n_train} train goods, {n_good} test goods, {n_def} per defect kind, {size}, "
           f"1 thread, rules={'off' if a.no_rules else 'on'}")
     summary = []
     for i, app in enumerate(prods):
-        r = run_product(app, n_train, n_good, n_def, a.seed + 17 * i, not a.no_rules)
+        r = run_product(app, n_train, n_good, n_def, a.seed + 17 * i, not a.no_rules, a.cell)
         summary.append(r)
         tag = " (held out: not used in design)" if app is HELD_OUT else ""
         print(f"\n== {app.name}{tag}: fit {r['fit_s']:.2f} s (render {r['gen_s']:.1f} s)")

@@ -500,22 +500,9 @@ def _render_sprite(app: ProductAppearance, defects: list[Defect], seed: int, ppm
     # soft edge of contents (shadowed border)
     edge = cv2.morphologyEx(cmask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
     spr[edge > 0] = (spr[edge > 0] * 0.75).astype(np.uint8)
-    # ---- defects drawn under the label/film
-    if "foreign_body" in kinds:
-        s = _sev(kinds["foreign_body"], rng)
-        size = (4.0 + 7.0 * s) * ppm                        # 4 .. 11 mm
-        cx, cy = _rand_point_in(cmask if cmask.any() else fb, rng)
-        style = int(rng.integers(3))
-        col = [(150, 60, 20), (20, 20, 20), (170, 170, 165)][style]  # blue plastic, black rubber, metal
-        n = int(rng.integers(5, 8))
-        angs = np.sort(rng.uniform(0, 2 * math.pi, n))
-        rad = size / 2 * rng.uniform(0.6, 1.0, n)
-        pts = np.stack([cx + rad * np.cos(angs), cy + rad * np.sin(angs) * rng.uniform(0.5, 1.0)], 1)
-        cv2.fillPoly(spr, [np.round(pts).astype(np.int32)], col, cv2.LINE_AA)
-        cv2.polylines(spr, [np.round(pts).astype(np.int32)], True, tuple(int(c * 0.6) for c in col), 1, cv2.LINE_AA)
-        cv2.circle(spr, (int(cx - size * 0.15), int(cy - size * 0.15)), max(1, int(size * 0.12)),
-                   tuple(min(255, int(c * 1.5) + 40) for c in col), -1, cv2.LINE_AA)
-    # ---- label
+    # ---- label pose (drawn after the contents and any foreign body, but decided first: a foreign body is
+    # only placed where the label does not hide it)
+    lab_M = None
     if "missing_label" not in kinds:
         lab = a["label"]
         lh, lw = lab.shape[:2]
@@ -529,16 +516,48 @@ def _render_sprite(app: ProductAppearance, defects: list[Defect], seed: int, ppm
             dy += float(rng.normal(0, 2.0)) * ppm
         cx = a["ox"] + app.label.offset_mm * ppm + dx
         cy = a["oy"] + dy
-        M = cv2.getRotationMatrix2D(((lw - 1) / 2.0, (lh - 1) / 2.0), ang, 1.0)
-        M[0, 2] += cx - (lw - 1) / 2.0
-        M[1, 2] += cy - (lh - 1) / 2.0
-        cv2.warpAffine(lab, M, (w, h), dst=spr, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
+        lab_M = cv2.getRotationMatrix2D(((lw - 1) / 2.0, (lh - 1) / 2.0), ang, 1.0)
+        lab_M[0, 2] += cx - (lw - 1) / 2.0
+        lab_M[1, 2] += cy - (lh - 1) / 2.0
+    # ---- a foreign body lies on the contents where the camera can see it (not under the label)
+    if "foreign_body" in kinds:
+        s = _sev(kinds["foreign_body"], rng)
+        size = (4.0 + 7.0 * s) * ppm                        # 4 .. 11 mm across
+        r_px = max(1, int(math.ceil(size / 2)))
+        ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_px + 1, 2 * r_px + 1))
+        free = cmask if cmask.any() else fb.astype(np.uint8)
+        if lab_M is not None:
+            lmask = cv2.warpAffine(np.full(a["label"].shape[:2], 255, np.uint8), lab_M, (w, h),
+                                   flags=cv2.INTER_NEAREST)
+            free = free & (cv2.dilate(lmask, ker) == 0).astype(np.uint8)
+        ok = cv2.erode(free.astype(np.uint8), ker)          # the whole body on visible contents
+        if not ok.any():
+            ok = free.astype(np.uint8)
+        if not ok.any():
+            ok = fb.astype(np.uint8)
+        cx, cy = _rand_point_in(ok, rng)
+        style = int(rng.integers(3))
+        col = [(150, 60, 20), (20, 20, 20), (170, 170, 165)][style]  # blue plastic, black rubber, metal
+        n = int(rng.integers(5, 8))
+        angs = np.sort(rng.uniform(0, 2 * math.pi, n))
+        rad = size / 2 * rng.uniform(0.75, 1.0, n)
+        pts = np.stack([cx + rad * np.cos(angs), cy + rad * np.sin(angs) * rng.uniform(0.6, 1.0)], 1)
+        cv2.fillPoly(spr, [np.round(pts).astype(np.int32)], col, cv2.LINE_AA)
+        cv2.polylines(spr, [np.round(pts).astype(np.int32)], True, tuple(int(c * 0.6) for c in col), 1, cv2.LINE_AA)
+        cv2.circle(spr, (int(cx - size * 0.15), int(cy - size * 0.15)), max(1, int(size * 0.12)),
+                   tuple(min(255, int(c * 1.5) + 40) for c in col), -1, cv2.LINE_AA)
+    # ---- label
+    if lab_M is not None:
+        cv2.warpAffine(a["label"], lab_M, (w, h), dst=spr, flags=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_TRANSPARENT)
     # ---- film gloss
     spr = cv2.add(spr, cv2.merge([a["gloss"]] * 3))
     if "seal_contamination" in kinds:
         s = _sev(kinds["seal_contamination"], rng)
+        flange = (a["outer"] > 0.5) & (a["well"] < 0.5)      # the visible seal band: the only place it can sit
         band = ((a["outer"] > 0.9) & (a["well"] < 0.1)).astype(np.uint8)
         band = cv2.erode(band, np.ones((3, 3), np.uint8))
+        pre = spr
         n = 1 + int(rng.integers(0, 3))
         for i in range(n):
             cx, cy = _rand_point_in(band, rng)
@@ -552,7 +571,7 @@ def _render_sprite(app: ProductAppearance, defects: list[Defect], seed: int, ppm
                 cv2.circle(ov, (int(cx + rng.normal(0, size * 0.6)), int(cy + rng.normal(0, size * 0.6))),
                            max(1, int(size * rng.uniform(0.05, 0.15))), tuple(float(c) for c in col), -1, cv2.LINE_AA)
             spr = cv2.addWeighted(ov, 0.85, spr, 0.15, 0)
-        spr = np.where(band[..., None] | (a["outer"] > 0.5)[..., None], spr, a["body"]).astype(np.uint8)
+        spr = np.where(flange[..., None], spr, pre).astype(np.uint8)
     if "torn_film" in kinds:
         s = _sev(kinds["torn_film"], rng)
         length = (15.0 + 35.0 * s) * ppm                   # 15 .. 50 mm
