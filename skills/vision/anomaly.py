@@ -26,7 +26,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["CELL", "cell_features", "gather_bank", "coreset", "nn_dist", "N_FEAT", "PhotoNorm",
+__all__ = ["CELL", "cell_features", "gather_bank", "coreset", "nn_dist", "N_FEAT", "PhotoNorm", "ZoneColour", "max_pool2",
            "ColourModel", "PixelModel", "box_mean"]
 
 CELL = 8
@@ -260,3 +260,82 @@ def nn_dist(bank: np.ndarray, bank_sq: np.ndarray, q: np.ndarray) -> np.ndarray:
         return np.sqrt(np.maximum(dd.min(axis=1) + (q * q).sum(1), 0.0))
     dd = bank_sq[None] - 2.0 * np.einsum("pmd,npd->npm", bank, q)
     return np.sqrt(np.maximum(dd.min(axis=2) + (q * q).sum(2), 0.0))
+
+
+# --------------------------------------------------------------------------- zoned colour novelty
+def _seen_dist(cnt: np.ndarray, min_count: np.ndarray | int, l_tol: int = 0) -> np.ndarray:
+    """(gy, gx, NBINS) counts → (gy*gx*NBINS,) uint8 distance (bins, capped) to a colour seen in the cell or a
+    neighbouring cell at least ``min_count`` times; ``l_tol`` lightness bins either side come free (shading and
+    highlights change lightness far more than chroma)."""
+    gy, gx = cnt.shape[:2]
+    p = np.pad(cnt, ((1, 1), (1, 1), (0, 0)))
+    nb = sum(p[1 + dy:1 + dy + gy, 1 + dx:1 + dx + gx] for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    mc = np.asarray(min_count)
+    if mc.ndim:
+        mc = mc.reshape(gy, gx, 1)
+    seen = (nb >= mc).reshape(gy * gx, NB_L, NB_AB, NB_AB)
+    for _ in range(l_tol):
+        s2 = seen.copy()
+        s2[:, 1:] |= seen[:, :-1]
+        s2[:, :-1] |= seen[:, 1:]
+        seen = s2
+    dist = np.full(seen.shape, NOV_CAP, np.uint8)
+    cur = seen
+    for k in range(NOV_CAP):
+        dist[cur & (dist == NOV_CAP)] = k
+        cur = _dilate3(cur)
+    return dist.reshape(-1)
+
+
+class ZoneColour:
+    """Colour novelty in two kinds of zones.
+
+    Where the good parts repeat (seal band, tray walls, label) a colour is
+    judged against the colours seen at that *position* (fine grid, plus the
+    neighbouring cells).  Where they vary from part to part (randomly arranged
+    food) a position-matched model only learns where pieces happened to lie,
+    so there colours are pooled over large zones (a coarse grid, plus
+    neighbours): a white piece is normal anywhere in the contents, a blue chip
+    is novel everywhere.  Rare colours need a minimum share of the zone's
+    pixels to count as seen, so one stray pixel in 40 images does not teach
+    the model that a foreign body's colour is normal.
+    """
+
+    def __init__(self, lut: np.ndarray, region: np.ndarray):
+        self.lut = lut
+        self.region_off = region.astype(np.int32) * NBINS
+
+    @staticmethod
+    def regions(busy: np.ndarray, grid_pos: int, grid_pool: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+        h, w = busy.shape
+        r1, gy1, gx1 = ColourModel.regions(busy, grid_pos)
+        r2, gy2, gx2 = ColourModel.regions(busy, grid_pool)
+        region = np.where(busy, gy1 * gx1 + r2, r1).astype(np.int32)
+        return region, (gy1, gx1), (gy2, gx2)
+
+    @classmethod
+    def fit(cls, codes: np.ndarray, region: np.ndarray, g1: tuple[int, int], g2: tuple[int, int],
+            valid: np.ndarray, min_count: int = 2, pool_frac: float = 3e-5) -> "ZoneColour":
+        R1, R2 = g1[0] * g1[1], g2[0] * g2[1]
+        idx = (region[None] * NBINS + codes)[:, valid]
+        cnt = np.bincount(idx.ravel(), minlength=(R1 + R2) * NBINS).astype(np.int32)
+        c1 = cnt[:R1 * NBINS].reshape(g1[0], g1[1], NBINS)
+        c2 = cnt[R1 * NBINS:].reshape(g2[0], g2[1], NBINS)
+        # pooled zones: a colour must make up a small but real share of the zone's pixels
+        tot = c2.sum(axis=2)
+        p = np.pad(tot, 1)
+        nbt = sum(p[1 + dy:1 + dy + g2[0], 1 + dx:1 + dx + g2[1]] for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+        mc2 = np.maximum(min_count, np.round(pool_frac * nbt)).astype(np.int32)
+        lut = np.concatenate([_seen_dist(c1, min_count), _seen_dist(c2, mc2, l_tol=2)])
+        return cls(lut, region)
+
+    def novelty(self, view_u8: np.ndarray) -> np.ndarray:
+        code = colour_codes(view_u8)
+        code += self.region_off
+        return self.lut[code].astype(np.float32)
+
+
+def max_pool2(m: np.ndarray) -> np.ndarray:
+    """2×2 max pooling of a 2-D map with even sides."""
+    h, w = m.shape
+    return m.reshape(h // 2, 2, w // 2, 2).max(axis=(1, 3))

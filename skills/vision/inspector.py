@@ -44,17 +44,21 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from .anomaly import (CELL, ColourModel, PhotoNorm, PixelModel, box_mean, cell_features, colour_codes, coreset,
-                      gather_bank, nn_dist)
+from .anomaly import (CELL, PhotoNorm, PixelModel, ZoneColour, box_mean, cell_features, colour_codes, coreset,
+                      gather_bank, max_pool2, nn_dist)
 from .localise import Blob, InspectionError, as_bgr, find_part, warp_matrix
 from .rules import LabelMatcher, ProductRules, angle_wrap, floor_like, part_to_canon_box
 
-__all__ = ["Inspector", "InspectionResult", "InspectionError", "draw_overlay", "MODEL_VERSION"]
+__all__ = ["Inspector", "InspectionResult", "InspectionError", "draw_overlay", "identify", "MODEL_VERSION"]
 
-MODEL_VERSION = 3
+MODEL_VERSION = 4
 MARGIN = 0.04            # canonical view margin around the part (fraction of each side)
 SEG_LONG = 200           # segmentation works on the first pyramid level with long side ≤ this
-COLOUR_GRID = 16         # colour-novelty regions along the part's long side
+COLOUR_GRID = 16         # colour-novelty regions along the part's long side (where the goods repeat)
+COLOUR_POOL_GRID = 8     # pooled colour zones along the long side (where the goods vary: random contents)
+FINE = 2                 # the colour / small-object channel runs at FINE × the canonical resolution
+_K3 = np.ones((3, 3), np.uint8)
+_S_FINE = np.array([[1.0 / FINE, 0.0, 0.5 / FINE - 0.5], [0.0, 1.0 / FINE, 0.5 / FINE - 0.5], [0.0, 0.0, 1.0]])
 MAP_NAMES = ("pixel", "colour", "texture")
 
 
@@ -293,8 +297,7 @@ class Inspector:
         self._aligner = _Aligner(a["lk_template"], a["lk_mask"] > 0)
         self._photo = PhotoNorm(a["photo_ref"], a["photo_idx"], (ch, cw))
         self._pixel = PixelModel(a["pix_med"], a["pix_spread"])
-        region, _, _ = ColourModel.regions(np.ones((ch, cw), bool), COLOUR_GRID)
-        self._colour = ColourModel(a["colour_lut"], region)
+        self._colour = ZoneColour(a["colour_lut"], a["colour_region"])
         self._eval = a["eval_mask"] > 0
         self._inv_scale = (self._eval[None] / a["map_scale"]).astype(np.float32)      # (3, ch, cw), 0 off the part
         self._label = None
@@ -306,13 +309,19 @@ class Inspector:
         cw, ch = self.meta["canon"]
         return frame.warp(M, cw, ch)
 
-    def _maps(self, P: np.ndarray, pixel: PixelModel, colour: ColourModel, bank: np.ndarray,
+    def _fine(self, frame: _Frame, M: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """Photometrically aligned uint8 view at FINE × the canonical resolution (small objects)."""
+        cw, ch = self.meta["canon"]
+        v = frame.warp((_h(M) @ _S_FINE)[:2], cw * FINE, ch * FINE)
+        return _photo_u8(v, p)
+
+    def _maps(self, P: np.ndarray, F: np.ndarray, pixel: PixelModel, colour: ZoneColour, bank: np.ndarray,
               bank_sq: np.ndarray) -> np.ndarray:
-        """Raw anomaly maps (3, ch, cw) of a photometrically aligned float view ``P``."""
+        """Raw anomaly maps (3, ch, cw) of a photometrically aligned float view ``P`` and fine uint8 view ``F``."""
         ch, cw = P.shape[:2]
         z = box_mean(pixel.zmap(PixelModel.lab(P)))
-        u8 = np.clip(P, 0, 255).astype(np.uint8)
-        nov = box_mean(colour.novelty(u8))
+        # a small object covers several fine pixels: a 3×3 minimum drops isolated specks (highlights, noise)
+        nov = max_pool2(box_mean(cv2.erode(colour.novelty(F), _K3)))
         f = cell_features(P * (1.0 / 40.0))
         gh, gw, d = f.shape
         f = (f - self.arrays["feat_mean"]) * self.arrays["feat_inv"]
@@ -446,7 +455,9 @@ class Inspector:
         idx = stable[:: max(1, len(stable) // 1000)]
         photo = PhotoNorm(np.zeros((2, 3)), idx, (ch, cw))
         photo.rq = np.median(np.stack([photo.quantiles(v) for v in views]), axis=0)
-        P = np.stack([photo.apply_fast(v, photo.params(v)) for v in views])
+        pars = [photo.params(v) for v in views]
+        P = np.stack([photo.apply_fast(v, q) for v, q in zip(views, pars)])
+        F = np.stack([self._fine(fr, M, q) for fr, M, q in zip(frames, Ms, pars)])
         self.arrays["photo_ref"] = photo.rq
         self.arrays["photo_idx"] = photo.idx
         # ---- texture feature normalisation
@@ -459,9 +470,27 @@ class Inspector:
         self.arrays["feat_inv"] = (1.0 / fstd).astype(np.float32)
         featn = (feats - fmean) / fstd
         labs = np.stack([PixelModel.lab(p) for p in P])
-        codes = np.stack([colour_codes(np.clip(p, 0, 255).astype(np.uint8)) for p in P])
-        region, gy, gx = ColourModel.regions(pmask > 0, COLOUR_GRID)
-        valid = cv2.dilate(pmask, np.ones((3, 3), np.uint8)) > 0
+        codes = np.stack([colour_codes(f) for f in F])
+        # zones that vary from part to part (random contents) get pooled colour models
+        # (a minority of goods with a very different colour at a pixel is enough: pieces land anywhere)
+        lmed = np.median(labs, axis=0)
+        dev = np.quantile(np.abs(labs - lmed), 0.8, axis=0)
+        # ... but not where the goods' median view has sharp repeatable structure (label print, tray edges):
+        # there the variation is misregistration, and pooling would teach "dark ink is normal" to the contents
+        mL = lmed[..., 0]
+        mu = cv2.blur(mL, (5, 5))
+        tex = np.sqrt(np.maximum(cv2.blur(mL * mL, (5, 5)) - mu * mu, 0.0))
+        dv = np.maximum(dev[..., 0], dev[..., 1:].max(axis=2))
+        busy = ((dv > 8.0) & (tex < 0.5 * dv)).astype(np.uint8)
+        busy = cv2.morphologyEx(busy, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        busy = cv2.morphologyEx(busy, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))
+        busy = cv2.dilate(busy, np.ones((3, 3), np.uint8)) & pmask
+        self.meta["busy_frac"] = float(busy.sum() / max(1, pmask.sum()))
+        fsz = (cw * FINE, ch * FINE)
+        region, g1, g2 = ZoneColour.regions(cv2.resize(busy, fsz, interpolation=cv2.INTER_NEAREST) > 0,
+                                            COLOUR_GRID, COLOUR_POOL_GRID)
+        valid = cv2.resize(cv2.dilate(pmask, np.ones((3, 3), np.uint8)), fsz, interpolation=cv2.INTER_NEAREST) > 0
+        self.arrays["colour_region"] = region.astype(np.int32)
         # ---- out-of-fold maps of the good images
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(N)
@@ -471,17 +500,17 @@ class Inspector:
             test = order[f::k]
             train = np.setdiff1d(order, test)
             pm = PixelModel.fit(labs[train])
-            cm = ColourModel.fit(codes[train], region, gy, gx, valid)
+            cm = ZoneColour.fit(codes[train], region, g1, g2, valid)
             bank = coreset(gather_bank(featn[train]), self.coreset_size, self.seed + f)
             bsq = np.einsum("pmd,pmd->pm", bank, bank)
             for i in test:
-                held[i] = self._maps(P[i], pm, cm, bank, bsq)
+                held[i] = self._maps(P[i], F[i], pm, cm, bank, bsq)
         # ---- per-position scales: mean + 3 sd of the out-of-fold maps, smoothed, floored; then each map is
         # rescaled so that its image-level maximum on out-of-fold goods sits at about 1 (maps with sparse,
         # randomly placed responses — colour novelty in busy food — get a fair share of the threshold)
         ev = cv2.erode(pmask, np.ones((3, 3), np.uint8), iterations=1) > 0
         scales = []
-        floors = (1.0, 0.25, 0.0)
+        floors = (1.0, 1.0, 0.0)        # colour: 1.0 on the map = a small object about one colour bin away
         sig = (1.5, 4.0, 1.5)
         per_map = np.zeros((N, 3))
         for j in range(3):
@@ -500,7 +529,7 @@ class Inspector:
                 si = cv2.dilate(cv2.GaussianBlur(m_ + 3.0 * np.sqrt(v_), (0, 0), sig[j]), np.ones((3, 3), np.uint8))
                 si = np.maximum(si, max(0.3 * med, floors[j]))
                 r[i] = float((hm[i] / si)[ev].max())
-            g = max(float(r.max()), 1e-6)
+            g = max(float(r.max()), 1.0 if j == 1 else 1e-6)   # sparse colour novelty: never below its floor
             s = s * g
             per_map[:, j] = r / g
             scales.append(s.astype(np.float32))
@@ -515,10 +544,13 @@ class Inspector:
         pm = PixelModel.fit(labs)
         self.arrays["pix_med"] = pm.med
         self.arrays["pix_spread"] = (1.0 / pm.inv).astype(np.float32)
-        self.arrays["colour_lut"] = ColourModel.fit(codes, region, gy, gx, valid).lut
+        self.arrays["colour_lut"] = ZoneColour.fit(codes, region, g1, g2, valid).lut
         bank = coreset(gather_bank(featn), self.coreset_size, self.seed)
         self.arrays["bank"] = bank.astype(np.float32)
         self.arrays["bank_sq"] = np.einsum("pmd,pmd->pm", bank, bank).astype(np.float32)
+        # ---- product identification signature (colour histogram of the whole frame)
+        hs = np.mean([_id_hist(im) for im in imgs], axis=0)
+        self.arrays["id_hist"] = (hs / max(1e-9, float(np.linalg.norm(hs)))).astype(np.float32)
         # ---- rules learned from the good views
         self._fit_rules(P, pmask)
         self.meta["fit_s"] = round(time.perf_counter() - t0, 3)
@@ -527,6 +559,20 @@ class Inspector:
         self._build()
         self.fitted = True
         return self
+
+    def affinity(self, image: np.ndarray, _hist: np.ndarray | None = None) -> float:
+        """How much ``image`` looks like this model's product, in [0, 1] (Bhattacharyya coefficient of
+        lighting-tolerant Lab colour histograms; rotation- and position-invariant, ~0.1 ms).
+
+        Meant for choosing which product's model to run (see :func:`identify`), not for judging a part.
+        """
+        if not self.fitted:
+            raise InspectionError("the inspector is not fitted (call fit() or load())")
+        ref = self.arrays.get("id_hist")
+        if ref is None:
+            return 0.0
+        h = _id_hist(as_bgr(image)) if _hist is None else _hist
+        return float(np.dot(h, ref))
 
     def _threshold_from(self, s: np.ndarray, margin: float | None = None) -> float:
         """Threshold from out-of-fold good scores: the largest one times the margin."""
@@ -622,8 +668,10 @@ class Inspector:
             M = alts[int(np.argmax(cors))]
         M, lk_err = self._aligner.refine(frame, M, iters=3)
         view = self._view(frame, M)
-        P = self._photo.apply_fast(view, self._photo.params(view))
-        raw = self._maps(P, self._pixel, self._colour, self.arrays["bank"], self.arrays["bank_sq"])
+        pp = self._photo.params(view)
+        P = self._photo.apply_fast(view, pp)
+        F = self._fine(frame, M, pp)
+        raw = self._maps(P, F, self._pixel, self._colour, self.arrays["bank"], self.arrays["bank_sq"])
         nm = raw * self._inv_scale
         per = nm.reshape(3, -1).max(axis=1).tolist()
         amap = nm.max(axis=0)
@@ -763,7 +811,39 @@ class Inspector:
         return obj
 
 
+# --------------------------------------------------------------------------- product identification
+def _id_hist(img: np.ndarray) -> np.ndarray:
+    """Unit-norm square-root Lab histogram (4 L × 8 a × 8 b bins) of a 48-px-wide thumbnail."""
+    h, w = img.shape[:2]
+    small = cv2.resize(img, (48, max(8, round(48 * h / w))), interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(small, cv2.COLOR_BGR2LAB)
+    hist = cv2.calcHist([lab], [0, 1, 2], None, [4, 8, 8], [0, 256, 0, 256, 0, 256]).ravel()
+    hist = np.sqrt(hist / max(1.0, float(hist.sum())))
+    return (hist / max(1e-9, float(np.linalg.norm(hist)))).astype(np.float32)
+
+
+def identify(image: np.ndarray, inspectors: dict[str, "Inspector"]) -> tuple[str, float]:
+    """Which product's model should judge ``image``: ``(name, affinity)`` of the best match.
+
+    One thumbnail histogram is computed for all models (~0.1 ms in total), so a
+    cell runs only the chosen product's full inspection.
+    """
+    if not inspectors:
+        raise InspectionError("no inspectors to choose from")
+    h = _id_hist(as_bgr(image))
+    scores = {n: ins.affinity(image, _hist=h) for n, ins in inspectors.items()}
+    best = max(scores, key=scores.get)
+    return best, scores[best]
+
+
 # --------------------------------------------------------------------------- helpers
+def _photo_u8(v: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Per-channel gain / offset (``PhotoNorm.params``) applied to a uint8 view through a lookup table."""
+    x = np.arange(256, dtype=np.float32)[:, None]
+    lut = np.clip(x * p[:, 0][None, :] + p[:, 1][None, :] + 0.5, 0, 255).astype(np.uint8)
+    return cv2.LUT(v, lut.reshape(256, 1, 3))
+
+
 def _norm_grey(v: np.ndarray) -> np.ndarray:
     g = cv2.cvtColor(v, cv2.COLOR_BGR2GRAY).astype(np.float32)
     m, s = cv2.meanStdDev(g)

@@ -38,7 +38,7 @@ def sim_rig() -> Rig:
     by_contract = {}
     for name in ("robot", "cup", "top_camera", "infeed", "eyes", "sealer"):
         dev = cell.devices.get(name)
-        if dev is not None:
+        if dev is not None and dev.kind.startswith("sim."):  # the direct twins only
             by_contract[dev.contract] = dev
     if "machine" not in by_contract:  # the demo may drive its sealer over OPC UA: test the in-process twin too
         from drivers.base import DeviceContext
