@@ -84,11 +84,17 @@ class Inspect(Skill, name="inspect"):
         ctx.feedback(0.4, "inspect")
         inspectors: dict[str, InspectorLike] = ctx.config["inspectors"]
         names = params.products or list(inspectors)
-        # Try the variant seen last first: a tray that passes its own model needs no other.
-        last = ctx.facts.values.get("last_variant")
-        if last in names:
-            names = [last] + [n for n in names if n != last]
         wall0 = time.perf_counter()
+        if len(names) > 1 and all(hasattr(inspectors[n], "affinity") for n in names):
+            # Which product is it? A cheap appearance match picks the one model to run.
+            from .vision import identify
+
+            chosen, _ = identify(image, {n: inspectors[n] for n in names})
+            names = [chosen] + [n for n in names if n != chosen]
+        else:  # try the variant seen last first: a tray that passes its own model needs no other
+            last = ctx.facts.values.get("last_variant")
+            if last in names:
+                names = [last] + [n for n in names if n != last]
         best_name, best, best_norm = None, None, math.inf
         for n in names:
             res = inspectors[n].inspect(image)
@@ -98,7 +104,7 @@ class Inspect(Skill, name="inspect"):
             if best is None or norm < best_norm:
                 best_name, best, best_norm = n, res, norm
             if found and not getattr(res, "defective", False):
-                break
+                break  # a tray that passes the model it resembles most needs no other
         ctx.facts.values["last_variant"] = best_name
         ms = (time.perf_counter() - wall0) * 1000.0
         assert best is not None
