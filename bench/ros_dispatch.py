@@ -277,7 +277,8 @@ def measure_cell_dispatch(n: int, warmup: int) -> dict | None:
     from cell.ros.bridge import RosBridge
     from cell.ros.cell_node import CellNode
     from cell.runtime import Cell
-    from skills.base import Skill, SkillParams, SkillResult, registry
+    from skills import registry
+    from skills.base import Skill, SkillParams, SkillResult
 
     if "bench_noop" not in registry():
         class BenchNoop(Skill, name="bench_noop"):

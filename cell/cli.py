@@ -21,37 +21,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .cliargs import UserError, positive_arg, speed_arg
 from .config import CellFileError, json_schema, load_cell
 
 
-class UserError(Exception):
-    """A problem the user can fix; printed without a traceback, exit code ``code``."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _speed(text: str) -> float | None:
-    if text == "max":
-        return None
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--speed must be 'max' or a positive number, got {text!r}") from None
-    if not (v > 0 and v < 1e6):
-        raise argparse.ArgumentTypeError(f"--speed must be 'max' or a positive number, got {text!r}")
-    return v
-
-
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0 or v != v or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
-    return v
+# aliases kept for the subcommand modules written against them
+_speed, _positive = speed_arg, positive_arg
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -69,7 +44,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_skills(args: argparse.Namespace) -> int:
-    from skills.base import registry
+    from skills import registry
 
     items = [cls.describe() for _, cls in sorted(registry().items())]
     if args.json:
@@ -119,9 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a cell")
     r.add_argument("file")
-    r.add_argument("--duration", type=_positive, help="seconds of cell time (simulated seconds in sim)")
+    r.add_argument("--duration", type=positive_arg, help="seconds of cell time (simulated seconds in sim)")
     r.add_argument("--seed", type=int, default=None, help="simulation seed (default: the cell file's)")
-    r.add_argument("--speed", type=_speed, default=None, help="'max' (default) or a real-time factor, e.g. 1")
+    r.add_argument("--speed", type=speed_arg, default=None, help="'max' (default) or a real-time factor, e.g. 1")
     r.add_argument("--report", type=Path, help="write the JSON report here")
     r.add_argument("--transport", choices=["local", "ros"], default="local",
                    help="local: in-process; ros: devices and cell as ROS 2 nodes")

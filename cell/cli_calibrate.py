@@ -72,7 +72,7 @@ def register(sub: Any) -> None:
 
 
 def _pick(devices: dict[str, Any], contract: type, name: str | None, what: str) -> Any:
-    from .cli import UserError
+    from .cliargs import UserError
 
     if name is not None:
         dev = devices.get(name)
@@ -94,7 +94,7 @@ async def _calibrate(args: argparse.Namespace) -> dict[str, Any]:
     from skills.calibrate import HandEyeCalibration
     from skills.facts import CellFacts
 
-    from .cli import UserError
+    from .cliargs import UserError
     from .runtime import Cell
 
     cfg = load_cell(args.file)
@@ -167,7 +167,7 @@ def _fmt_pose(p: dict[str, Any]) -> str:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from .cli import UserError
+    from .cliargs import UserError
 
     data = asyncio.run(_calibrate(args))
     if args.out is not None:

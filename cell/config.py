@@ -370,7 +370,7 @@ def _check_devices(data: dict, lines: dict) -> tuple[list[Problem], dict[str, ty
 
 
 def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str, type]) -> list[Problem]:
-    from skills.base import registry
+    from skills import registry
 
     problems: list[Problem] = []
 

@@ -19,7 +19,8 @@ from py_trees.common import ParallelPolicy, Status as PTStatus
 
 from drivers.base import Device
 from drivers.clock import Clock
-from skills.base import Skill, SkillContext, SkillResult, Status, get as get_skill
+from skills import get as get_skill
+from skills.base import Skill, SkillContext, SkillResult, Status
 from skills.facts import CellFacts
 
 from .config import (

@@ -23,6 +23,7 @@ from drivers.gripper import Gripper
 from drivers.machine import Machine
 from skills.facts import CellFacts
 
+from . import oee as oee_mod
 from .alarms import AlarmList
 from .config import CellConfig
 from .ledger import Ledger
@@ -372,10 +373,15 @@ class Cell:
                 self.ledger.close(part.id, "rejected", why)
 
     # -- running -------------------------------------------------------------------------------------
+    def oee(self) -> "oee_mod.OEE":
+        """OEE now, from the PackML state times and the part records."""
+        c = self.ledger.counts()
+        processed = c["packed"] + c["rejected"] + c["missed"]
+        return oee_mod.compute(self.fsm.cumulative_times(), processed=processed, good=c["packed"],
+                               design_speed_ppm=self.cfg.line.design_speed_ppm)
+
     def snapshot(self) -> dict[str, Any]:
         """The cell's live status (for the HMI, OPC UA and ROS 2 status)."""
-        from .report import live_oee
-
         return {
             "name": self.name,
             "state": self.fsm.state.label,
@@ -383,7 +389,7 @@ class Cell:
             "mode": "Production",
             "time": self.clock.now(),
             "counts": self.ledger.counts() | {"cases_completed": self.ledger.cases_completed},
-            "oee": live_oee(self).to_dict(),
+            "oee": self.oee().to_dict(),
             "current_skill": sorted(self.tctx.running),
             "legal_commands": self.legal_commands(),
             "alarms": [a.to_dict() for a in self.alarms.active()],

@@ -195,18 +195,3 @@ def _first_error(e: ValidationError) -> str:
     err = e.errors()[0]
     loc = ".".join(str(x) for x in err["loc"])
     return f"{loc}: {err['msg']} ({err.get('input')!r})"
-
-
-def registry() -> dict[str, type[Skill]]:
-    """Skill name → class (after :mod:`skills.library` is imported)."""
-    from . import library  # noqa: F401  (registers the built-in skills)
-
-    return dict(_REGISTRY)
-
-
-def get(name: str) -> type[Skill]:
-    reg = registry()
-    try:
-        return reg[name]
-    except KeyError:
-        raise KeyError(f"unknown skill {name!r} (known: {', '.join(sorted(reg))})") from None

@@ -252,7 +252,8 @@ class CellNode:
         from axcell_interfaces.action import ExecuteSkill
         from pydantic import ValidationError
 
-        from skills.base import SkillContext, get as get_skill
+        from skills import get as get_skill
+        from skills.base import SkillContext
 
         from ..packml import State
 
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     import argparse
 
-    from ..cli import _speed
+    from ..cliargs import speed_arg as _speed
 
     ap = argparse.ArgumentParser(prog="axcell-cell-node", description=main.__doc__.splitlines()[0])
     ap.add_argument("file")

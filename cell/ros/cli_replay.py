@@ -18,7 +18,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from .record import read_bag
 
     if not args.file.is_file():
-        from ..cli import UserError
+        from ..cliargs import UserError
 
         raise UserError(f"no such file: {args.file}", 2)
     last_status = None

@@ -23,11 +23,13 @@ images, so a busy food region and a plain band are judged on their own spread.
 
 from __future__ import annotations
 
+import math
+
 import cv2
 import numpy as np
 
 __all__ = ["CELL", "cell_features", "gather_bank", "coreset", "nn_dist", "N_FEAT", "PhotoNorm", "ZoneColour", "max_pool2",
-           "ColourModel", "PixelModel", "box_mean"]
+           "ColourModel", "PixelModel", "box_mean", "structure_maps"]
 
 CELL = 8
 N_BASE = 10
@@ -120,7 +122,8 @@ class PixelModel:
     def zmap(self, lab: np.ndarray) -> np.ndarray:
         d = cv2.absdiff(lab, self.med)
         d = cv2.multiply(d, self.inv)
-        return np.max(d, axis=2)
+        c0, c1, c2 = cv2.split(d)
+        return cv2.max(cv2.max(c0, c1), c2)
 
 
 # --------------------------------------------------------------------------- colour novelty
@@ -130,8 +133,9 @@ NBINS = NB_L * NB_AB * NB_AB
 NOV_CAP = 4
 
 
-def colour_codes(view_u8: np.ndarray) -> np.ndarray:
-    lab = cv2.cvtColor(view_u8, cv2.COLOR_BGR2LAB)
+def colour_codes(view_u8: np.ndarray, lab: np.ndarray | None = None) -> np.ndarray:
+    if lab is None:
+        lab = cv2.cvtColor(view_u8, cv2.COLOR_BGR2LAB)
     code = (lab[..., 0] >> L_SHIFT).astype(np.int32)
     code <<= 10
     code |= (lab[..., 1] >> AB_SHIFT).astype(np.int32) << 5
@@ -329,13 +333,68 @@ class ZoneColour:
         lut = np.concatenate([_seen_dist(c1, min_count), _seen_dist(c2, mc2, l_tol=2)])
         return cls(lut, region)
 
-    def novelty(self, view_u8: np.ndarray) -> np.ndarray:
-        code = colour_codes(view_u8)
+    def novelty(self, view_u8: np.ndarray, lab: np.ndarray | None = None) -> np.ndarray:
+        code = colour_codes(view_u8, lab)
         code += self.region_off
         return self.lut[code].astype(np.float32)
 
 
 def max_pool2(m: np.ndarray) -> np.ndarray:
     """2×2 max pooling of a 2-D map with even sides."""
-    h, w = m.shape
-    return m.reshape(h // 2, 2, w // 2, 2).max(axis=(1, 3))
+    return np.ascontiguousarray(cv2.dilate(m, _K2, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)[::2, ::2])
+
+
+_K2 = np.ones((2, 2), np.uint8)
+
+
+# --------------------------------------------------------------------------- fine structure: compact blobs and coherent lines
+def _hessian(g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Second derivatives (xx, yy, xy) of a smoothed float32 image (3×3 Sobel, unit gain)."""
+    a = cv2.Sobel(g, cv2.CV_32F, 2, 0, ksize=3, scale=0.25)
+    c = cv2.Sobel(g, cv2.CV_32F, 0, 2, ksize=3, scale=0.25)
+    b = cv2.Sobel(g, cv2.CV_32F, 1, 1, ksize=3, scale=0.25)
+    return a, c, b
+
+
+def structure_maps(L: np.ndarray, fine_long: int) -> tuple[np.ndarray, np.ndarray]:
+    """Compact-blob and coherent-line responses of a fine lightness view (float32, same size as ``L``).
+
+    * **blob**: scale-normalised determinant of the Hessian, ``σ²·sqrt(max(det H, 0))``, max over two
+      scales (≈ 1 % and 2 % of the part's long side: objects of a few mm).  det H is large only for
+      compact, closed shapes — dark or bright — and vanishes along edges, stripes and gaps between
+      pieces, so loose food texture responds far less than a pebble, a rubber chip or a metal flake.
+    * **line**: ridge strength ``min(|trace H|, |λ1 − λ2|)`` (thin dark or bright lines: cuts, tears,
+      wrinkles) at a small scale, then *orientation-coherent* energy: the ridge vectors
+      ``(cos 2θ, sin 2θ)·strength`` are averaged over a neighbourhood, so randomly oriented food edges
+      cancel and a long straight-ish tear or wrinkle adds up.
+
+    Both are in lightness units (Lab L, 0..255), so they are scored against per-position scales
+    learned on the good parts.
+    """
+    fl = float(fine_long)
+    out = []
+    g_prev = L
+    s_prev = 0.0
+    resp = None
+    for s in (max(1.0, 0.0055 * fl), max(2.0, 0.011 * fl)):
+        ds = math.sqrt(max(s * s - s_prev * s_prev, 0.25))
+        g_prev = cv2.GaussianBlur(g_prev, (0, 0), ds)
+        s_prev = s
+        a, c, b = _hessian(g_prev)
+        det = cv2.subtract(cv2.multiply(a, c), cv2.multiply(b, b))
+        r = cv2.sqrt(cv2.max(det, 0.0)) * (s * s)
+        resp = r if resp is None else cv2.max(resp, r)
+    out.append(resp)
+    sl = max(1.0, 0.004 * fl)
+    g = cv2.GaussianBlur(L, (0, 0), sl)
+    a, c, b = _hessian(g)
+    amc = a - c
+    b2 = 2.0 * b
+    diff = cv2.sqrt(amc * amc + b2 * b2)
+    ridge = cv2.min(cv2.absdiff(a, -c), diff) * (sl * sl)
+    w = ridge / (diff + 1e-3)
+    sc = max(2.0, 0.015 * fl)
+    vx = cv2.GaussianBlur(w * amc, (0, 0), sc)
+    vy = cv2.GaussianBlur(w * b2, (0, 0), sc)
+    out.append(cv2.sqrt(vx * vx + vy * vy))
+    return out[0], out[1]

@@ -45,13 +45,13 @@ import cv2
 import numpy as np
 
 from .anomaly import (CELL, PhotoNorm, PixelModel, ZoneColour, box_mean, cell_features, colour_codes, coreset,
-                      gather_bank, max_pool2, nn_dist)
+                      gather_bank, max_pool2, nn_dist, structure_maps)
 from .localise import Blob, InspectionError, as_bgr, find_part, warp_matrix
 from .rules import LabelMatcher, ProductRules, angle_wrap, floor_like, part_to_canon_box
 
 __all__ = ["Inspector", "InspectionResult", "InspectionError", "draw_overlay", "identify", "MODEL_VERSION"]
 
-MODEL_VERSION = 4
+MODEL_VERSION = 5
 MARGIN = 0.04            # canonical view margin around the part (fraction of each side)
 SEG_LONG = 200           # segmentation works on the first pyramid level with long side ≤ this
 COLOUR_GRID = 16         # colour-novelty regions along the part's long side (where the goods repeat)
@@ -59,7 +59,11 @@ COLOUR_POOL_GRID = 8     # pooled colour zones along the long side (where the go
 FINE = 2                 # the colour / small-object channel runs at FINE × the canonical resolution
 _K3 = np.ones((3, 3), np.uint8)
 _S_FINE = np.array([[1.0 / FINE, 0.0, 0.5 / FINE - 0.5], [0.0, 1.0 / FINE, 0.5 / FINE - 0.5], [0.0, 0.0, 1.0]])
-MAP_NAMES = ("pixel", "colour", "texture")
+MAP_NAMES = ("pixel", "colour", "texture", "blob", "line")
+N_MAPS = len(MAP_NAMES)
+# per-map smoothing (canonical px) of the per-position scale, and its floor
+MAP_SIG = (1.5, 4.0, 1.5, 3.0, 3.0)
+MAP_FLOOR = (1.0, 1.0, 0.0, 0.0, 0.0)
 
 
 @dataclass
@@ -320,14 +324,16 @@ class Inspector:
         """Raw anomaly maps (3, ch, cw) of a photometrically aligned float view ``P`` and fine uint8 view ``F``."""
         ch, cw = P.shape[:2]
         z = box_mean(pixel.zmap(PixelModel.lab(P)))
+        labF = cv2.cvtColor(F, cv2.COLOR_BGR2LAB)
         # a small object covers several fine pixels: a 3×3 minimum drops isolated specks (highlights, noise)
-        nov = max_pool2(box_mean(cv2.erode(colour.novelty(F), _K3)))
+        nov = max_pool2(box_mean(cv2.erode(colour.novelty(F, labF), _K3)))
+        blob, line = structure_maps(labF[..., 0].astype(np.float32), F.shape[1])
         f = cell_features(P * (1.0 / 40.0))
         gh, gw, d = f.shape
         f = (f - self.arrays["feat_mean"]) * self.arrays["feat_inv"]
         nn = nn_dist(bank, bank_sq, f.reshape(gh * gw, d)).reshape(gh, gw).astype(np.float32)
         nn = cv2.resize(nn, (cw, ch), interpolation=cv2.INTER_LINEAR)
-        return np.stack([z, nov, nn])
+        return np.stack([z, nov, nn, max_pool2(blob), max_pool2(line)])
 
     # ------------------------------------------------------------------ fit
     def fit(self, good_images: Sequence[np.ndarray], rules: ProductRules | dict | None = None) -> "Inspector":
@@ -495,7 +501,7 @@ class Inspector:
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(N)
         k = max(2, min(self.folds, N))
-        held = np.zeros((N, 3, ch, cw), np.float32)
+        held = np.zeros((N, N_MAPS, ch, cw), np.float32)
         for f in range(k):
             test = order[f::k]
             train = np.setdiff1d(order, test)
@@ -510,10 +516,10 @@ class Inspector:
         # randomly placed responses — colour novelty in busy food — get a fair share of the threshold)
         ev = cv2.erode(pmask, np.ones((3, 3), np.uint8), iterations=1) > 0
         scales = []
-        floors = (1.0, 1.0, 0.0)        # colour: 1.0 on the map = a small object about one colour bin away
-        sig = (1.5, 4.0, 1.5)
-        per_map = np.zeros((N, 3))
-        for j in range(3):
+        floors = MAP_FLOOR        # colour: 1.0 on the map = a small object about one colour bin away
+        sig = MAP_SIG
+        per_map = np.zeros((N, N_MAPS))
+        for j in range(N_MAPS):
             hm = held[:, j]
             s = hm.mean(axis=0) + 3.0 * hm.std(axis=0)
             s = cv2.GaussianBlur(s, (0, 0), sig[j])
@@ -673,7 +679,7 @@ class Inspector:
         F = self._fine(frame, M, pp)
         raw = self._maps(P, F, self._pixel, self._colour, self.arrays["bank"], self.arrays["bank_sq"])
         nm = raw * self._inv_scale
-        per = nm.reshape(3, -1).max(axis=1).tolist()
+        per = nm.reshape(N_MAPS, -1).max(axis=1).tolist()
         amap = nm.max(axis=0)
         score = float(amap.max())
         meas: dict[str, float] = {"orientation_match": osc, "align_residual": lk_err,
