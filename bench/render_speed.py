@@ -1,6 +1,6 @@
 """Renderer speed: ms per frame of ``sim.render.render_scene`` with a new tray every frame.
 
-    python bench/render_speed.py [--frames 600] [--module path/to/render.py]
+    python bench/render_speed.py [--frames 800] [--module path/to/render.py] [--compare path/to/old_render.py]
 
 Rows: ``cell 512x410`` — the packaging-cell camera (0.9 mm/px on the belt, 0.8 m
 up, trays 45 mm high, bulgogi/kimchi alternating, some defects, random lighting,
@@ -10,8 +10,10 @@ row is printed against a baseline measured in the same run: one plain
 (what compositing a ready sprite costs at least).  Product assets (tray body,
 contents bank, label art) are built once per product and scale, before timing;
 their cold cost is printed separately.  Single-threaded OpenCV.
-``--module`` times another copy of the renderer (e.g. the previous version) in
-the same process, for before/after numbers.
+``--compare`` times another copy of the renderer (e.g. the previous version) in
+the same process, frame by frame in turn with this one, for fair before/after
+numbers on a loaded machine; ``--module`` replaces ``sim/render.py`` itself.
+Cell trays are yawed like the world's (±8°, some turned round); dataset trays any way.
 """
 
 from __future__ import annotations
@@ -62,57 +64,76 @@ def baseline(W: int, H: int, sw: int, sh: int, n: int) -> list[float]:
     return ts
 
 
-def scenario(r, name: str, W: int, H: int, mm_per_px: float, height_m: float, z: float,
-             products: list[str], n: int, defect_every: int = 7):
-    cal = r.make_top_down_calibration(W, H, mm_per_px, (0.0, 0.0), height_m)
-    apps = [r.get_product(p) for p in products]
-    # cold product assets
-    r.clear_caches()
-    cold = []
-    for app in apps:
-        t = time.perf_counter()
-        r.render_scene([r.PartSpec(app, 0.0, 0.0, 0.0, seed=0, z=z)], cal)
-        cold.append(time.perf_counter() - t)
-    rng = np.random.default_rng(1)
+def scenario(mods, name: str, W: int, H: int, mm_per_px: float, height_m: float, z: float,
+             products: list[str], n: int, yaw_jitter_deg: float | None, defect_every: int = 8):
+    """Frames with a new tray each; the renderers in ``mods`` take turns frame by frame (fair under load)."""
+    r0 = mods[0]
+    cal = r0.make_top_down_calibration(W, H, mm_per_px, (0.0, 0.0), height_m)
+    colds, ts = [], [[] for _ in mods]
+    for r in mods:                      # cold product assets
+        r.clear_caches()
+        cold = []
+        for p in products:
+            t = time.perf_counter()
+            r.render_scene([r.PartSpec(r.get_product(p), 0.0, 0.0, 0.0, seed=0, z=z)], cal)
+            cold.append((time.perf_counter() - t) * 1000)
+        colds.append(cold)
     prng = np.random.default_rng(2)
-    ts = []
-    kinds = list(r.DEFECT_KINDS)
+    kinds = list(r0.DEFECT_KINDS)
     span = 0.3 * W * mm_per_px / 1000.0
     for i in range(n):
-        app = apps[i % len(apps)]
+        prod = products[i % len(products)]
         defects = [kinds[(i // defect_every) % len(kinds)]] if i % defect_every == 0 else []
-        part = r.PartSpec(app, float(prng.uniform(-span, span)), float(prng.uniform(-0.01, 0.01)),
-                          float(prng.uniform(-math.pi, math.pi)), defects, seed=1000 + i, z=z)
-        t = time.perf_counter()
-        r.render_scene([part], cal, lighting=r.Lighting.random(rng, 1.0), rng=rng, mono=False)
-        ts.append(time.perf_counter() - t)
-    # sprite size for the baseline
-    A, ppm = r._local_affine(cal, 0.0, 0.0, z, 0.0)
-    app = apps[0]
+        if yaw_jitter_deg is None:
+            yaw = float(prng.uniform(-math.pi, math.pi))
+        else:
+            yaw = math.radians(float(prng.uniform(-yaw_jitter_deg, yaw_jitter_deg))) + math.pi * (i % 3 == 0)
+        x, y = float(prng.uniform(-span, span)), float(prng.uniform(-0.01, 0.01))
+        light_seed = int(prng.integers(1 << 30))
+        for k, r in enumerate(mods[::1 if i % 2 else -1]):
+            k = k if i % 2 else len(mods) - 1 - k
+            part = r.PartSpec(r.get_product(prod), x, y, yaw, defects, seed=1000 + i, z=z)
+            rng = np.random.default_rng(light_seed)
+            li = r.Lighting.random(rng, 1.0)
+            t = time.perf_counter()
+            r.render_scene([part], cal, lighting=li, rng=rng, mono=False)
+            ts[k].append(time.perf_counter() - t)
+    A, ppm = r0._local_affine(cal, 0.0, 0.0, z, 0.0)
+    app = r0.get_product(products[0])
     sw = int(math.ceil((app.length_mm + 10) * ppm))
     sh = int(math.ceil((app.width_mm + 10) * ppm))
-    base = baseline(W, H, min(sw, W), min(sh, H), max(200, n))
-    return name, stats(ts), stats(base), [c * 1000 for c in cold]
+    base = baseline(W, H, min(sw, W), min(sh, H), max(300, n))
+    return name, [stats(t) for t in ts], stats(base), colds
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--frames", type=int, default=600)
+    ap.add_argument("--frames", type=int, default=800)
     ap.add_argument("--module", default=None, help="path of a render.py to time instead of sim.render")
+    ap.add_argument("--compare", default=None, help="path of another render.py, timed in turn with it")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     cv2.setNumThreads(args.threads)
-    r = load(args.module)
+    mods = [load(args.module)]
+    labels = [args.module or "sim/render.py"]
+    if args.compare:
+        spec = importlib.util.spec_from_file_location("render_reference", args.compare)
+        ref = importlib.util.module_from_spec(spec)
+        sys.modules["render_reference"] = ref
+        spec.loader.exec_module(ref)  # type: ignore[union-attr]
+        mods.append(ref)
+        labels.append(args.compare)
     rows = [
-        scenario(r, "cell 512x410", 512, 410, 0.9, 0.8, 0.045, ["beef_bulgogi", "kimchi"], args.frames),
-        scenario(r, "dataset 1280x1024", 1280, 1024, (math.hypot(190, 140) + 60) / 1024, 1.0, 0.0,
-                 ["beef_bulgogi", "kimchi", "salad", "rice_curry"], max(100, args.frames // 4)),
+        scenario(mods, "cell 512x410", 512, 410, 0.9, 0.8, 0.045, ["beef_bulgogi", "kimchi"], args.frames, 8.0),
+        scenario(mods, "dataset 1280x1024", 1280, 1024, (math.hypot(190, 140) + 60) / 1024, 1.0, 0.0,
+                 ["beef_bulgogi", "kimchi", "salad", "rice_curry"], max(100, args.frames // 4), None),
     ]
-    print(f"renderer: {args.module or 'sim/render.py'}   (cv2 threads={args.threads})")
-    print(f"{'scenario':<20}{'median ms':>11}{'p99 ms':>9}{'baseline med':>14}{'ratio':>8}   cold product assets ms")
-    for name, (med, p99), (bmed, _), cold in rows:
-        print(f"{name:<20}{med:>11.3f}{p99:>9.3f}{bmed:>14.3f}{med / bmed:>8.1f}   "
-              + " ".join(f"{c:.0f}" for c in cold))
+    print(f"cv2 threads={args.threads}; a new tray every frame; median / p99 ms per render_scene call")
+    print(f"{'scenario':<19}{'renderer':<28}{'median':>8}{'p99':>9}{'baseline':>10}{'x base':>8}   cold assets ms")
+    for name, st, (bmed, _), colds in rows:
+        for lab, (med, p99), cold in zip(labels, st, colds):
+            print(f"{name:<19}{lab[-27:]:<28}{med:>8.3f}{p99:>9.3f}{bmed:>10.3f}{med / bmed:>8.1f}   "
+                  + " ".join(f"{c:.0f}" for c in cold))
 
 
 if __name__ == "__main__":

@@ -48,9 +48,11 @@ from typing import Any
 import numpy as np
 from asyncua import Server, ua
 from asyncua.server.user_managers import UserManager
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from drivers.clock import Clock, WallClock
+
+from .devices import SimMachine
 
 log = logging.getLogger("axcell.sim.opcua_sealer")
 
@@ -78,20 +80,11 @@ SC = {"Resetting": "Idle", "Starting": "Execute", "Completing": "Complete", "Hol
 COMMANDS = ("Reset", "Start", "Stop", "Hold", "Unhold", "Suspend", "Unsuspend", "Abort", "Clear")
 
 
-class SealerParams(BaseModel):
-    """The twin's behaviour (same meaning as :class:`sim.devices.SimMachine.Config`)."""
+class SealerParams(SimMachine.Config):
+    """The twin's behaviour: the in-process twin's options, plus PackML acting and telemetry timing."""
 
-    model_config = ConfigDict(extra="forbid")
-    cycle_time_s: float = Field(3.0, gt=0, le=600)
-    index_time_s: float = Field(1.0, ge=0, le=600)
-    jam_probability: float = Field(0.0, ge=0, le=1)
-    seal_temperature_c: float = Field(180.0, ge=20, le=400)
-    motor_current_a: float = Field(2.0, gt=0, le=100)
-    tape_length_m: float = Field(500.0, gt=0)
-    tape_per_case_m: float = Field(1.2, gt=0)
     acting_time_s: float = Field(0.0, ge=0, le=60, description="duration of each acting state but Execute")
     telemetry_period_s: float = Field(0.0, ge=0, le=60, description="resample live telemetry (0: on events only)")
-    auto_reset: bool = Field(True, description="start in Idle instead of Stopped")
 
 
 # (signal, NodeId string, variant type) — the machine's variables

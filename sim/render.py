@@ -520,19 +520,18 @@ def _rand_point_from(pts: tuple[np.ndarray, np.ndarray], shape: tuple, rng: np.r
 
 
 _K3 = np.ones((3, 3), np.uint8)
-_SPLIT_4_33 = [0, 0, 1, 1, 2, 2, 3, 3, 3, 4, 3, 5]     # BGR -> first image, alpha' -> all of the second
 _LUT_075 = (np.arange(256) * 0.75).astype(np.uint8)   # v -> int(v * 0.75), the contents' shadowed border
 
 
 def _quantile(vals: np.ndarray, q: float) -> float:
     """``float(np.quantile(vals, q))`` (default 'linear' method) without its overhead."""
     n = vals.size
-    vi = q * (n - 1)
-    lo = int(math.floor(vi))
+    vi = n * q + (1.0 + q * -1.0) - 1.0          # numpy's virtual index for alpha = beta = 1
+    lo = min(max(int(math.floor(vi)), 0), n - 1)
     hi = min(lo + 1, n - 1)
     part = np.partition(vals, (lo, hi)) if hi != lo else np.partition(vals, lo)
     a, b = part[lo], part[hi]
-    t = vals.dtype.type(vi - lo)
+    t = vi - math.floor(vi)
     d = b - a
     r = b - d * (1 - t) if t >= 0.5 else a + d * t
     return float(r)
@@ -678,7 +677,9 @@ def _render_sprite(app: ProductAppearance, defects: list[Defect], seed: int, ppm
 
 def _premultiplied(spr: np.ndarray, a: dict) -> np.ndarray:
     """(h, w, 4) uint8: colour premultiplied by alpha, then 255 - alpha (what the frame keeps)."""
-    return cv2.merge([cv2.multiply(spr, a["alpha3"], scale=1.0 / 255.0), a["inv_alpha"]])
+    out = cv2.cvtColor(cv2.multiply(spr, a["alpha3"], scale=1.0 / 255.0), cv2.COLOR_BGR2BGRA)
+    cv2.insertChannel(a["inv_alpha"], out, 3)
+    return out
 
 
 def _sprite(part: PartSpec, ppm: float) -> tuple[np.ndarray, float, float, float]:
@@ -720,9 +721,14 @@ def _noise(height: int, width: int, channels: int, sigma: float) -> tuple[np.nda
     key = (height, width, channels, sigma)
     n = _NOISE_CACHE.get(key)
     if n is None:
-        rng = np.random.default_rng(12345)
         shape = (height + 64, width + 64) + ((channels,) if channels > 1 else ())
-        v = rng.normal(0, sigma, shape).astype(np.float32)
+        z = _NOISE_CACHE.get(shape)         # the unit field: every sigma scales the same draws
+        if z is None:
+            z = np.random.default_rng(12345).standard_normal(shape, dtype=np.float64).astype(np.float32)
+            for k in [k for k in _NOISE_CACHE if len(k) != 4]:
+                del _NOISE_CACHE[k]
+            _NOISE_CACHE[shape] = z
+        v = z * np.float32(sigma)
         n = (np.clip(v, 0, 255).round().astype(np.uint8), np.clip(-v, 0, 255).round().astype(np.uint8))
         if len(_NOISE_CACHE) > 16:
             _NOISE_CACHE.clear()
@@ -770,12 +776,9 @@ def render_scene(parts: Sequence[PartSpec], calibration: CameraCalibration, *,
         # one warp of colour (premultiplied) and coverage together, then frame = colour + frame * (1 - alpha)
         w4 = cv2.warpAffine(spr4, Mr, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                             borderValue=(0, 0, 0, 255))
-        col = np.empty((size[1], size[0], 3), np.uint8)
-        keep = np.empty((size[1], size[0], 3), np.uint8)
-        cv2.mixChannels([w4], [col, keep], _SPLIT_4_33)
         roi = frame[y0:y1, x0:x1]
-        cv2.multiply(roi, keep, dst=roi, scale=1.0 / 255.0)
-        cv2.add(roi, col, dst=roi)
+        cv2.multiply(roi, cv2.cvtColor(cv2.extractChannel(w4, 3), cv2.COLOR_GRAY2BGR), dst=roi, scale=1.0 / 255.0)
+        cv2.add(roi, cv2.cvtColor(w4, cv2.COLOR_BGRA2BGR), dst=roi)
     if mono:
         frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
     if lighting is None:

@@ -144,6 +144,24 @@ def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale
     if rw < rh:
         rw, rh = rh, rw
         ang += 90.0
+    # The long axis from the mask's second moments when the part is clearly elongated: minAreaRect snaps to a
+    # hull edge, and on oval / rounded parts at working resolution that edge is an arbitrary lattice direction
+    # (an ellipse's bounding-box area barely changes over ±30°).  Square and round parts keep minAreaRect.
+    mo = cv2.moments(mask, binaryImage=True)
+    if mo["m00"] > 0:
+        mu20, mu02, mu11 = mo["mu20"], mo["mu02"], mo["mu11"]
+        tr = mu20 + mu02
+        dd = math.sqrt(max((mu20 - mu02) ** 2 + 4 * mu11 * mu11, 0.0))
+        lam1, lam2 = 0.5 * (tr + dd), 0.5 * (tr - dd)
+        if lam1 > 0 and lam2 / lam1 < 0.8:
+            ang = math.degrees(0.5 * math.atan2(2 * mu11, mu20 - mu02))
+            a = math.radians(ang)
+            pts = hull.reshape(-1, 2).astype(np.float64)
+            u = pts[:, 0] * math.cos(a) + pts[:, 1] * math.sin(a)
+            v = -pts[:, 0] * math.sin(a) + pts[:, 1] * math.cos(a)
+            rw, rh = float(u.max() - u.min()), float(v.max() - v.min())
+            uc, vc = 0.5 * (u.max() + u.min()), 0.5 * (v.max() + v.min())
+            cx, cy = uc * math.cos(a) - vc * math.sin(a), uc * math.sin(a) + vc * math.cos(a)
     ang = (ang + 90.0) % 180.0 - 90.0
     x, y, bw, bh = cv2.boundingRect(hull)
     touches = x <= 1 or y <= 1 or x + bw >= w - 1 or y + bh >= h - 1
