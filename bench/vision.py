@@ -40,6 +40,9 @@ HELD_OUT = ProductAppearance(
 )
 
 
+NO_BLOB = False
+
+
 def auroc(pos, neg) -> float:
     pos, neg = np.asarray(pos, float), np.asarray(neg, float)
     if len(pos) == 0 or len(neg) == 0:
@@ -104,7 +107,7 @@ def run_product(app: ProductAppearance, n_train: int, n_good: int, n_def: int, s
     gen_s = time.perf_counter() - t
     rules = ProductRules(**app.inspection_rules()) if use_rules else None
     t = time.perf_counter()
-    ins = Inspector().fit(train, rules)
+    ins = Inspector(blob_channel=not NO_BLOB).fit(train, rules)
     fit_s = time.perf_counter() - t
     base = Baseline(train)
     ms, g_sc, g_def, b_g = [], [], [], []
@@ -150,7 +153,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cell", action="store_true",
                     help="the demo cell's view instead: ROI crops (~280×245 px) of a 512×410 camera at 0.9 mm/px")
     ap.add_argument("--n-def", type=int, default=None, help="defective images per kind")
+    ap.add_argument("--no-blob", action="store_true", help="without the compact-blob novelty channel")
     a = ap.parse_args(argv)
+    global NO_BLOB
+    NO_BLOB = a.no_blob
     cv2.setNumThreads(1)
     n_train, n_good, n_def = (40, 40, 8) if a.quick else (40, 100, 20)
     if a.n_def:

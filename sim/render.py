@@ -1,13 +1,15 @@
 """Top-down renderer of sealed food trays on a conveyor belt.
 
 Used by the simulated camera and by the vision benchmark.  The renderer is
-built for speed: each part is drawn once into a small *sprite* (colour plus
-alpha, in the tray's own frame at the camera's pixel scale) that is cached by
-the part's seed; a frame is the cached belt background, the sprites warped in
-with ``cv2.warpAffine`` and a cheap lighting pass.  Sprite parts that are the
-same for every tray of a product (tray body, contents texture bank, label
-artwork) are cached per product and scale, so a new part costs well under a
-millisecond at the sim camera's resolution.
+built for speed: each part is drawn once into a small *sprite* (colour
+premultiplied by alpha plus 255 - alpha, uint8, in the tray's own frame at the
+camera's pixel scale) that is cached by the part's seed; a frame is the cached
+belt background, each sprite warped in with one ``cv2.warpAffine`` and blended
+with saturating uint8 arithmetic, and a cheap lighting pass.  Everything that
+is the same for every tray of a product (tray body, contents texture bank,
+label artwork, gloss, the fill-noise upsampling weights, the point sets defects
+are placed in) is cached per product and scale, so a new part costs a fraction
+of a millisecond at the sim camera's resolution (``bench/render_speed.py``).
 
 Conventions
 -----------
@@ -470,10 +472,9 @@ def _product_assets(app: ProductAppearance, ppm: float) -> dict:
     # them per part): quantile sample indices, the cubic upsampling of the fill noise as two matrices,
     # the 3-channel gloss, premultiplication tables and the point sets defects are placed in
     fb_idx = np.flatnonzero(wbin)[::7]
-    rx = np.stack([cv2.resize(np.tile(np.eye(7, dtype=np.float32)[j], (5, 1)), (w, h),
-                              interpolation=cv2.INTER_CUBIC)[0] for j in range(7)], 0)    # (7, w)
-    ry = np.stack([cv2.resize(np.tile(np.eye(5, dtype=np.float32)[i][:, None], (1, 7)), (w, h),
-                              interpolation=cv2.INTER_CUBIC)[:, 0] for i in range(5)], 1)  # (h, 5)
+    # resizing an identity matrix along one axis only (the other is an exact 1:1 pass) gives the weights
+    rx = cv2.resize(np.eye(7, dtype=np.float32), (w, 7), interpolation=cv2.INTER_CUBIC)   # (7, w)
+    ry = cv2.resize(np.eye(5, dtype=np.float32), (5, h), interpolation=cv2.INTER_CUBIC)   # (h, 5)
     a8 = np.clip(np.round(alpha * 255.0), 0, 255).astype(np.uint8)
     band = cv2.erode(((outer > 0.9) & (well < 0.1)).astype(np.uint8), np.ones((3, 3), np.uint8))
     by_, bx_ = np.nonzero(band)
@@ -520,7 +521,6 @@ def _rand_point_from(pts: tuple[np.ndarray, np.ndarray], shape: tuple, rng: np.r
 
 
 _K3 = np.ones((3, 3), np.uint8)
-_LUT_075 = (np.arange(256) * 0.75).astype(np.uint8)   # v -> int(v * 0.75), the contents' shadowed border
 
 
 def _quantile(vals: np.ndarray, q: float) -> float:
@@ -546,7 +546,9 @@ def _render_sprite(app: ProductAppearance, defects: list[Defect], seed: int, ppm
     # ---- contents fill mask
     fill = app.fill_fraction * float(rng.uniform(0.97, 1.02))
     # bicubic upsampling of a 5x7 noise grid to (h, w), as the two separable passes of cv2.resize
-    field_ = a["nf_ry"] @ (rng.normal(0, 1, (5, 7)).astype(np.float32) @ a["nf_rx"])
+    # (einsum, not matmul: a multi-threaded BLAS wakes its threads for this and costs milliseconds)
+    field_ = np.einsum("ik,kj->ij", a["nf_ry"],
+                       np.einsum("ik,kj->ij", rng.normal(0, 1, (5, 7)).astype(np.float32), a["nf_rx"]))
     field_ *= 0.07
     field_ += a["dist"]
     if "underfill" in kinds:
@@ -567,7 +569,7 @@ def _render_sprite(app: ProductAppearance, defects: list[Defect], seed: int, ppm
     cv2.copyTo(crop, cmask, spr)
     # soft edge of contents (shadowed border)
     edge = cv2.morphologyEx(cmask, cv2.MORPH_GRADIENT, _K3)
-    cv2.copyTo(cv2.LUT(spr, _LUT_075), edge, spr)
+    cv2.copyTo(cv2.convertScaleAbs(spr, alpha=0.75, beta=-0.499), edge, spr)   # int(v * 0.75)
     # ---- label pose (drawn after the contents and any foreign body, but decided first: a foreign body is
     # only placed where the label does not hide it)
     lab_M = None
@@ -614,17 +616,17 @@ def _render_sprite(app: ProductAppearance, defects: list[Defect], seed: int, ppm
         cv2.circle(spr, (int(cx - size * 0.15), int(cy - size * 0.15)), max(1, int(size * 0.12)),
                    tuple(min(255, int(c * 1.5) + 40) for c in col), -1, cv2.LINE_AA)
     # ---- label
-    if lab_M is not None:   # warped into the label's bounding box only (the rest is left untouched)
+    if lab_M is not None:
+        # warped into the rows the label covers only (the rest is left untouched anyway); a band of
+        # full rows keeps OpenCV's fixed-point source coordinates, hence the pixels, as for the whole sprite
         lh, lw = a["label"].shape[:2]
         cs = np.array([[0, 0, 1], [lw, 0, 1], [0, lh, 1], [lw, lh, 1]], float) @ lab_M.T
-        x0, y0 = max(0, int(math.floor(cs[:, 0].min())) - 1), max(0, int(math.floor(cs[:, 1].min())) - 1)
-        x1, y1 = min(w, int(math.ceil(cs[:, 0].max())) + 2), min(h, int(math.ceil(cs[:, 1].max())) + 2)
-        if x1 > x0 and y1 > y0:
+        y0 = max(0, int(math.floor(cs[:, 1].min())) - 2)
+        y1 = min(h, int(math.ceil(cs[:, 1].max())) + 3)
+        if y1 > y0:
             Ml = lab_M.copy()
-            Ml[0, 2] -= x0
             Ml[1, 2] -= y0
-            roi = spr[y0:y1, x0:x1]
-            cv2.warpAffine(a["label"], Ml, (x1 - x0, y1 - y0), dst=roi, flags=cv2.INTER_LINEAR,
+            cv2.warpAffine(a["label"], Ml, (w, y1 - y0), dst=spr[y0:y1], flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_TRANSPARENT)
     # ---- film gloss
     cv2.add(spr, a["gloss3"], dst=spr)

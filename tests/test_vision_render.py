@@ -90,3 +90,68 @@ def test_generate_dataset_writes_labels(tmp_path):
     assert sum(v["defective"] for v in imgs.values()) == 2
     for name in imgs:
         assert (tmp_path / name).exists()
+
+
+def test_fast_paths_match_their_references():
+    """The per-product shortcuts compute what the straightforward code did."""
+    import cv2
+
+    from sim import render
+    rng = np.random.default_rng(0)
+    for _ in range(300):                                   # quantile without numpy's overhead
+        v = rng.normal(0, 1, int(rng.integers(1, 3000))).astype(np.float32)
+        q = float(rng.uniform(0, 1))
+        assert render._quantile(v, q) == float(np.quantile(v, q))
+    a = render._product_assets(get_product("salad"), 1.37)
+    for _ in range(5):                                     # bicubic fill noise as two weight matrices
+        n = rng.normal(0, 1, (5, 7)).astype(np.float32)
+        ref = cv2.resize(n, (a["w"], a["h"]), interpolation=cv2.INTER_CUBIC)
+        assert np.abs(np.einsum("ik,kj->ij", a["nf_ry"], n @ a["nf_rx"]) - ref).max() < 1e-5
+
+
+def test_one_warp_premultiplied_blend_looks_like_the_float_blend():
+    """Compositing (premultiplied uint8, one warp) ≈ warping colour and alpha apart and blending in float."""
+    import cv2
+
+    from sim import render
+    cal = make_top_down_calibration(512, 410, 0.9, height_m=0.8)
+    for i, (name, kinds) in enumerate([("kimchi", []), ("beef_bulgogi", ["torn_film"]), ("salad", ["seal_contamination"])]):
+        p = PartSpec(get_product(name), 0.01 * i, -0.01, 0.4 + i, kinds, seed=20 + i, z=0.045)
+        img = render_scene([p], cal).astype(int)
+        A, ppm = render._local_affine(cal, p.x, p.y, p.z, p.yaw)
+        ppm = round(ppm, 2)
+        spr, alpha = render._render_sprite(p.appearance, p.defect_list(), p.seed, ppm)
+        a = render._product_assets(p.appearance, ppm)
+        S = np.array([[1 / ppm, 0, -a["ox"] / ppm], [0, -1 / ppm, a["oy"] / ppm], [0, 0, 1.0]])
+        M = (A @ S)[:2]
+        ws = cv2.warpAffine(spr, M, (512, 410)).astype(np.float32)
+        wa = cv2.warpAffine(alpha, M, (512, 410))[..., None]
+        ref = np.clip(np.round(ws * wa + render._belt(512, 410).astype(np.float32) * (1 - wa)), 0, 255)
+        d = np.abs(img - ref)
+        assert d.mean() < 0.05 and np.percentile(d, 99.9) <= 3, (name, d.mean(), d.max())
+
+
+def test_new_part_costs_a_few_plain_warps():
+    """A frame with a new tray vs one cv2.warpAffine of a same-size sprite (robust to the machine's speed)."""
+    import cv2
+
+    cal = make_top_down_calibration(512, 410, 0.9, height_m=0.8)
+    rng = np.random.default_rng(1)
+    apps = [get_product("beef_bulgogi"), get_product("kimchi")]
+    for app in apps:
+        render_scene([PartSpec(app, 0, 0, 0, seed=0, z=0.045)], cal)
+    spr = rng.integers(0, 255, (177, 237, 3), np.uint8)
+    frame = np.zeros((410, 512, 3), np.uint8)
+    ts, tb = [], []
+    for i in range(60):
+        li = Lighting.random(rng)
+        p = PartSpec(apps[i % 2], 0.0, 0.0, 0.1 * (i % 3) + math.pi * (i % 2), seed=500 + i, z=0.045)
+        t = time.perf_counter()
+        render_scene([p], cal, lighting=li, rng=rng)
+        ts.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        f = frame.copy()
+        cv2.warpAffine(spr, cv2.getRotationMatrix2D((118, 88), 5.0 * i, 1.0), (237, 177), dst=f[100:277, 100:337],
+                       borderMode=cv2.BORDER_TRANSPARENT)
+        tb.append(time.perf_counter() - t)
+    assert np.median(ts) < 20 * np.median(tb), (np.median(ts), np.median(tb))

@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 
 __all__ = ["CELL", "cell_features", "gather_bank", "coreset", "nn_dist", "N_FEAT", "PhotoNorm", "ZoneColour", "max_pool2",
-           "ColourModel", "PixelModel", "box_mean", "structure_maps"]
+           "ColourModel", "PixelModel", "box_mean", "line_map", "blob_candidates",
+           "blob_novelty", "paint_blobs"]
 
 CELL = 8
 N_BASE = 10
@@ -356,35 +357,15 @@ def _hessian(g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return a, c, b
 
 
-def structure_maps(L: np.ndarray, fine_long: int) -> tuple[np.ndarray, np.ndarray]:
-    """Compact-blob and coherent-line responses of a fine lightness view (float32, same size as ``L``).
+def line_map(L: np.ndarray, fine_long: int) -> np.ndarray:
+    """Orientation-coherent ridge energy of a fine lightness view (float32, same size as ``L``).
 
-    * **blob**: scale-normalised determinant of the Hessian, ``σ²·sqrt(max(det H, 0))``, max over two
-      scales (≈ 1 % and 2 % of the part's long side: objects of a few mm).  det H is large only for
-      compact, closed shapes — dark or bright — and vanishes along edges, stripes and gaps between
-      pieces, so loose food texture responds far less than a pebble, a rubber chip or a metal flake.
-    * **line**: ridge strength ``min(|trace H|, |λ1 − λ2|)`` (thin dark or bright lines: cuts, tears,
-      wrinkles) at a small scale, then *orientation-coherent* energy: the ridge vectors
-      ``(cos 2θ, sin 2θ)·strength`` are averaged over a neighbourhood, so randomly oriented food edges
-      cancel and a long straight-ish tear or wrinkle adds up.
-
-    Both are in lightness units (Lab L, 0..255), so they are scored against per-position scales
-    learned on the good parts.
+    Ridge strength ``min(|trace H|, |λ1 − λ2|)`` (thin dark or bright lines: cuts, tears, wrinkles) at a
+    small scale; the ridge vectors ``(cos 2θ, sin 2θ)·strength`` are then averaged over a neighbourhood, so
+    randomly oriented food edges cancel while a long, straight-ish tear or wrinkle adds up.  Lightness
+    units (Lab L, 0..255): scored against per-position scales learned on the good parts.
     """
     fl = float(fine_long)
-    out = []
-    g_prev = L
-    s_prev = 0.0
-    resp = None
-    for s in (max(1.0, 0.0055 * fl), max(2.0, 0.011 * fl)):
-        ds = math.sqrt(max(s * s - s_prev * s_prev, 0.25))
-        g_prev = cv2.GaussianBlur(g_prev, (0, 0), ds)
-        s_prev = s
-        a, c, b = _hessian(g_prev)
-        det = cv2.subtract(cv2.multiply(a, c), cv2.multiply(b, b))
-        r = cv2.sqrt(cv2.max(det, 0.0)) * (s * s)
-        resp = r if resp is None else cv2.max(resp, r)
-    out.append(resp)
     sl = max(1.0, 0.004 * fl)
     g = cv2.GaussianBlur(L, (0, 0), sl)
     a, c, b = _hessian(g)
@@ -396,5 +377,86 @@ def structure_maps(L: np.ndarray, fine_long: int) -> tuple[np.ndarray, np.ndarra
     sc = max(2.0, 0.015 * fl)
     vx = cv2.GaussianBlur(w * amc, (0, 0), sc)
     vy = cv2.GaussianBlur(w * b2, (0, 0), sc)
-    out.append(cv2.sqrt(vx * vx + vy * vy))
-    return out[0], out[1]
+    return cv2.sqrt(vx * vx + vy * vy)
+
+
+# blob descriptor weights: Lab centre colour (L, a, b), ring contrast, strength, position (x, y), scale
+BLOB_W = np.array([1 / 10.0, 1 / 8.0, 1 / 8.0, 1 / 10.0, 1 / 15.0, 1.0, 1.0, 1.0], np.float32)
+BLOB_POS = 0.3           # one descriptor unit of position = this share of the part's long side
+BLOB_MAX = 48            # candidates kept per image (strongest)
+BLOB_MIN = 2.0           # weakest response (lightness units) that counts as a candidate
+
+
+def blob_candidates(lab: np.ndarray, fine_long: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Compact blobs of a fine Lab view (uint8): weighted descriptors (n, 8) and positions (n, 3: x, y, σ).
+
+    Candidates are local maxima of the scale-normalised determinant of the Hessian of lightness
+    (``σ²·sqrt(det H)``) at two scales (≈ 1 % and 2 % of the part's long side: objects of a few mm).
+    det H is large only for compact, closed shapes — dark or bright — and vanishes along edges, stripes and
+    the gaps between pieces.  Each blob is described by its centre colour at its own scale, its contrast to
+    the surrounding ring, its strength, position and scale, so it can be judged against the population of
+    blobs the good parts show in that zone (a brown piece of meat is a blob, so is a rubber chip: they
+    differ in colour, contrast or size).
+    """
+    fl = float(fine_long)
+    g = cv2.GaussianBlur(lab.astype(np.float32), (0, 0), 1.0)
+    descs, poss = [], []
+    s_prev = 1.0        # current blur (px of the current level)
+    f = 1               # current level's pixel size in fine px
+    for si, sf in enumerate((max(1.0, 0.0055 * fl), max(2.0, 0.011 * fl), max(4.0, 0.022 * fl))):
+        if sf / f >= 4.0:                                 # coarse scales run at half resolution
+            g = np.ascontiguousarray(g[::2, ::2]) if (g.shape[0] % 2 == 0 and g.shape[1] % 2 == 0) else \
+                cv2.resize(g, (g.shape[1] // 2, g.shape[0] // 2), interpolation=cv2.INTER_NEAREST)
+            f *= 2
+            s_prev /= 2.0
+        s = sf / f
+        g_col = g            # the blob's colour is read at about half its scale: its own, not its ring's
+        g = cv2.GaussianBlur(g, (0, 0), math.sqrt(max(s * s - s_prev * s_prev, 0.25)))
+        s_prev = s
+        Lg = np.ascontiguousarray(g[..., 0])
+        a, c, b = _hessian(Lg)
+        det = cv2.subtract(cv2.multiply(a, c), cv2.multiply(b, b))
+        r = cv2.sqrt(cv2.max(det, 0.0)) * (s * s)
+        k = 2 * int(round(1.5 * s)) + 1
+        peak = (r >= cv2.dilate(r, np.ones((k, k), np.uint8))) & (r > BLOB_MIN)
+        if mask is not None:
+            peak &= (mask[::f, ::f] > 0) if f > 1 else (mask > 0)
+        ys, xs = np.nonzero(peak)
+        if len(xs) > BLOB_MAX:
+            sel = np.argpartition(-r[ys, xs], BLOB_MAX)[:BLOB_MAX]
+            ys, xs = ys[sel], xs[sel]
+        if not len(xs):
+            continue
+        ring = cv2.GaussianBlur(Lg, (0, 0), 2.5 * s)
+        col = g_col[ys, xs]
+        d = np.empty((len(xs), 8), np.float32)
+        d[:, :3] = col
+        d[:, 3] = ring[ys, xs] - col[:, 0]
+        d[:, 4] = r[ys, xs]
+        d[:, 5] = xs * f / (BLOB_POS * fl)
+        d[:, 6] = ys * f / (BLOB_POS * fl)
+        d[:, 7] = si
+        d[:, :5] *= BLOB_W[:5]
+        descs.append(d)
+        poss.append(np.stack([xs * f + 0.5 * (f - 1), ys * f + 0.5 * (f - 1), np.full(len(xs), sf)], 1).astype(np.float32))
+    if not descs:
+        return np.zeros((0, 8), np.float32), np.zeros((0, 3), np.float32)
+    return np.concatenate(descs), np.concatenate(poss)
+
+
+def blob_novelty(bank: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Distance of each query blob descriptor to its nearest good blob (bank (M, 8), q (n, 8))."""
+    if not len(q) or not len(bank):
+        return np.zeros(len(q), np.float32)
+    dd = (q * q).sum(1)[:, None] + (bank * bank).sum(1)[None, :] - 2.0 * (q @ bank.T)
+    return np.sqrt(np.maximum(dd.min(axis=1), 0.0)).astype(np.float32)
+
+
+def paint_blobs(pos: np.ndarray, val: np.ndarray, shape: tuple[int, int], f: int) -> np.ndarray:
+    """A (h, w) map (canonical grid = fine grid / f) with each blob's value painted as a disc of its size."""
+    m = np.zeros(shape, np.float32)
+    order = np.argsort(val)
+    for (x, y, s), v in zip(pos[order], val[order]):
+        if v > 0:
+            cv2.circle(m, (int(x) // f, int(y) // f), max(1, int(round(1.4 * s / f))), float(v), -1)
+    return m

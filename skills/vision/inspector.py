@@ -45,7 +45,8 @@ import cv2
 import numpy as np
 
 from .anomaly import (CELL, PhotoNorm, PixelModel, ZoneColour, box_mean, cell_features, colour_codes, coreset,
-                      gather_bank, max_pool2, nn_dist, structure_maps)
+                      gather_bank, max_pool2, nn_dist, blob_candidates, blob_novelty,
+                      paint_blobs)
 from .localise import Blob, InspectionError, as_bgr, find_part, warp_matrix
 from .rules import LabelMatcher, ProductRules, angle_wrap, floor_like, part_to_canon_box
 
@@ -59,11 +60,11 @@ COLOUR_POOL_GRID = 8     # pooled colour zones along the long side (where the go
 FINE = 2                 # the colour / small-object channel runs at FINE × the canonical resolution
 _K3 = np.ones((3, 3), np.uint8)
 _S_FINE = np.array([[1.0 / FINE, 0.0, 0.5 / FINE - 0.5], [0.0, 1.0 / FINE, 0.5 / FINE - 0.5], [0.0, 0.0, 1.0]])
-MAP_NAMES = ("pixel", "colour", "texture", "blob", "line")
+MAP_NAMES = ("pixel", "colour", "texture", "blob")
 N_MAPS = len(MAP_NAMES)
 # per-map smoothing (canonical px) of the per-position scale, and its floor
-MAP_SIG = (1.5, 4.0, 1.5, 3.0, 3.0)
-MAP_FLOOR = (1.0, 1.0, 0.0, 0.0, 0.0)
+MAP_SIG = (1.5, 4.0, 1.5, None)     # None: one scale for the whole part (sparse map)
+MAP_FLOOR = (1.0, 1.0, 0.0, 0.0)
 
 
 @dataclass
@@ -237,12 +238,13 @@ class Inspector:
     """Teach on good images (:meth:`fit`), then :meth:`inspect` frames."""
 
     def __init__(self, *, canon_long: int = 0, coreset_size: int = 48, folds: int = 5,
-                 threshold_margin: float = 1.08, seed: int = 0):
+                 threshold_margin: float = 1.08, seed: int = 0, blob_channel: bool = True):
         self.canon_long = int(canon_long)      # 0: chosen from the part's size in pixels
         self.coreset_size = int(coreset_size)
         self.folds = int(folds)
         self.threshold_margin = float(threshold_margin)
         self.seed = int(seed)
+        self.blob_channel = bool(blob_channel)     # compact-blob novelty map (see anomaly.blob_candidates)
         self.rules = ProductRules()
         self.fitted = False
         self.meta: dict[str, Any] = {}
@@ -320,20 +322,29 @@ class Inspector:
         return _photo_u8(v, p)
 
     def _maps(self, P: np.ndarray, F: np.ndarray, pixel: PixelModel, colour: ZoneColour, bank: np.ndarray,
-              bank_sq: np.ndarray) -> np.ndarray:
+              bank_sq: np.ndarray, blob_bank: np.ndarray, blobs=None) -> np.ndarray:
         """Raw anomaly maps (3, ch, cw) of a photometrically aligned float view ``P`` and fine uint8 view ``F``."""
         ch, cw = P.shape[:2]
         z = box_mean(pixel.zmap(PixelModel.lab(P)))
         labF = cv2.cvtColor(F, cv2.COLOR_BGR2LAB)
         # a small object covers several fine pixels: a 3×3 minimum drops isolated specks (highlights, noise)
         nov = max_pool2(box_mean(cv2.erode(colour.novelty(F, labF), _K3)))
-        blob, line = structure_maps(labF[..., 0].astype(np.float32), F.shape[1])
+        if not self.blob_channel:
+            return np.stack([z, nov, nn, np.zeros_like(nn)])
+        if blobs is None:
+            blobs = blob_candidates(labF, F.shape[1], self.arrays["blob_mask"])
+        bd, bp = blobs
+        bn = blob_novelty(blob_bank, bd)
+        if len(bn) > 8:
+            keep = np.argpartition(-bn, 8)[:8]
+            bn, bp = bn[keep], bp[keep]
+        blob = paint_blobs(bp, bn, (ch, cw), FINE)
         f = cell_features(P * (1.0 / 40.0))
         gh, gw, d = f.shape
         f = (f - self.arrays["feat_mean"]) * self.arrays["feat_inv"]
         nn = nn_dist(bank, bank_sq, f.reshape(gh * gw, d)).reshape(gh, gw).astype(np.float32)
         nn = cv2.resize(nn, (cw, ch), interpolation=cv2.INTER_LINEAR)
-        return np.stack([z, nov, nn, max_pool2(blob), max_pool2(line)])
+        return np.stack([z, nov, nn, blob])
 
     # ------------------------------------------------------------------ fit
     def fit(self, good_images: Sequence[np.ndarray], rules: ProductRules | dict | None = None) -> "Inspector":
@@ -477,6 +488,12 @@ class Inspector:
         featn = (feats - fmean) / fstd
         labs = np.stack([PixelModel.lab(p) for p in P])
         codes = np.stack([colour_codes(f) for f in F])
+        # compact-blob novelty looks at the contents (the seal band and tray walls are the pixel model's)
+        inner_b = cv2.erode(pmask, _K3, iterations=max(2, int(round(0.06 * ch)))) > 0
+        self.arrays["blob_mask"] = cv2.resize(inner_b.astype(np.uint8), (cw * FINE, ch * FINE),
+                                              interpolation=cv2.INTER_NEAREST)
+        fblobs = [blob_candidates(cv2.cvtColor(f, cv2.COLOR_BGR2LAB), F.shape[2], self.arrays["blob_mask"])
+                  if self.blob_channel else (np.zeros((0, 8), np.float32), np.zeros((0, 3), np.float32)) for f in F]
         # zones that vary from part to part (random contents) get pooled colour models
         # (a minority of goods with a very different colour at a pixel is enough: pieces land anywhere)
         lmed = np.median(labs, axis=0)
@@ -509,8 +526,9 @@ class Inspector:
             cm = ZoneColour.fit(codes[train], region, g1, g2, valid)
             bank = coreset(gather_bank(featn[train]), self.coreset_size, self.seed + f)
             bsq = np.einsum("pmd,pmd->pm", bank, bank)
+            bb = np.concatenate([fblobs[i][0] for i in train])
             for i in test:
-                held[i] = self._maps(P[i], F[i], pm, cm, bank, bsq)
+                held[i] = self._maps(P[i], F[i], pm, cm, bank, bsq, bb, fblobs[i])
         # ---- per-position scales: mean + 3 sd of the out-of-fold maps, smoothed, floored; then each map is
         # rescaled so that its image-level maximum on out-of-fold goods sits at about 1 (maps with sparse,
         # randomly placed responses — colour novelty in busy food — get a fair share of the threshold)
@@ -521,6 +539,12 @@ class Inspector:
         per_map = np.zeros((N, N_MAPS))
         for j in range(N_MAPS):
             hm = held[:, j]
+            if sig[j] is None:           # sparse map (blob novelty): one scale, the largest out-of-fold good value
+                r = hm.reshape(N, -1).max(axis=1)
+                g = max(float(r.max()), 1e-6)
+                per_map[:, j] = r / g
+                scales.append(np.full((ch, cw), g, np.float32))
+                continue
             s = hm.mean(axis=0) + 3.0 * hm.std(axis=0)
             s = cv2.GaussianBlur(s, (0, 0), sig[j])
             s = cv2.dilate(s, np.ones((3, 3), np.uint8))
@@ -551,6 +575,7 @@ class Inspector:
         self.arrays["pix_med"] = pm.med
         self.arrays["pix_spread"] = (1.0 / pm.inv).astype(np.float32)
         self.arrays["colour_lut"] = ZoneColour.fit(codes, region, g1, g2, valid).lut
+        self.arrays["blob_bank"] = np.concatenate([b[0] for b in fblobs]).astype(np.float32)
         bank = coreset(gather_bank(featn), self.coreset_size, self.seed)
         self.arrays["bank"] = bank.astype(np.float32)
         self.arrays["bank_sq"] = np.einsum("pmd,pmd->pm", bank, bank).astype(np.float32)
@@ -677,7 +702,8 @@ class Inspector:
         pp = self._photo.params(view)
         P = self._photo.apply_fast(view, pp)
         F = self._fine(frame, M, pp)
-        raw = self._maps(P, F, self._pixel, self._colour, self.arrays["bank"], self.arrays["bank_sq"])
+        raw = self._maps(P, F, self._pixel, self._colour, self.arrays["bank"], self.arrays["bank_sq"],
+                         self.arrays["blob_bank"])
         nm = raw * self._inv_scale
         per = nm.reshape(N_MAPS, -1).max(axis=1).tolist()
         amap = nm.max(axis=0)
@@ -780,7 +806,8 @@ class Inspector:
         p = Path(path)
         header = {"format": "axcell.vision.inspector", "version": MODEL_VERSION, "meta": self.meta,
                   "params": {"canon_long": self.canon_long, "coreset_size": self.coreset_size,
-                             "folds": self.folds, "threshold_margin": self.threshold_margin, "seed": self.seed}}
+                             "folds": self.folds, "threshold_margin": self.threshold_margin, "seed": self.seed,
+                             "blob_channel": self.blob_channel}}
         arrays = {k: np.asarray(v) for k, v in self.arrays.items()}
         arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
         with open(p, "wb") as fh:
