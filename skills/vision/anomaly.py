@@ -448,8 +448,9 @@ def blob_novelty(bank: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Distance of each query blob descriptor to its nearest good blob (bank (M, 8), q (n, 8))."""
     if not len(q) or not len(bank):
         return np.zeros(len(q), np.float32)
-    dd = (q * q).sum(1)[:, None] + (bank * bank).sum(1)[None, :] - 2.0 * (q @ bank.T)
-    return np.sqrt(np.maximum(dd.min(axis=1), 0.0)).astype(np.float32)
+    dist, _ = cv2.batchDistance(np.ascontiguousarray(q, np.float32), np.ascontiguousarray(bank, np.float32),
+                                cv2.CV_32F, normType=cv2.NORM_L2, K=1)
+    return dist.reshape(-1)
 
 
 def paint_blobs(pos: np.ndarray, val: np.ndarray, shape: tuple[int, int], f: int) -> np.ndarray:

@@ -329,6 +329,11 @@ class Inspector:
         labF = cv2.cvtColor(F, cv2.COLOR_BGR2LAB)
         # a small object covers several fine pixels: a 3×3 minimum drops isolated specks (highlights, noise)
         nov = max_pool2(box_mean(cv2.erode(colour.novelty(F, labF), _K3)))
+        f = cell_features(P * (1.0 / 40.0))
+        gh, gw, d = f.shape
+        f = (f - self.arrays["feat_mean"]) * self.arrays["feat_inv"]
+        nn = nn_dist(bank, bank_sq, f.reshape(gh * gw, d)).reshape(gh, gw).astype(np.float32)
+        nn = cv2.resize(nn, (cw, ch), interpolation=cv2.INTER_LINEAR)
         if not self.blob_channel:
             return np.stack([z, nov, nn, np.zeros_like(nn)])
         if blobs is None:
@@ -339,11 +344,6 @@ class Inspector:
             keep = np.argpartition(-bn, 8)[:8]
             bn, bp = bn[keep], bp[keep]
         blob = paint_blobs(bp, bn, (ch, cw), FINE)
-        f = cell_features(P * (1.0 / 40.0))
-        gh, gw, d = f.shape
-        f = (f - self.arrays["feat_mean"]) * self.arrays["feat_inv"]
-        nn = nn_dist(bank, bank_sq, f.reshape(gh * gw, d)).reshape(gh, gw).astype(np.float32)
-        nn = cv2.resize(nn, (cw, ch), interpolation=cv2.INTER_LINEAR)
         return np.stack([z, nov, nn, blob])
 
     # ------------------------------------------------------------------ fit
