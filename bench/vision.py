@@ -17,9 +17,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
+
+# one core means one core: numpy's BLAS threads too (cv2.setNumThreads(1) below covers OpenCV's)
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
 
 import cv2
 import numpy as np

@@ -52,7 +52,10 @@ from rclpy.executors import (
 )
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
 from rclpy.task import Future as RclpyFuture
+
+_GoalEvent = _rclpy_impl.GoalEvent
 
 from .env import ensure_ros_isolation
 
@@ -134,7 +137,7 @@ class GoalContext:
       ``"succeeded"``; a handler that raises ends ``"aborted"``.
     """
 
-    def __init__(self, bridge: RosBridge, goal_handle: ServerGoalHandle, loop: asyncio.AbstractEventLoop):
+    def __init__(self, bridge: RosBridge, goal_handle: ServerGoalHandle, loop: asyncio.AbstractEventLoop | None):
         self.goal_handle = goal_handle
         self.goal_id = bytes(goal_handle.goal_id.uuid)
         self.terminal: str | None = None
@@ -166,8 +169,9 @@ class GoalContext:
 @dataclasses.dataclass
 class _ServerGoal:
     ctx: GoalContext
-    cfut: concurrent.futures.Future
-    rfut: RclpyFuture
+    cfut: concurrent.futures.Future | None
+    finish: Callable[[tuple[str, Any]], None] | None
+    finished: bool = False
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -387,9 +391,8 @@ class RosBridge:
             sgoals = list(self._server_goals.values())
         for sg in sgoals:
             self._request_task_cancel(sg, cancel_task=True)
-            if not sg.rfut.done() and not sg.rfut.cancelled():
-                sg.rfut.set_exception(asyncio.CancelledError("bridge closing"))
-                sg.rfut.exception()  # mark retrieved
+            if sg.finish is not None:
+                sg.finish(("cancelled", None))
         if sgoals or pending:
             self.executor.wake()
         for f in pending:
@@ -668,6 +671,51 @@ class RosBridge:
         cfut.add_done_callback(done)
         return rfut
 
+    # ------------------------------------------------------------------ services
+
+    def create_service(
+        self,
+        node: Node,
+        srv_type,
+        name: str,
+        handler: Callable[[Any, Any], Awaitable[Any]],
+        *,
+        on_error: Callable[[BaseException, Any], Any] | None = None,
+        **kwargs: Any,
+    ):
+        """Serve ``srv_type`` at ``name`` with an asyncio handler ``await handler(request, response)``.
+
+        The rclpy callback (spin thread) only hands the request to the event loop and returns;
+        the reply is sent from the event loop the moment the handler returns. No rclpy coroutine
+        waits in between: a pending rclpy coroutine callback is resumed on every turn of the
+        executor (a busy loop holding the GIL), which is what made every call cost milliseconds.
+        ``on_error(exc, response)`` fills the response when the handler raises or is cancelled
+        (default: the exception propagates to the log and the response is sent as is).
+        """
+        bridge = self
+
+        def callback(request, response):  # spin thread
+            d = _DeferredReply(response, on_error)
+            try:
+                cfut = asyncio.run_coroutine_threadsafe(handler(request, response), bridge.loop)
+            except RuntimeError as e:  # no loop / loop closed: answer now
+                d.fail(e)
+                return d
+            cfut.add_done_callback(d.on_done)
+            return d
+
+        srv = node.create_service(srv_type, name, callback, **kwargs)
+        send = srv.send_response
+
+        def send_response(response, header) -> None:  # spin thread, right after callback()
+            if isinstance(response, _DeferredReply):
+                response.attach(send, header)
+            else:
+                send(response, header)
+
+        srv.send_response = send_response  # the executor looks it up on the instance
+        return srv
+
     # ------------------------------------------------------------------ action server
 
     def create_action_server(
@@ -694,40 +742,33 @@ class RosBridge:
         - ``on_cancel_result(goal)`` builds the result for a handler that ended with
           ``CancelledError`` (default: an empty ``Action.Result()``).
         - A handler that raises ends the goal aborted (logged), result from ``Action.Result()``.
+
+        How a goal runs: the accept callback (spin thread) marks the goal EXECUTING and submits
+        the handler to the event loop; no rclpy coroutine waits for it (a pending rclpy
+        coroutine is resumed on every executor turn, a busy loop for the whole goal). When the
+        handler ends, its outcome is handed back with ``ActionServer.notify_execute`` (a task on
+        the executor, thread-safe) whose execute callback sets the final state and returns the
+        result at once.
         """
         if cancel_mode not in ("task", "flag"):
             raise ValueError("cancel_mode must be 'task' or 'flag'")
         bridge = self
+        holder: list[ActionServer] = []
 
-        async def execute(goal_handle: ServerGoalHandle):  # rclpy coroutine on the spin thread
-            loop = bridge.loop
-            ctx = GoalContext(bridge, goal_handle, loop)
-            goal = goal_handle.request
-
-            async def runner():
-                ctx._task = asyncio.current_task()
-                if ctx._cancel_requested:  # cancel arrived before we started
-                    ctx._on_cancel(cancel_mode == "task")
-                return await handler(goal, ctx)
-
-            cfut = asyncio.run_coroutine_threadsafe(runner(), loop)
-            rfut = bridge._rclpy_future_from(cfut)
-            sg = _ServerGoal(ctx, cfut, rfut)
-            with bridge._lock:
-                bridge._server_goals[ctx.goal_id] = sg
+        def settle(goal_handle: ServerGoalHandle, ctx: GoalContext, outcome: tuple[str, Any]):
+            # spin thread, inside ActionServer._execute_goal: choose the final state, return the result
+            kind, value = outcome
             try:
-                try:
-                    result = await rfut
-                    cancelled = False
-                except asyncio.CancelledError:
-                    result, cancelled = None, True
-                except Exception:
-                    log.exception("action %s: handler raised", name)
+                if kind == "error":
+                    log.error("action %s: handler raised", name, exc_info=value)
                     if goal_handle.is_active:
                         goal_handle.abort()
                     return action_type.Result()
+                cancelled = kind == "cancelled"
+                result = value
                 if result is None:
-                    result = on_cancel_result(goal) if (cancelled and on_cancel_result) else action_type.Result()
+                    result = on_cancel_result(goal_handle.request) if (cancelled and on_cancel_result) \
+                        else action_type.Result()
                 terminal = ctx.terminal
                 if terminal is None:
                     terminal = "canceled" if (cancelled or goal_handle.is_cancel_requested) else "succeeded"
@@ -747,6 +788,62 @@ class RosBridge:
                     bridge._server_goals.pop(ctx.goal_id, None)
                     bridge._server_goals_cv.notify_all()
 
+        def on_accepted(goal_handle: ServerGoalHandle) -> None:  # spin thread
+            if not goal_handle.is_cancel_requested:
+                goal_handle._update_state(_GoalEvent.EXECUTE)
+            try:
+                loop = bridge.loop
+            except RuntimeError:
+                loop = None
+            ctx = GoalContext(bridge, goal_handle, loop)
+            sg = _ServerGoal(ctx, None, None)
+
+            def finish(outcome: tuple[str, Any]) -> None:  # any thread, once
+                with bridge._lock:
+                    if sg.finished:
+                        return
+                    sg.finished = True
+                try:
+                    holder[0].notify_execute(goal_handle, lambda gh: settle(gh, ctx, outcome))
+                except Exception:  # server destroyed (bridge closing)
+                    with bridge._server_goals_cv:
+                        bridge._server_goals.pop(ctx.goal_id, None)
+                        bridge._server_goals_cv.notify_all()
+
+            sg.finish = finish
+            with bridge._lock:
+                bridge._server_goals[ctx.goal_id] = sg
+
+            async def runner():
+                ctx._task = asyncio.current_task()
+                if ctx._cancel_requested:  # cancel arrived before we started
+                    ctx._on_cancel(cancel_mode == "task")
+                return await handler(goal_handle.request, ctx)
+
+            def done(cf: concurrent.futures.Future) -> None:
+                if cf.cancelled():
+                    finish(("cancelled", None))
+                    return
+                exc = cf.exception()
+                if isinstance(exc, asyncio.CancelledError):
+                    finish(("cancelled", None))
+                elif exc is not None:
+                    finish(("error", exc))
+                else:
+                    finish(("ok", cf.result()))
+
+            if loop is None:
+                finish(("error", RuntimeError("bridge has no event loop")))
+                return
+            try:
+                coro = runner()
+                sg.cfut = asyncio.run_coroutine_threadsafe(coro, loop)
+            except RuntimeError as e:  # loop closed
+                coro.close()
+                finish(("error", e))
+                return
+            sg.cfut.add_done_callback(done)
+
         def on_cancel(goal_handle: ServerGoalHandle) -> CancelResponse:  # spin thread
             resp = cancel_callback(goal_handle) if cancel_callback else CancelResponse.ACCEPT
             if resp == CancelResponse.ACCEPT:
@@ -756,28 +853,91 @@ class RosBridge:
                     bridge._request_task_cancel(sg, cancel_task=(cancel_mode == "task"))
             return resp
 
+        def unused_execute(goal_handle: ServerGoalHandle):  # goals are executed via notify_execute
+            goal_handle.abort()
+            return action_type.Result()
+
         server_kwargs = dict(kwargs)
-        # Goals are long-running rclpy tasks; with a MultiThreadedExecutor a mutually exclusive
-        # group would block cancel requests behind them. Harmless for the single-threaded one.
+        # Goals are long-running; with a MultiThreadedExecutor a mutually exclusive group would
+        # block cancel requests behind them. Harmless for the single-threaded one.
         server_kwargs.setdefault("callback_group", ReentrantCallbackGroup())
         if goal_callback is not None:
             server_kwargs["goal_callback"] = goal_callback
-        return ActionServer(
+        server = ActionServer(
             node,
             action_type,
             name,
-            execute,
+            unused_execute,
             cancel_callback=on_cancel,
+            handle_accepted_callback=on_accepted,
             result_timeout=result_timeout,
             **server_kwargs,
         )
+        holder.append(server)
+        return server
 
     def _request_task_cancel(self, sg: _ServerGoal, cancel_task: bool) -> None:
         sg.ctx._cancel_requested = True
         try:
+            if sg.ctx._loop is None:
+                raise RuntimeError("no loop")
             sg.ctx._loop.call_soon_threadsafe(sg.ctx._on_cancel, cancel_task)
         except RuntimeError:  # loop closed: the handler will never finish; finish the goal
-            if not sg.rfut.done():
-                sg.rfut.set_exception(asyncio.CancelledError("event loop closed"))
-                sg.rfut.exception()
-                self.executor.wake()
+            if sg.finish is not None:
+                sg.finish(("cancelled", None))
+
+
+class _DeferredReply:
+    """A service reply produced later on the event loop (see ``RosBridge.create_service``)."""
+
+    __slots__ = ("response", "on_error", "lock", "send", "header", "ready")
+
+    def __init__(self, response: Any, on_error: Callable[[BaseException, Any], Any] | None) -> None:
+        self.response = response
+        self.on_error = on_error
+        self.lock = threading.Lock()
+        self.send = self.header = None
+        self.ready = False
+
+    def attach(self, send: Callable[[Any, Any], None], header: Any) -> None:  # spin thread
+        with self.lock:
+            self.send, self.header = send, header
+            go = self.ready
+        if go:
+            self._send()
+
+    def fail(self, exc: BaseException) -> None:
+        if self.on_error is not None:
+            try:
+                r = self.on_error(exc, self.response)
+                if r is not None:
+                    self.response = r
+            except Exception:
+                log.exception("service on_error raised")
+        else:
+            log.error("service handler failed: %r", exc)
+        self._ready()
+
+    def on_done(self, cf: concurrent.futures.Future) -> None:  # event loop thread
+        if cf.cancelled():
+            return self.fail(asyncio.CancelledError())
+        exc = cf.exception()
+        if exc is not None:
+            return self.fail(exc)
+        r = cf.result()
+        if r is not None:
+            self.response = r
+        self._ready()
+
+    def _ready(self) -> None:
+        with self.lock:
+            self.ready = True
+            go = self.send is not None
+        if go:
+            self._send()
+
+    def _send(self) -> None:
+        try:
+            self.send(self.response, self.header)
+        except Exception as e:  # service destroyed while the handler ran (bridge closing)
+            log.debug("service reply not sent: %r", e)

@@ -109,7 +109,7 @@ class CellNode:
         n = self.node
         self.status_pub = n.create_publisher(CellStatus, "status", 10)
         self.parts_pub = n.create_publisher(PartEvent, "parts", 100)
-        n.create_service(CellCommand, "command", self._on_command)
+        self.bridge.create_service(n, CellCommand, "command", self._on_command, on_error=self._command_failed)
         self.bridge.create_action_server(n, ExecuteSkill, "execute_skill", self._execute,
                                          on_cancel_result=lambda g: ExecuteSkill.Result(
                                              status="CANCELED", message="cancelled by request"))
@@ -209,13 +209,13 @@ class CellNode:
         self.publish_status()
 
     # ------------------------------------------------------------------ CellCommand
-    def _on_command(self, req, resp):  # spin thread: hop to the loop, wait there
-        fut = self.bridge.submit(self._command(req.command))
-        try:
-            accepted, reason, state = fut.result(timeout=10.0)
-        except Exception as e:  # noqa: BLE001
-            accepted, reason, state = False, f"cell did not answer: {e!r}", ""
-        resp.accepted, resp.reason, resp.state = accepted, reason, state
+    async def _on_command(self, req, resp):  # on the event loop; the reply leaves from there
+        resp.accepted, resp.reason, resp.state = await self._command(req.command)
+        return resp
+
+    @staticmethod
+    def _command_failed(e: BaseException, resp):
+        resp.accepted, resp.reason, resp.state = False, f"cell did not answer: {e!r}", ""
         return resp
 
     async def _command(self, command: str) -> tuple[bool, str, str]:

@@ -7,7 +7,8 @@ For a device ``<dev>`` of cell ``<cell>`` the node ``/<cell>/<dev>`` serves:
 - arms: ``/<cell>/<dev>/follow_joint_trajectory`` (``control_msgs/FollowJointTrajectory``; the
   twin moves to the last point time-optimally under the current speed scaling, like a
   ros2_control robot with a speed slider) and ``sensor_msgs/JointState`` on
-  ``/<cell>/<dev>/joint_states`` (at the start and end of every motion and after a stop);
+  ``/<cell>/<dev>/joint_states`` (every 0.1 s of cell time while moving, at the start and end of
+  every motion and after a stop);
 - cameras: every captured frame as ``sensor_msgs/Image`` on ``/<cell>/<dev>/image_raw``.
 
 :class:`SimPublishers` adds ``/clock`` (``rosgraph_msgs/Clock``) and ``/diagnostics``
@@ -39,6 +40,10 @@ from drivers.machine import Machine
 from drivers.ros2.transport import Handoff, error_to_wire
 
 log = logging.getLogger("axcell.ros.devices")
+
+#: Cell-time seconds between ``joint_states`` messages while an arm moves (also one at the start
+#: and end of every motion and after a stop); 0 = start/end only.
+JOINT_STATE_PERIOD_S = 0.1
 
 
 def sim_time_params(simulated: bool) -> list:
@@ -73,7 +78,7 @@ class DeviceNode:
     """One device served on a bridge (all callbacks hop to the asyncio loop of the cell)."""
 
     def __init__(self, bridge: Any, device: Device, namespace: str, *, handoff: Handoff | None = None,
-                 simulated: bool = True) -> None:
+                 simulated: bool = True, joint_state_period_s: float = JOINT_STATE_PERIOD_S) -> None:
         from axcell_interfaces.srv import DeviceCall
         from rclpy.callback_groups import ReentrantCallbackGroup
 
@@ -84,8 +89,10 @@ class DeviceNode:
                                        parameter_overrides=sim_time_params(simulated))
         self.speed_scaling = 1.0
         self.calls = 0
+        self.joint_state_period_s = joint_state_period_s
         group = ReentrantCallbackGroup()
-        self.node.create_service(DeviceCall, "~/call", self._on_call, callback_group=group)
+        bridge.create_service(self.node, DeviceCall, "~/call", self._handle, on_error=self._call_failed,
+                              callback_group=group)
         self.joint_pub = self.image_pub = None
         if isinstance(device, Arm):
             from control_msgs.action import FollowJointTrajectory
@@ -99,12 +106,10 @@ class DeviceNode:
             self.image_pub = self.node.create_publisher(Image, "~/image_raw", 2)
 
     # ------------------------------------------------------------------ DeviceCall
-    async def _on_call(self, req, resp):  # rclpy coroutine on the spin thread
-        try:
-            return await self.bridge.run_coroutine(self._handle(req, resp))
-        except BaseException as e:  # noqa: BLE001 - CancelledError must not reach the executor's spin()
-            resp.ok, resp.error_type, resp.message = False, "DeviceOfflineError", f"call ended: {e!r}"
-            return resp
+    @staticmethod
+    def _call_failed(e: BaseException, resp):  # the handler was cancelled or the loop is gone
+        resp.ok, resp.error_type, resp.message = False, "DeviceOfflineError", f"call ended: {e!r}"
+        return resp
 
     async def _handle(self, req, resp):  # on the event loop
         h, cid = self.handoff, int(req.call_id)
@@ -129,10 +134,8 @@ class DeviceNode:
             resp.ok = False
             resp.error_type, resp.message = error_to_wire(e)
         finally:
-            if local:
-                h._tasks.pop(cid, None)
-                if not h.abandoned(cid):
-                    await h.hold((cid, "rep"))
+            if local and h.server_done(cid):
+                await h.hold((cid, "rep"))
         return resp
 
     async def _dispatch(self, method: str, a: dict[str, Any]) -> tuple[Any, Any]:
@@ -237,6 +240,31 @@ class DeviceNode:
         msg.position = [float(v) for v in q]
         self.joint_pub.publish(msg)
 
+    async def _move_publishing(self, arm: Any, q: list[float]) -> None:
+        """``arm.move_joints(q)``, publishing ``joint_states`` every ``joint_state_period_s`` of
+        cell time while it moves (a joint_state_broadcaster's job on a ros2_control robot)."""
+        period = self.joint_state_period_s
+        if not period or period <= 0 or self.joint_pub is None:
+            await arm.move_joints(q, speed=self.speed_scaling)
+            return
+        mv = asyncio.ensure_future(arm.move_joints(q, speed=self.speed_scaling))
+        try:
+            while True:
+                try:
+                    await self.clock.wait_for(asyncio.shield(mv), period)
+                    return
+                except TimeoutError:
+                    if mv.done():
+                        return mv.result()
+                    self._publish_joints()
+        except asyncio.CancelledError:
+            mv.cancel()
+            try:
+                await mv
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+            raise
+
     async def _fjt(self, goal, gctx):  # on the event loop
         from control_msgs.action import FollowJointTrajectory
 
@@ -267,8 +295,8 @@ class DeviceNode:
                 # intermediate points are a path hint; the sim controller goes time-optimally to the last
                 for p in tr.points[:-1]:
                     pp = dict(zip(names, p.positions))
-                    await arm.move_joints([pp[n] for n in arm.joint_names], speed=self.speed_scaling)
-                await arm.move_joints(q, speed=self.speed_scaling)
+                    await self._move_publishing(arm, [pp[n] for n in arm.joint_names])
+                await self._move_publishing(arm, q)
             except MotionTargetError as e:
                 res.error_code, res.error_string = Result.INVALID_GOAL, _plain(e)
                 gctx.terminal = "aborted"
@@ -281,10 +309,8 @@ class DeviceNode:
             self._publish_joints()
             raise
         finally:
-            if local:
-                h._tasks.pop(key, None)
-                if not h.abandoned(key):
-                    await h.hold((key, "rep"))
+            if local and h.server_done(key):
+                await h.hold((key, "rep"))
 
 
 def _plain(e: BaseException) -> str:
@@ -326,6 +352,35 @@ class SimPublishers:
         self.clock_period_s, self.diag_period_s = clock_period_s, diag_period_s
         self.extra = extra  # callable run at each diagnostics period (e.g. the cell status)
         self._tasks: list[asyncio.Task] = []
+        self.bridge = bridge
+        self._time_sources: list[Any] = []
+
+    def share_sim_time(self, nodes: Any = None) -> int:
+        """Drive the ROS clocks of this process's ``use_sim_time`` nodes directly (intra-process).
+
+        Every such node keeps ``use_sim_time`` and a ROS clock that follows simulated time, but
+        instead of each node taking every ``/clock`` message from DDS through the executor (one
+        Python callback per node per 0.1 s of simulated time), :meth:`publish_clock` hands the
+        same message to their time sources in-process, the way intra-process delivery would.
+        ``/clock`` is still published for every other process. Returns the number of nodes.
+        """
+        nodes = list(self.bridge.nodes) if nodes is None else list(nodes)
+        n = 0
+        for node in nodes:
+            ts = getattr(node, "_time_source", None)
+            if node is self.node or ts is None or not getattr(ts, "ros_time_is_active", False):
+                continue
+            sub = getattr(ts, "_clock_sub", None)
+            if sub is not None:
+                try:
+                    node.destroy_subscription(sub)
+                except Exception:  # noqa: BLE001 - keep the DDS subscription then
+                    continue
+                ts._clock_sub = None
+            if ts not in self._time_sources:
+                self._time_sources.append(ts)
+                n += 1
+        return n
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -338,7 +393,10 @@ class SimPublishers:
         from rosgraph_msgs.msg import Clock as ClockMsg
 
         if self.clock_pub is not None:
-            self.clock_pub.publish(ClockMsg(clock=stamp(self.clock.now())))
+            msg = ClockMsg(clock=stamp(self.clock.now()))
+            self.clock_pub.publish(msg)
+            for ts in self._time_sources:
+                ts.clock_callback(msg)
 
     async def _clock_loop(self) -> None:
         while True:

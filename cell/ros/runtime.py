@@ -123,6 +123,8 @@ async def attach(cell: Any, *, record: Path | str | None = None, clock_period_s:
 
             att.recorder = Recorder(bridge, Path(record), clock=cell.clock, namespace=ns)
             await att.recorder.start(expected=expected_topics(cell, att.twins))
+        if simulated:
+            att.pubs.share_sim_time()
         att.pubs.start()
         att.pubs.publish_diagnostics()
         att.cell_node.publish_status()

@@ -38,12 +38,21 @@ _DEFAULT: "RosTransport | None" = None
 
 
 class Handoff:
-    """Busy blocks of a clock, opened and closed by key (see the module docstring)."""
+    """Busy blocks of a clock, opened and closed by key (see the module docstring).
+
+    A call the caller gave up on (:meth:`abandon`) stays marked abandoned (a bounded memory of
+    the most recent ones) so that a server handler finishing *after* the caller moved on never
+    opens a reply token that nobody will close; the server side clears the mark when it ends
+    (:meth:`server_done`). The caller never clears it: its own cleanup may run before the
+    cancelled server handler has seen the mark.
+    """
+
+    MAX_ABANDONED = 4096
 
     def __init__(self, clock: Any) -> None:
         self.clock = clock
         self._open: dict[Any, Any] = {}
-        self._abandoned: set[Any] = set()
+        self._abandoned: dict[Any, None] = {}  # insertion-ordered set, bounded
         self._tasks: dict[Any, Any] = {}
 
     async def hold(self, key: Any) -> None:
@@ -60,7 +69,9 @@ class Handoff:
 
     async def abandon(self, call: Any) -> None:
         """The caller gave up on ``call``: close all its tokens; cancel its server task if any."""
-        self._abandoned.add(call)
+        self._abandoned[call] = None
+        while len(self._abandoned) > self.MAX_ABANDONED:
+            self._abandoned.pop(next(iter(self._abandoned)))
         for key in [k for k in self._open if isinstance(k, tuple) and k[0] == call]:
             await self.release(key)
         task = self._tasks.pop(call, None)
@@ -68,8 +79,22 @@ class Handoff:
             task.cancel()
 
     def forget(self, call: Any) -> None:
-        self._abandoned.discard(call)
+        """The caller is done with ``call`` (normal completion): drop its bookkeeping.
+
+        An abandoned call keeps its mark until the server side ends (:meth:`server_done`).
+        """
         self._tasks.pop(call, None)
+
+    def server_done(self, call: Any) -> bool:
+        """The server handler of ``call`` ends: True if it should open the reply token.
+
+        False (and the abandoned mark is cleared) when the caller already gave up on it.
+        """
+        self._tasks.pop(call, None)
+        if call in self._abandoned:
+            del self._abandoned[call]
+            return False
+        return True
 
     def register_task(self, call: Any, task: Any) -> None:
         self._tasks[call] = task

@@ -30,7 +30,7 @@ import numpy as np
 
 __all__ = ["CELL", "cell_features", "gather_bank", "coreset", "nn_dist", "N_FEAT", "PhotoNorm", "ZoneColour", "max_pool2",
            "ColourModel", "PixelModel", "box_mean", "line_map", "blob_candidates",
-           "blob_novelty", "paint_blobs"]
+           "blob_novelty", "blob_bank", "paint_blobs", "BLOB_BANK"]
 
 CELL = 8
 N_BASE = 10
@@ -75,8 +75,19 @@ class PhotoNorm:
         return out
 
     def quantiles(self, img: np.ndarray) -> np.ndarray:
-        x = img.reshape(-1, 3)[self.idx]
-        return np.percentile(x, (10, 90), axis=0).astype(np.float32)
+        """(2, 3) 10th / 90th percentiles per channel of the sampled pixels (linear interpolation)."""
+        x = np.ascontiguousarray(img.reshape(-1, 3)[self.idx].T, dtype=np.float32)    # (3, n)
+        n = x.shape[1]
+        out = np.empty((2, 3), np.float32)
+        pos = [q * (n - 1) for q in (0.1, 0.9)]
+        ks = sorted({int(math.floor(p)) for p in pos} | {min(n - 1, int(math.floor(p)) + 1) for p in pos})
+        xp = np.partition(x, ks, axis=1)
+        for i, p in enumerate(pos):
+            lo = int(math.floor(p))
+            hi = min(n - 1, lo + 1)
+            t = p - lo
+            out[i] = xp[:, lo] * (1.0 - t) + xp[:, hi] * t
+        return out
 
     def apply(self, img: np.ndarray, p: np.ndarray) -> np.ndarray:
         f = img.astype(np.float32)
@@ -385,6 +396,7 @@ BLOB_W = np.array([1 / 10.0, 1 / 8.0, 1 / 8.0, 1 / 10.0, 1 / 15.0, 1.0, 1.0, 1.0
 BLOB_POS = 0.3           # one descriptor unit of position = this share of the part's long side
 BLOB_MAX = 48            # candidates kept per image (strongest)
 BLOB_MIN = 2.0           # weakest response (lightness units) that counts as a candidate
+BLOB_BANK = 512          # good-blob descriptors kept (greedy k-centre) per model
 
 
 def blob_candidates(lab: np.ndarray, fine_long: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -444,13 +456,24 @@ def blob_candidates(lab: np.ndarray, fine_long: int, mask: np.ndarray | None = N
     return np.concatenate(descs), np.concatenate(poss)
 
 
-def blob_novelty(bank: np.ndarray, q: np.ndarray) -> np.ndarray:
+def blob_bank(descs: np.ndarray, m: int | None = None, seed: int = 0) -> np.ndarray:
+    """Good-blob memory bank: ``descs`` (M, 8) reduced to at most ``m`` rows by greedy k-centre (every good
+    blob stays within the coreset radius of a kept one, unusual goods included)."""
+    descs = np.ascontiguousarray(descs, np.float32)
+    m = BLOB_BANK if m is None else int(m)
+    if len(descs) <= m:
+        return descs
+    return coreset(descs[None], m, seed)[0]
+
+
+def blob_novelty(bank: np.ndarray, q: np.ndarray, bank_sq: np.ndarray | None = None) -> np.ndarray:
     """Distance of each query blob descriptor to its nearest good blob (bank (M, 8), q (n, 8))."""
     if not len(q) or not len(bank):
         return np.zeros(len(q), np.float32)
-    dist, _ = cv2.batchDistance(np.ascontiguousarray(q, np.float32), np.ascontiguousarray(bank, np.float32),
-                                cv2.CV_32F, normType=cv2.NORM_L2, K=1)
-    return dist.reshape(-1)
+    if bank_sq is None:
+        bank_sq = np.einsum("md,md->m", bank, bank)
+    dd = bank_sq[None, :] - 2.0 * (q @ bank.T)
+    return np.sqrt(np.maximum(dd.min(axis=1) + np.einsum("nd,nd->n", q, q), 0.0)).astype(np.float32)
 
 
 def paint_blobs(pos: np.ndarray, val: np.ndarray, shape: tuple[int, int], f: int) -> np.ndarray:

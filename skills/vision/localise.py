@@ -110,10 +110,10 @@ def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale
         if np.abs(mid - belt_lab)[1:].max() > 12 or abs(mid[0] - belt_lab[0]) > 80:
             bg = np.broadcast_to(np.asarray(belt_lab, np.float32), lab.shape)
     sc = np.maximum(np.asarray(belt_scale, np.float32), sc_border) if belt_scale is not None else sc_border
-    d = lab - bg
-    d *= (1.0 / sc).astype(np.float32)
-    dist = cv2.sqrt(cv2.add(cv2.add(cv2.multiply(d[..., 0], d[..., 0]), cv2.multiply(d[..., 1], d[..., 1])),
-                            cv2.multiply(d[..., 2], d[..., 2])))
+    d = cv2.subtract(lab, np.ascontiguousarray(bg, np.float32)) if bg.ndim == 3 and bg.strides[0] else \
+        cv2.subtract(lab, tuple(float(v) for v in np.asarray(bg).reshape(-1, 3)[0]) + (0.0,))
+    d = cv2.multiply(d, tuple(float(1.0 / v) for v in sc) + (0.0,))
+    dist = cv2.sqrt(cv2.transform(cv2.multiply(d, d), _ONES3))
     thr = SIGMA_THR
     fg = (dist > thr).astype(np.uint8) * 255
     k = max(3, (min(h, w) // 60) | 1)
@@ -166,7 +166,7 @@ def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale
     x, y, bw, bh = cv2.boundingRect(hull)
     touches = x <= 1 or y <= 1 or x + bw >= w - 1 or y + bh >= h - 1
     inside = dist[mask > 0]
-    contrast = float(np.median(inside) / thr) if inside.size else 0.0
+    contrast = float(np.partition(inside, inside.size // 2)[inside.size // 2] / thr) if inside.size else 0.0
     s = float(scale)
     # minAreaRect works on pixel centres of the boundary: add one pixel of the working scale
     return Blob(cx=(cx + 0.5) * s - 0.5, cy=(cy + 0.5) * s - 0.5, length=(rw + 1.0) * s, width=(rh + 1.0) * s,
@@ -174,39 +174,51 @@ def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale
                 mask_small=mask, scale=s, contrast=contrast)
 
 
-_RING: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+_RING: dict[tuple[int, int], tuple] = {}
+_ONES3 = np.ones((1, 3), np.float32)
 
 
-def _background(lab: np.ndarray, b: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Belt colour as a plane a + b·x + c·y per channel, fitted robustly to the image border; and its spread."""
-    h, w = lab.shape[:2]
-    key = (h, w)
-    if key not in _RING:
+def _ring(h: int, w: int, b: int):
+    """Per image size: border sample positions, their design matrix and its pseudo-inverse, the plane basis."""
+    key = (h, w, b)
+    r = _RING.get(key)
+    if r is None:
         ring = np.zeros((h, w), bool)
         ring[:b] = ring[-b:] = True
         ring[:, :b] = ring[:, -b:] = True
         ys, xs = np.nonzero(ring)
         sub = slice(None, None, max(1, len(xs) // 800))          # a few hundred border pixels suffice
         ys, xs = ys[sub], xs[sub]
-        A = np.stack([np.ones(len(xs)), xs / w - 0.5, ys / h - 0.5], 1).astype(np.float32)
-        xs1 = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :, None]
-        ys1 = (np.arange(h, dtype=np.float32) / h - 0.5)[:, None, None]
-        _RING[key] = ((ys, xs), A, (xs1, ys1))
-    (ys, xs), A, (xs1, ys1) = _RING[key]
-    v = lab[ys, xs]
-    coef, *_ = np.linalg.lstsq(A, v, rcond=None)
+        A = np.stack([np.ones(len(xs)), xs / w - 0.5, ys / h - 0.5], 1)
+        pinv = np.linalg.pinv(A).astype(np.float32)
+        basis = np.empty((h, w, 2), np.float32)
+        basis[..., 0] = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :]
+        basis[..., 1] = (np.arange(h, dtype=np.float32) / h - 0.5)[:, None]
+        r = _RING[key] = (ys * w + xs, A.astype(np.float32), pinv, basis)
+    return r
+
+
+def _background(lab: np.ndarray, b: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Belt colour as a plane a + b·x + c·y per channel, fitted robustly to the image border; and its spread."""
+    h, w = lab.shape[:2]
+    flat, A, pinv, basis = _ring(h, w, b)
+    v = lab.reshape(-1, 3)[flat]
+    coef = pinv @ v
     dev = np.abs(v - A @ coef)
     mad = np.median(dev, axis=0) * 1.4826 + 1e-3
     keep = (dev / mad).max(axis=1) < 4.0
     if keep.sum() >= 0.3 * len(v):
-        coef, *_ = np.linalg.lstsq(A[keep], v[keep], rcond=None)
-        mad = np.median(np.abs(v[keep] - A[keep] @ coef), axis=0) * 1.4826 + 1e-3
+        Ak = A[keep]
+        vk = v[keep]
+        coef = np.linalg.solve(Ak.T @ Ak + np.eye(3, dtype=np.float32) * 1e-6, Ak.T @ vk)
+        mad = np.median(np.abs(vk - Ak @ coef), axis=0) * 1.4826 + 1e-3
     else:                       # the part covers most of the border: fall back to a constant
         coef = np.zeros((3, 3), np.float32)
         coef[0] = np.median(v, axis=0)
         mad = np.median(np.abs(v - coef[0]), axis=0) * 1.4826
     c = coef.astype(np.float32)
-    bg = c[0] + xs1 * c[1] + ys1 * c[2]
+    # plane = c0 + [x, y] @ [c1; c2], one matrix transform of the cached (x, y) basis
+    bg = cv2.transform(basis, np.ascontiguousarray(np.concatenate([c[1:].T, c[0][:, None]], axis=1)))
     sc = np.maximum(mad * 1.5, np.array([2.0, 1.0, 1.0])).astype(np.float32)
     return bg, sc
 

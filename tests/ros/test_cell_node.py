@@ -69,6 +69,14 @@ def test_ros_run_gives_the_local_report_and_records_mcap(demo_config, demo_inspe
     parts = [m for topic, _t, m in read_bag(bag, topics=[f"/{ns}/parts"])]
     assert len(parts) == closed
     assert sum(1 for p in parts if p.outcome == "packed") == ros["parts"]["packed"]
+    # joint_states at a plausible rate while the arm moves: start and end of every motion plus
+    # one per 0.1 s of cell time in between (each packed tray takes 5 moves of ~0.3-1 s)
+    js = [(t, m) for _topic, t, m in read_bag(bag, topics=[f"/{ns}/robot/joint_states"])]
+    assert len(js) >= 10 * ros["parts"]["packed"], len(js)
+    stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for _t, m in js]
+    assert stamps == sorted(stamps) and len(js[0][1].position) == len(js[0][1].name) == 6
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert sum(1 for g in gaps if 0.09 <= g <= 0.11) >= len(js) // 3  # the 10 Hz stream during motion
     img = next(m for _topic, _t, m in read_bag(bag, topics=[f"/{ns}/top_camera/image_raw"]))
     assert img.width > 0 and len(img.data) == img.step * img.height
 
