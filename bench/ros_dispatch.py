@@ -296,6 +296,9 @@ def measure_cell_dispatch(n: int, warmup: int) -> dict | None:
         async with RosBridge(name="bench_cell") as srv, RosBridge(name="bench_cell_cli") as cli:
             node = CellNode(srv, cell=cell, simulated=False)
             node.configure_and_activate()
+            # steady state: activation connects every device (the demo's sealer starts a
+            # simulated OPC UA server) before the first goal is timed
+            await node.wait_connected()
             ac = cli.create_action_client(cli.create_node("bench_cell_client"), ExecuteSkill,
                                           f"/{cell.name}/execute_skill")
             if not await cli.wait_for_action_server(ac, 15.0):

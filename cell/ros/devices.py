@@ -89,6 +89,7 @@ class DeviceNode:
                                        parameter_overrides=sim_time_params(simulated))
         self.speed_scaling = 1.0
         self.calls = 0
+        self._connect_lock = asyncio.Lock()
         self.joint_state_period_s = joint_state_period_s
         group = ReentrantCallbackGroup()
         bridge.create_service(self.node, DeviceCall, "~/call", self._handle, on_error=self._call_failed,
@@ -104,6 +105,79 @@ class DeviceNode:
             from sensor_msgs.msg import Image
 
             self.image_pub = self.node.create_publisher(Image, "~/image_raw", 2)
+        self.belt_pub = None
+        self.belt_seq = 0
+        self._belt_usable: bool | None = None
+        if isinstance(device, Conveyor) and _belt_of(device) is not None:
+            self._serve_belt_state()
+
+    # ------------------------------------------------------------------ conveyor belt state
+    def _serve_belt_state(self) -> None:
+        """Publish the belt's state on ``~/belt_state`` (latched) whenever it changes.
+
+        Between speed changes a belt is ``position = s0 + v·(t − t0)``, so a proxy computes
+        position and velocity itself from the last state and the clock instead of a DeviceCall
+        per reading (half of the demo's device calls). Published at every speed change, at
+        connect, and when the twin's fault hooks are armed or run out: while any fault is
+        armed the state says ``usable = 0`` and the proxy calls the service instead (the twin
+        raises the fault exactly as it does in-process).
+        """
+        from std_msgs.msg import Float64MultiArray
+
+        self.belt_pub = self.node.create_publisher(Float64MultiArray, "~/belt_state", belt_state_qos())
+        self.belt_topic = f"{self.node.get_namespace().rstrip('/')}/{self.device.name}/belt_state"
+        belt = self.device.belt  # type: ignore[attr-defined]
+        set_speed = belt.set_speed
+
+        def set_speed_and_publish(v: float) -> None:
+            set_speed(v)
+            self.publish_belt_state()
+
+        belt.set_speed = set_speed_and_publish  # the twin and the world change speed through it
+        faults = getattr(self.device, "faults", None)
+        for name in ("inject", "clear"):
+            fn = getattr(faults, name, None)
+            if callable(fn):
+                def hooked(*a: Any, _fn: Any = fn, **k: Any) -> Any:
+                    r = _fn(*a, **k)
+                    self.publish_belt_state()
+                    return r
+
+                setattr(faults, name, hooked)
+        self.publish_belt_state()
+
+    def _belt_state_usable(self) -> bool:
+        d = self.device
+        if not d.connected:
+            return False
+        faults = getattr(d, "faults", None)
+        armed = getattr(faults, "armed", None)
+        if armed:
+            now = self.clock.now()
+            if any(getattr(a, "remaining", 1) > 0 and getattr(a, "until", math.inf) > now for a in armed):
+                return False
+        return True
+
+    def publish_belt_state(self) -> None:
+        """Publish (s0, t0, v, seq, usable) now; in-process proxies hold simulated time until
+        they have it (``Handoff.published``)."""
+        if self.belt_pub is None:
+            return
+        from std_msgs.msg import Float64MultiArray
+
+        s0, t0, v = _belt_of(self.device)
+        usable = self._belt_state_usable()
+        self.belt_seq += 1
+        self._belt_usable = usable
+        self.belt_pub.publish(Float64MultiArray(data=[float(s0), float(t0), float(v), float(self.belt_seq),
+                                                      1.0 if usable else 0.0]))
+        if self.handoff is not None:
+            self.handoff.published(self.belt_topic, self.belt_seq)
+
+    def _belt_after_call(self) -> None:
+        """After a DeviceCall: faults may have been used up (or the twin connected): republish."""
+        if self.belt_pub is not None and self._belt_state_usable() != self._belt_usable:
+            self.publish_belt_state()
 
     # ------------------------------------------------------------------ DeviceCall
     @staticmethod
@@ -134,6 +208,7 @@ class DeviceNode:
             resp.ok = False
             resp.error_type, resp.message = error_to_wire(e)
         finally:
+            self._belt_after_call()
             if local and h.server_done(cid):
                 await h.hold((cid, "rep"))
         return resp
@@ -141,7 +216,8 @@ class DeviceNode:
     async def _dispatch(self, method: str, a: dict[str, Any]) -> tuple[Any, Any]:
         d = self.device
         if method == "describe":
-            await d.connect()
+            async with self._connect_lock:  # one connect of the device, however many callers
+                await d.connect()
             return self._describe(), None
         if method.startswith("_") or method in ("connect", "close"):
             raise ValueError(f"method {method!r} is not callable remotely")
@@ -181,10 +257,12 @@ class DeviceNode:
                     self.image_pub.publish(msg)
                 return {"stamp": f.stamp, "meta": f.meta}, msg
         elif isinstance(d, Conveyor):
-            if method in ("position", "velocity", "stop"):
+            if method in ("position", "velocity"):
                 return await getattr(d, method)(), None
-            if method == "start":
-                return await d.start(a.get("speed")), None
+            if method in ("start", "stop"):
+                await (d.start(a.get("speed")) if method == "start" else d.stop())
+                # the proxy reads the belt state from this sample on (read-your-writes across processes)
+                return ({"belt_seq": self.belt_seq} if self.belt_pub is not None else None), None
         elif isinstance(d, DigitalIO):
             if method == "read":
                 return await d.read(a["channel"]), None
@@ -311,6 +389,23 @@ class DeviceNode:
         finally:
             if local and h.server_done(key):
                 await h.hold((key, "rep"))
+
+
+def belt_state_qos():
+    """Latched: reliable, transient-local, the last sample only."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def _belt_of(device: Any) -> tuple[float, float, float] | None:
+    """(s0, t0, v) of a simulated belt (``position = s0 + v·(t − t0)``), or None for other conveyors."""
+    belt = getattr(device, "belt", None)
+    try:
+        return belt._s0, belt._t0, belt._v  # the exact floats the twin computes from
+    except AttributeError:
+        return None
 
 
 def _plain(e: BaseException) -> str:

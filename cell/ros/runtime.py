@@ -57,7 +57,10 @@ class RosAttachment:
             self.recorder.close()
         from drivers.ros2.transport import set_default_transport
 
+        from .cell_node import unfreeze_heap
+
         set_default_transport(None)
+        unfreeze_heap()
 
 
 def make_proxy(dev: Any, transport: Any, clock: Any) -> Any:

@@ -64,6 +64,16 @@ class _Proxy:
     def _name(self, leaf: str) -> str:
         return f"/{self.ns}/{self.remote}/{leaf}" if self.ns else f"/{self.remote}/{leaf}"
 
+    async def connect(self) -> None:
+        """Single-flight ``connect()``: concurrent callers (the cell node's activation and the
+        cell's reset both connect every device) share one connection attempt, so the device
+        node's twin is connected once (e.g. one simulated OPC UA server, not two)."""
+        lock = self.__dict__.get("_connect_lock")
+        if lock is None:
+            lock = self.__dict__["_connect_lock"] = asyncio.Lock()
+        async with lock:
+            await super().connect()  # type: ignore[misc]
+
     async def _proxy_connect(self) -> None:
         from axcell_interfaces.srv import DeviceCall
 
@@ -318,37 +328,45 @@ class Ros2Camera(_Proxy, Camera, kind="ros2.camera"):
 
 # ------------------------------------------------------------------------------------- conveyor
 class Ros2Conveyor(_Proxy, Conveyor, kind="ros2.conveyor"):
+    """A conveyor behind a device node.
+
+    Position and velocity come from the belt state the node latches on ``~/belt_state``
+    (``position = s0 + v·(t − t0)`` between speed changes, see ``cell.ros.devices``), computed
+    here from the last state and this clock: no round trip per reading. The node publishes a
+    new state at every speed change; in one process the clock handoff holds simulated time
+    until this proxy has it, and a reading while a newer state is announced but not yet here
+    waits for it. The service is called instead when the node has no belt state (a real
+    conveyor), has not sent one yet, or says it is not usable (the twin has faults armed).
+    """
+
     class Config(ProxyConfig):
-        pass
+        belt_state: bool = Field(True, description="compute position/velocity from the latched belt state")
+        belt_state_timeout_s: float = Field(2.0, gt=0, description="wall seconds to wait for an announced "
+                                                                   "belt state before calling the service")
 
     config: Config
 
     def __init__(self, name: str, config: Config, ctx: DeviceContext) -> None:
         super().__init__(name, config, ctx)
         self._proxy_init()
+        self._sub = None
+        self._state: tuple[float, float, float, int, bool] | None = None  # s0, t0, v, seq, usable
+        self._state_event: asyncio.Event | None = None
+        self._min_seq = 0  # the state must be at least this new (after our own start/stop)
+        self.state_reads = 0
 
     async def _connect(self) -> None:
+        if self.config.belt_state and self._sub is None:
+            self._subscribe_belt_state()
         await self._proxy_connect()
 
-    async def position(self) -> float:
-        self._require_connected()
-        return float((await self._call("position"))[0])
+    async def _close(self) -> None:
+        await self._unsubscribe_belt_state()
 
-    async def velocity(self) -> float:
-        self._require_connected()
-        return float((await self._call("velocity"))[0])
+    def _subscribe_belt_state(self) -> None:
+        from std_msgs.msg import Float64MultiArray
 
-    async def start(self, speed: float | None = None) -> None:
-        self._require_connected()
-        if speed is not None and not math.isfinite(speed):
-            raise ValueError(f"{self.name}: speed {speed} m/s is not finite")
-        await self._call("start", speed=speed)
-
-    async def stop(self) -> None:
-        self._require_connected()
-        await self._call("stop")
-
-
+        from cell_qos import belt_state_qos  # noqa: F401  (placeholder, replaced below)
 # ------------------------------------------------------------------------------------------- io
 class Ros2IO(_Proxy, DigitalIO, kind="ros2.io"):
     class Config(ProxyConfig):
@@ -416,4 +434,3 @@ PROXY_KINDS = {"arm": Ros2Arm, "gripper": Ros2Gripper, "camera": Ros2Camera, "co
 
 __all__ = ["PROXY_KINDS", "Ros2Arm", "Ros2Camera", "Ros2Conveyor", "Ros2Gripper", "Ros2IO", "Ros2Machine",
            "calibration_from_dict", "image_to_numpy"]
-_ = asyncio  # (kept for type checkers of subclasses)

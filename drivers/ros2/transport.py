@@ -54,6 +54,8 @@ class Handoff:
         self._open: dict[Any, Any] = {}
         self._abandoned: dict[Any, None] = {}  # insertion-ordered set, bounded
         self._tasks: dict[Any, Any] = {}
+        self._latest: dict[str, int] = {}
+        self._subs: dict[str, set[Any]] = {}
 
     async def hold(self, key: Any) -> None:
         if key in self._open or (isinstance(key, tuple) and key[0] in self._abandoned):
@@ -95,6 +97,52 @@ class Handoff:
             del self._abandoned[call]
             return False
         return True
+
+    # ---- latched state topics (the conveyor's belt state), in-process only
+    #
+    # A device node that publishes a state its in-process proxies compute from (the belt's
+    # ``s0 + v·(t − t0)``) notes the sample's sequence number here when it publishes
+    # (:meth:`published`) and opens one busy block per subscribed proxy (key ``(topic, proxy,
+    # seq)``), so simulated time stands still until every proxy has the sample; each proxy
+    # closes its keys up to the sequence it received (:meth:`received`). A proxy that reads
+    # the state compares :meth:`latest` with what it has and waits for the sample if behind.
+
+    def subscribe(self, topic: str, proxy: Any) -> None:
+        self._subs.setdefault(topic, set()).add(proxy)
+
+    async def unsubscribe(self, topic: str, proxy: Any) -> None:
+        self._subs.get(topic, set()).discard(proxy)
+        await self.received(topic, proxy, None)
+
+    def published(self, topic: str, seq: int) -> None:
+        """A state sample ``seq`` went out on ``topic`` (sync: called where the state changes)."""
+        self._latest[topic] = seq
+        for proxy in self._subs.get(topic, ()):
+            self.hold_now((topic, proxy, seq))
+
+    def latest(self, topic: str) -> int | None:
+        return self._latest.get(topic)
+
+    async def received(self, topic: str, proxy: Any, seq: int | None) -> None:
+        """``proxy`` has sample ``seq`` of ``topic`` (``None``: every sample; it goes away)."""
+        for key in [k for k in self._open if isinstance(k, tuple) and len(k) == 3 and k[0] == topic
+                    and k[1] == proxy and (seq is None or k[2] <= seq)]:
+            await self.release(key)
+
+    def hold_now(self, key: Any) -> bool:
+        """:meth:`hold` from synchronous code (the clock's ``busy()`` enters without suspending;
+        a clock whose ``busy()`` would suspend gets no block, and False is returned)."""
+        if key in self._open:
+            return True
+        cm = self.clock.busy()
+        step = cm.__aenter__()
+        try:
+            step.send(None)
+        except StopIteration:
+            self._open[key] = cm
+            return True
+        step.close()
+        return False
 
     def register_task(self, call: Any, task: Any) -> None:
         self._tasks[call] = task
