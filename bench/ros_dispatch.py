@@ -114,8 +114,10 @@ class RawClient:
         fut = self.client.send_goal_async(self.ExecuteSkill.Goal(skill="bench", params_json="{}"),
                                           feedback_callback=lambda m: got_fb.set())
         fut.add_done_callback(on_goal)
-        if not done.wait(5.0) or not got_fb.wait(1.0):
+        if not done.wait(5.0):
             raise RuntimeError("round trip timed out")
+        if not got_fb.wait(1.0):
+            raise FeedbackLost("result arrived, feedback did not")
         dt = time.perf_counter() - t0
         res = state.get("res")
         if res is None or res.result.status != "SUCCESS":
@@ -171,10 +173,23 @@ def serve_forever_until_stdin_eof() -> int:
     return 0
 
 
+class FeedbackLost(RuntimeError):
+    """A raw round trip whose one feedback message never arrived (seen now and then across
+    processes); it is retried, counted and reported, not timed."""
+
+
 def measure_loop(once, n: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        once()
-    return [once() for _ in range(n)]
+    out, lost = [], 0
+    while len(out) < warmup + n:
+        try:
+            out.append(once())
+        except FeedbackLost:
+            lost += 1
+            if lost > max(3, n // 20):
+                raise
+    if lost:
+        print(f"  ({lost} round trip(s) lost their feedback message and were retried)", flush=True)
+    return out[warmup:]
 
 
 def measure_raw_same_process(n: int, warmup: int) -> dict:

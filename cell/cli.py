@@ -12,7 +12,13 @@ User errors print one clear line per problem and never a traceback
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# One BLAS thread per process: the cell's numpy work is small and latency-bound, and a multi-threaded
+# BLAS on a shared 2-core box only adds jitter. Set before numpy is imported; the environment wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
 import asyncio
 import json
 import logging

@@ -37,7 +37,7 @@ from drivers.errors import DeviceError, MotionTargetError
 from drivers.gripper import Gripper
 from drivers.io import DigitalIO
 from drivers.machine import Machine
-from drivers.ros2.transport import Handoff, error_to_wire
+from drivers.ros2.transport import Handoff, belt_state_qos, error_to_wire
 
 log = logging.getLogger("axcell.ros.devices")
 
@@ -389,14 +389,6 @@ class DeviceNode:
         finally:
             if local and h.server_done(key):
                 await h.hold((key, "rep"))
-
-
-def belt_state_qos():
-    """Latched: reliable, transient-local, the last sample only."""
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
-    return QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def _belt_of(device: Any) -> tuple[float, float, float] | None:

@@ -141,6 +141,9 @@ def expected_topics(cell: Any, twins: dict[str, Any]) -> list[tuple[str, str]]:
     """(topic, type) of everything this process publishes (the recorder subscribes to them)."""
     from drivers.arm import Arm
     from drivers.camera import Camera
+    from drivers.conveyor import Conveyor
+
+    from .devices import _belt_of
 
     ns = cell.name
     out = [("/clock", "rosgraph_msgs/msg/Clock"), ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray"),
@@ -151,6 +154,8 @@ def expected_topics(cell: Any, twins: dict[str, Any]) -> list[tuple[str, str]]:
             out.append((f"/{ns}/{name}/joint_states", "sensor_msgs/msg/JointState"))
         if isinstance(dev, Camera):
             out.append((f"/{ns}/{name}/image_raw", "sensor_msgs/msg/Image"))
+        if isinstance(dev, Conveyor) and _belt_of(dev) is not None:
+            out.append((f"/{ns}/{name}/belt_state", "std_msgs/msg/Float64MultiArray"))
     return out
 
 

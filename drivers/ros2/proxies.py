@@ -37,7 +37,7 @@ from drivers.io import DigitalIO
 from drivers.machine import Machine
 from drivers.types import Box, CameraCalibration, CycleResult, Frame, JointLimits, MachineStatus, Pose
 
-from .transport import error_from_wire, get_transport
+from .transport import belt_state_qos, error_from_wire, get_transport
 
 
 class ProxyConfig(DeviceConfig):
@@ -366,7 +366,104 @@ class Ros2Conveyor(_Proxy, Conveyor, kind="ros2.conveyor"):
     def _subscribe_belt_state(self) -> None:
         from std_msgs.msg import Float64MultiArray
 
-        from cell_qos import belt_state_qos  # noqa: F401  (placeholder, replaced below)
+        loop = asyncio.get_running_loop()
+        self._state_event = asyncio.Event()
+        self._topic = self._name("belt_state")
+
+        def on_msg(msg: Any) -> None:  # spin thread
+            d = msg.data
+            if len(d) < 5:
+                return
+            try:
+                loop.call_soon_threadsafe(self._on_state, (float(d[0]), float(d[1]), float(d[2]), int(d[3]),
+                                                            d[4] > 0.5))
+            except RuntimeError:  # loop closed
+                pass
+
+        h = self.t.handoff
+        if h is not None:
+            h.subscribe(self._topic, self)
+        self._sub = self.t.node.create_subscription(Float64MultiArray, self._topic, on_msg, belt_state_qos())
+
+    def _on_state(self, st: tuple[float, float, float, int, bool]) -> None:  # event loop
+        if self._state is None or st[3] > self._state[3]:
+            self._state = st
+            assert self._state_event is not None
+            self._state_event.set()
+        h = self.t.handoff
+        if h is not None:
+            asyncio.get_running_loop().create_task(h.received(self._topic, self, st[3]))
+
+    async def _unsubscribe_belt_state(self) -> None:
+        sub, self._sub = self._sub, None
+        self._state = None
+        h = self.t.handoff
+        if h is not None and sub is not None:
+            await h.unsubscribe(self._topic, self)
+        if sub is not None:
+            try:
+                self.t.node.destroy_subscription(sub)
+            except Exception:  # noqa: BLE001 - the bridge may be closing
+                pass
+
+    async def _belt(self) -> tuple[float, float, float] | None:
+        """(s0, t0, v) of the current belt state, or None: ask the device node."""
+        if self._sub is None:
+            return None
+        h = self.t.handoff
+        need = max(self._min_seq, (h.latest(self._topic) or 0) if h is not None else 0)
+        st = self._state
+        if st is None or st[3] < need:
+            ev = self._state_event
+            assert ev is not None
+            async with self.clock.busy():  # the announced state is on the wire: time waits for it
+                try:
+                    await asyncio.wait_for(self._wait_state(need), self.config.belt_state_timeout_s)
+                except TimeoutError:
+                    return None
+            st = self._state
+        if st is None or not st[4]:
+            return None
+        self.state_reads += 1
+        return st[0], st[1], st[2]
+
+    async def _wait_state(self, need: int) -> None:
+        ev = self._state_event
+        assert ev is not None
+        while self._state is None or self._state[3] < need:
+            ev.clear()
+            await ev.wait()
+
+    async def position(self) -> float:
+        self._require_connected()
+        b = await self._belt()
+        if b is not None:
+            s0, t0, v = b
+            return s0 + v * (self.clock.now() - t0)  # the twin's formula, on the same floats
+        return float((await self._call("position"))[0])
+
+    async def velocity(self) -> float:
+        self._require_connected()
+        b = await self._belt()
+        if b is not None:
+            return b[2]
+        return float((await self._call("velocity"))[0])
+
+    async def start(self, speed: float | None = None) -> None:
+        self._require_connected()
+        if speed is not None and not math.isfinite(speed):
+            raise ValueError(f"{self.name}: speed {speed} m/s is not finite")
+        self._note_seq((await self._call("start", speed=speed))[0])
+
+    async def stop(self) -> None:
+        self._require_connected()
+        self._note_seq((await self._call("stop"))[0])
+
+    def _note_seq(self, res: Any) -> None:
+        if isinstance(res, dict) and "belt_seq" in res:
+            self._min_seq = max(self._min_seq, int(res["belt_seq"]))
+
+
 # ------------------------------------------------------------------------------------------- io
 class Ros2IO(_Proxy, DigitalIO, kind="ros2.io"):
     class Config(ProxyConfig):

@@ -187,6 +187,14 @@ def get_transport(resources: dict[str, Any]) -> RosTransport:
     return t
 
 
+def belt_state_qos():
+    """QoS of a latched state topic (``~/belt_state``): reliable, transient-local, last sample only."""
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
 # --------------------------------------------------------------------------- error mapping
 
 def error_to_wire(e: BaseException) -> tuple[str, str]:
