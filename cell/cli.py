@@ -22,7 +22,6 @@ import argparse  # noqa: E402
 import asyncio
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
