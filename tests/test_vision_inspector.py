@@ -133,3 +133,33 @@ def test_generality_round_dish():
     for kind in ("missing_label", "foreign_body", "seal_contamination"):
         res = [ins.inspect(_dish(rng, kind)) for _ in range(6)]
         assert sum(r.defective for r in res) >= 4, (kind, [round(r.score, 2) for r in res])
+
+
+def test_zone_colour_common_food_colour_is_normal_in_every_pooled_zone():
+    """A colour common in the contents as a whole is not novel in a pooled zone where the goods happened not
+    to show it (the cell's false rejects of good bulgogi: white / green pieces); a rare colour stays novel."""
+    from skills.vision.anomaly import ZoneColour, colour_codes
+
+    h, w = 64, 128
+    busy = np.ones((h, w), bool)
+    region, g1, g2 = ZoneColour.regions(busy, 16, 8)
+    rng = np.random.default_rng(0)
+    brown, white, blue = (40, 60, 110), (215, 215, 210), (150, 60, 20)
+    goods = []
+    for _ in range(20):
+        im = np.empty((h, w, 3), np.uint8)
+        im[:] = brown
+        for _ in range(6):            # white pieces, only ever in the left half
+            x, y = int(rng.integers(4, w // 2 - 12)), int(rng.integers(4, h - 12))
+            im[y:y + 8, x:x + 8] = white
+        goods.append(im)
+    codes = np.stack([colour_codes(g) for g in goods])
+    valid = np.ones((h, w), bool)
+    test = goods[0].copy()
+    test[28:36, 110:118] = white          # a white piece far right, where no good showed one
+    test[28:36, 90:98] = blue             # a foreign colour
+    for frac, white_novel in ((0.0, True), (None, False)):
+        zc = ZoneColour.fit(codes, region, g1, g2, valid, common_frac=frac)
+        nov = zc.novelty(test)
+        assert (nov[30:34, 112:116].max() > 0) == white_novel
+        assert nov[30:34, 92:96].min() > 0

@@ -143,6 +143,7 @@ L_SHIFT, AB_SHIFT = 4, 3                # 16 lightness bins × 32 × 32 chroma b
 NB_L, NB_AB = 256 >> L_SHIFT, 256 >> AB_SHIFT
 NBINS = NB_L * NB_AB * NB_AB
 NOV_CAP = 4
+COMMON_FRAC = 2e-4       # share of all contents pixels that makes a colour "common" (seen in every pooled zone)
 
 
 def colour_codes(view_u8: np.ndarray, lab: np.ndarray | None = None) -> np.ndarray:
@@ -279,7 +280,8 @@ def nn_dist(bank: np.ndarray, bank_sq: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- zoned colour novelty
-def _seen_dist(cnt: np.ndarray, min_count: np.ndarray | int, l_tol: int = 0) -> np.ndarray:
+def _seen_dist(cnt: np.ndarray, min_count: np.ndarray | int, l_tol: int = 0,
+               common: np.ndarray | None = None) -> np.ndarray:
     """(gy, gx, NBINS) counts → (gy*gx*NBINS,) uint8 distance (bins, capped) to a colour seen in the cell or a
     neighbouring cell at least ``min_count`` times; ``l_tol`` lightness bins either side come free (shading and
     highlights change lightness far more than chroma)."""
@@ -290,6 +292,8 @@ def _seen_dist(cnt: np.ndarray, min_count: np.ndarray | int, l_tol: int = 0) -> 
     if mc.ndim:
         mc = mc.reshape(gy, gx, 1)
     seen = (nb >= mc).reshape(gy * gx, NB_L, NB_AB, NB_AB)
+    if common is not None:                       # colours common everywhere count as seen in every cell
+        seen |= common.reshape(1, NB_L, NB_AB, NB_AB)
     for _ in range(l_tol):
         s2 = seen.copy()
         s2[:, 1:] |= seen[:, :-1]
@@ -315,6 +319,12 @@ class ZoneColour:
     is novel everywhere.  Rare colours need a minimum share of the zone's
     pixels to count as seen, so one stray pixel in 40 images does not teach
     the model that a foreign body's colour is normal.
+
+    A colour that is *common* in the contents as a whole (at least ``common_frac`` of all the pooled
+    zones' pixels: a kind of food piece, e.g. white or green chunks) counts as seen in every pooled zone:
+    with ~40 goods a frequent but lumpy food colour is otherwise missing from some zone by chance, and its
+    pieces landing there were false rejects.  Rare colours (label ink at the label's edge, specks) stay
+    zone-local, so a foreign body of such a colour is still novel.
     """
 
     def __init__(self, lut: np.ndarray, region: np.ndarray):
@@ -331,7 +341,8 @@ class ZoneColour:
 
     @classmethod
     def fit(cls, codes: np.ndarray, region: np.ndarray, g1: tuple[int, int], g2: tuple[int, int],
-            valid: np.ndarray, min_count: int = 2, pool_frac: float = 3e-5) -> "ZoneColour":
+            valid: np.ndarray, min_count: int = 2, pool_frac: float = 3e-5,
+            common_frac: float | None = None) -> "ZoneColour":
         R1, R2 = g1[0] * g1[1], g2[0] * g2[1]
         idx = (region[None] * NBINS + codes)[:, valid]
         cnt = np.bincount(idx.ravel(), minlength=(R1 + R2) * NBINS).astype(np.int32)
@@ -342,7 +353,10 @@ class ZoneColour:
         p = np.pad(tot, 1)
         nbt = sum(p[1 + dy:1 + dy + g2[0], 1 + dx:1 + dx + g2[1]] for dy in (-1, 0, 1) for dx in (-1, 0, 1))
         mc2 = np.maximum(min_count, np.round(pool_frac * nbt)).astype(np.int32)
-        lut = np.concatenate([_seen_dist(c1, min_count), _seen_dist(c2, mc2, l_tol=2)])
+        common_frac = COMMON_FRAC if common_frac is None else common_frac
+        allc = c2.reshape(-1, NBINS).sum(axis=0)
+        common = allc >= max(min_count, common_frac * float(allc.sum())) if common_frac > 0 else None
+        lut = np.concatenate([_seen_dist(c1, min_count), _seen_dist(c2, mc2, l_tol=2, common=common)])
         return cls(lut, region)
 
     def novelty(self, view_u8: np.ndarray, lab: np.ndarray | None = None) -> np.ndarray:
