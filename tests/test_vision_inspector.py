@@ -163,3 +163,25 @@ def test_zone_colour_common_food_colour_is_normal_in_every_pooled_zone():
         nov = zc.novelty(test)
         assert (nov[30:34, 112:116].max() > 0) == white_novel
         assert nov[30:34, 92:96].min() > 0
+
+
+def test_blob_descriptor_ring_chroma_separates_neutral_object_amid_food():
+    """A black chip lying amid brown food and a dark gap of the same colour in neutral surroundings have the
+    same centre colour; the ring-chroma part of the blob descriptor tells them apart (missed black rubber on
+    bulgogi)."""
+    from skills.vision.anomaly import BLOB_DIM, blob_candidates, blob_novelty
+
+    def one_blob(bg):
+        im = np.empty((96, 96, 3), np.uint8)
+        im[:] = bg
+        cv2.circle(im, (48, 48), 4, (20, 20, 20), -1, cv2.LINE_AA)
+        d, p = blob_candidates(cv2.cvtColor(im, cv2.COLOR_BGR2LAB), 96)
+        assert d.shape[1] == BLOB_DIM and len(d)
+        i = int(np.argmin(np.hypot(p[:, 0] - 48, p[:, 1] - 48) + 100 * (p[:, 2] != p[:, 2].min())))
+        return d[i:i + 1]
+
+    grey, brown = one_blob((75, 75, 75)), one_blob((40, 65, 120))
+    # same centre lightness, very different surroundings' chroma
+    assert abs(float(grey[0, 0] - brown[0, 0])) < 0.5
+    assert float(np.abs(grey[0, 8:] - brown[0, 8:]).sum()) > 1.0
+    assert float(blob_novelty(grey, brown)[0]) > 1.0

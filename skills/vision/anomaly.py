@@ -30,7 +30,7 @@ import numpy as np
 
 __all__ = ["CELL", "cell_features", "gather_bank", "coreset", "nn_dist", "N_FEAT", "PhotoNorm", "ZoneColour", "max_pool2",
            "ColourModel", "PixelModel", "box_mean", "line_map", "blob_candidates",
-           "blob_novelty", "blob_bank", "paint_blobs", "BLOB_BANK"]
+           "blob_novelty", "blob_bank", "paint_blobs", "BLOB_BANK", "BLOB_DIM"]
 
 CELL = 8
 N_BASE = 10
@@ -405,8 +405,10 @@ def line_map(L: np.ndarray, fine_long: int) -> np.ndarray:
     return cv2.sqrt(vx * vx + vy * vy)
 
 
-# blob descriptor weights: Lab centre colour (L, a, b), ring contrast, strength, position (x, y), scale
-BLOB_W = np.array([1 / 10.0, 1 / 8.0, 1 / 8.0, 1 / 10.0, 1 / 15.0, 1.0, 1.0, 1.0], np.float32)
+# blob descriptor: Lab centre colour (L, a, b), ring lightness contrast, strength, position (x, y), scale,
+# ring chroma contrast (a, b); weights:
+BLOB_W = np.array([1 / 10.0, 1 / 8.0, 1 / 8.0, 1 / 10.0, 1 / 15.0, 1.0, 1.0, 1.0, 1 / 8.0, 1 / 8.0], np.float32)
+BLOB_DIM = len(BLOB_W)
 BLOB_POS = 0.3           # one descriptor unit of position = this share of the part's long side
 BLOB_MAX = 48            # candidates kept per image (strongest)
 BLOB_MIN = 2.0           # weakest response (lightness units) that counts as a candidate
@@ -414,7 +416,7 @@ BLOB_BANK = 512          # good-blob descriptors kept (greedy k-centre) per mode
 
 
 def blob_candidates(lab: np.ndarray, fine_long: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Compact blobs of a fine Lab view (uint8): weighted descriptors (n, 8) and positions (n, 3: x, y, σ).
+    """Compact blobs of a fine Lab view (uint8): weighted descriptors (n, BLOB_DIM) and positions (n, 3: x, y, σ).
 
     Candidates are local maxima of the scale-normalised determinant of the Hessian of lightness
     (``σ²·sqrt(det H)``) at two scales (≈ 1 % and 2 % of the part's long side: objects of a few mm).
@@ -423,6 +425,12 @@ def blob_candidates(lab: np.ndarray, fine_long: int, mask: np.ndarray | None = N
     the surrounding ring, its strength, position and scale, so it can be judged against the population of
     blobs the good parts show in that zone (a brown piece of meat is a blob, so is a rubber chip: they
     differ in colour, contrast or size).
+
+    The ring's *chroma* contrast (surrounding a, b minus the centre's) is part of the descriptor too: a
+    neutral black or grey object lying amid brown food has a strongly chromatic ring, while the dark
+    neutral blobs the goods show (tray floor in a gap between pieces, label print) sit in neutral or
+    mixed surroundings; with centre colour alone a black rubber chip on dark meat looked normal (cell
+    audit, 1800 s, with the threshold margin 1.00: recall seed 3 0.945, seed 5 0.769 → 0.788).
     """
     fl = float(fine_long)
     g = cv2.GaussianBlur(lab.astype(np.float32), (0, 0), 1.0)
@@ -453,25 +461,27 @@ def blob_candidates(lab: np.ndarray, fine_long: int, mask: np.ndarray | None = N
             ys, xs = ys[sel], xs[sel]
         if not len(xs):
             continue
-        ring = cv2.GaussianBlur(Lg, (0, 0), 2.5 * s)
+        ring = cv2.GaussianBlur(g, (0, 0), 2.5 * s)[ys, xs]           # (n, 3) Lab of the surroundings
         col = g_col[ys, xs]
-        d = np.empty((len(xs), 8), np.float32)
+        d = np.empty((len(xs), BLOB_DIM), np.float32)
         d[:, :3] = col
-        d[:, 3] = ring[ys, xs] - col[:, 0]
+        d[:, 3] = ring[:, 0] - col[:, 0]
+        d[:, 8:10] = ring[:, 1:] - col[:, 1:]
         d[:, 4] = r[ys, xs]
         d[:, 5] = xs * f / (BLOB_POS * fl)
         d[:, 6] = ys * f / (BLOB_POS * fl)
         d[:, 7] = si
         d[:, :5] *= BLOB_W[:5]
+        d[:, 8:] *= BLOB_W[8:]
         descs.append(d)
         poss.append(np.stack([xs * f + 0.5 * (f - 1), ys * f + 0.5 * (f - 1), np.full(len(xs), sf)], 1).astype(np.float32))
     if not descs:
-        return np.zeros((0, 8), np.float32), np.zeros((0, 3), np.float32)
+        return np.zeros((0, BLOB_DIM), np.float32), np.zeros((0, 3), np.float32)
     return np.concatenate(descs), np.concatenate(poss)
 
 
 def blob_bank(descs: np.ndarray, m: int | None = None, seed: int = 0) -> np.ndarray:
-    """Good-blob memory bank: ``descs`` (M, 8) reduced to at most ``m`` rows by greedy k-centre (every good
+    """Good-blob memory bank: ``descs`` (M, BLOB_DIM) reduced to at most ``m`` rows by greedy k-centre (every good
     blob stays within the coreset radius of a kept one, unusual goods included)."""
     descs = np.ascontiguousarray(descs, np.float32)
     m = BLOB_BANK if m is None else int(m)
@@ -481,7 +491,7 @@ def blob_bank(descs: np.ndarray, m: int | None = None, seed: int = 0) -> np.ndar
 
 
 def blob_novelty(bank: np.ndarray, q: np.ndarray, bank_sq: np.ndarray | None = None) -> np.ndarray:
-    """Distance of each query blob descriptor to its nearest good blob (bank (M, 8), q (n, 8))."""
+    """Distance of each query blob descriptor to its nearest good blob (bank (M, BLOB_DIM), q (n, BLOB_DIM))."""
     if not len(q) or not len(bank):
         return np.zeros(len(q), np.float32)
     if bank_sq is None:

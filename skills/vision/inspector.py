@@ -46,13 +46,13 @@ import numpy as np
 
 from .anomaly import (CELL, PhotoNorm, PixelModel, ZoneColour, box_mean, cell_features, colour_codes, coreset,
                       gather_bank, max_pool2, nn_dist, blob_bank as make_blob_bank, blob_candidates,
-                      blob_novelty, paint_blobs)
+                      blob_novelty, paint_blobs, BLOB_DIM)
 from .localise import Blob, InspectionError, as_bgr, find_part, warp_matrix
 from .rules import LabelMatcher, ProductRules, angle_wrap, floor_like, part_to_canon_box
 
 __all__ = ["Inspector", "InspectionResult", "InspectionError", "draw_overlay", "identify", "MODEL_VERSION"]
 
-MODEL_VERSION = 7
+MODEL_VERSION = 8
 MARGIN = 0.04            # canonical view margin around the part (fraction of each side)
 SEG_LONG = 200           # segmentation works on the first pyramid level with long side ≤ this
 COLOUR_GRID = 16         # colour-novelty regions along the part's long side (where the goods repeat)
@@ -246,7 +246,10 @@ class Inspector:
         self.coreset_size = int(coreset_size)
         self.folds = int(folds)
         # threshold = largest out-of-fold good score × this margin (was 1.08 while common food colours could
-        # fire the colour channel on goods; see anomaly.ZoneColour — cell audit seed 3 recall 0.89 → 0.91)
+        # fire the colour channel on goods; see anomaly.ZoneColour — cell audit seed 3 recall 0.89 → 0.91; then
+        # 1.04, now 1.00: the blob map keeps its own headroom (MAP_HEADROOM), and near-threshold seal smears /
+        # tears sat at 1.00–1.04.  Cell audit recall seed 3 0.909 → 0.945, seed 7 0.782 → 0.800, seed 1 (3600 s)
+        # 0.810 → 0.845, together with the blob ring-chroma cue; precision ≥ 0.945 on all four seeds)
         self.threshold_margin = float(threshold_margin)
         self.seed = int(seed)
         self.blob_channel = bool(blob_channel)     # compact-blob novelty map (see anomaly.blob_candidates)
@@ -506,7 +509,7 @@ class Inspector:
         self.arrays["blob_mask"] = cv2.resize(inner_b.astype(np.uint8), (cw * FINE, ch * FINE),
                                               interpolation=cv2.INTER_NEAREST)
         fblobs = [blob_candidates(cv2.cvtColor(f, cv2.COLOR_BGR2LAB), F.shape[2], self.arrays["blob_mask"])
-                  if self.blob_channel else (np.zeros((0, 8), np.float32), np.zeros((0, 3), np.float32)) for f in F]
+                  if self.blob_channel else (np.zeros((0, BLOB_DIM), np.float32), np.zeros((0, 3), np.float32)) for f in F]
         # zones that vary from part to part (random contents) get pooled colour models
         # (a minority of goods with a very different colour at a pixel is enough: pieces land anywhere)
         lmed = np.median(labs, axis=0)
