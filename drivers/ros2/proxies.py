@@ -47,11 +47,23 @@ class ProxyConfig(DeviceConfig):
 
 
 class _Proxy:
-    """Shared plumbing: the DeviceCall client and the handoff-bracketed call."""
+    """Shared plumbing: the DeviceCall client and the handoff-bracketed call.
 
+    Listed first among a proxy's bases, it supplies the default ``Config``, the
+    constructor and ``_connect``; a proxy overrides only what it adds.
+    """
+
+    Config = ProxyConfig
     config: ProxyConfig
     name: str
     ctx: DeviceContext
+
+    def __init__(self, name: str, config: ProxyConfig, ctx: DeviceContext) -> None:
+        super().__init__(name, config, ctx)  # type: ignore[call-arg]
+        self._proxy_init()
+
+    async def _connect(self) -> None:
+        await self._proxy_connect()
 
     def _proxy_init(self) -> None:
         self.t = get_transport(self.ctx.resources)
@@ -120,14 +132,8 @@ class _Proxy:
 class Ros2Arm(_Proxy, Arm, kind="ros2.arm"):
     """An arm behind a FollowJointTrajectory action server (ros2_control style)."""
 
-    class Config(ProxyConfig):
-        pass
-
-    config: Config
-
-    def __init__(self, name: str, config: Config, ctx: DeviceContext) -> None:
+    def __init__(self, name: str, config: ProxyConfig, ctx: DeviceContext) -> None:
         super().__init__(name, config, ctx)
-        self._proxy_init()
         self._ac = None
         self._speed: float | None = None
         self._uuids = 0
@@ -260,18 +266,6 @@ class Ros2Arm(_Proxy, Arm, kind="ros2.arm"):
 
 # -------------------------------------------------------------------------------------- gripper
 class Ros2Gripper(_Proxy, Gripper, kind="ros2.gripper"):
-    class Config(ProxyConfig):
-        pass
-
-    config: Config
-
-    def __init__(self, name: str, config: Config, ctx: DeviceContext) -> None:
-        super().__init__(name, config, ctx)
-        self._proxy_init()
-
-    async def _connect(self) -> None:
-        await self._proxy_connect()
-
     async def grip(self, *, timeout: float | None = None) -> None:
         self._require_connected()
         await self._call("grip", timeout=timeout)
@@ -300,14 +294,8 @@ def calibration_from_dict(d: dict[str, Any]) -> CameraCalibration:
 
 
 class Ros2Camera(_Proxy, Camera, kind="ros2.camera"):
-    class Config(ProxyConfig):
-        pass
-
-    config: Config
-
-    def __init__(self, name: str, config: Config, ctx: DeviceContext) -> None:
+    def __init__(self, name: str, config: ProxyConfig, ctx: DeviceContext) -> None:
         super().__init__(name, config, ctx)
-        self._proxy_init()
         self._calib: CameraCalibration | None = None
 
     async def _connect(self) -> None:
@@ -346,9 +334,8 @@ class Ros2Conveyor(_Proxy, Conveyor, kind="ros2.conveyor"):
 
     config: Config
 
-    def __init__(self, name: str, config: Config, ctx: DeviceContext) -> None:
+    def __init__(self, name: str, config: ProxyConfig, ctx: DeviceContext) -> None:
         super().__init__(name, config, ctx)
-        self._proxy_init()
         self._sub = None
         self._state: tuple[float, float, float, int, bool] | None = None  # s0, t0, v, seq, usable
         self._state_event: asyncio.Event | None = None
@@ -466,18 +453,6 @@ class Ros2Conveyor(_Proxy, Conveyor, kind="ros2.conveyor"):
 
 # ------------------------------------------------------------------------------------------- io
 class Ros2IO(_Proxy, DigitalIO, kind="ros2.io"):
-    class Config(ProxyConfig):
-        pass
-
-    config: Config
-
-    def __init__(self, name: str, config: Config, ctx: DeviceContext) -> None:
-        super().__init__(name, config, ctx)
-        self._proxy_init()
-
-    async def _connect(self) -> None:
-        await self._proxy_connect()
-
     @property
     def channels(self) -> dict[str, str]:
         return dict(self.description.get("channels", {}))
@@ -497,18 +472,6 @@ class Ros2IO(_Proxy, DigitalIO, kind="ros2.io"):
 
 # -------------------------------------------------------------------------------------- machine
 class Ros2Machine(_Proxy, Machine, kind="ros2.machine"):
-    class Config(ProxyConfig):
-        pass
-
-    config: Config
-
-    def __init__(self, name: str, config: Config, ctx: DeviceContext) -> None:
-        super().__init__(name, config, ctx)
-        self._proxy_init()
-
-    async def _connect(self) -> None:
-        await self._proxy_connect()
-
     async def status(self) -> MachineStatus:
         self._require_connected()
         d = (await self._call("status"))[0]
