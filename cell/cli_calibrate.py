@@ -23,17 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from .cliargs import nonnegative_arg
 from .config import load_cell
-
-
-def _nonneg(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (v >= 0 and math.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"expected a non-negative finite number, got {text!r}")
-    return v
 
 
 def _poses(text: str) -> int:
@@ -54,9 +45,9 @@ def register(sub: Any) -> None:
                        description="Compute the camera-to-robot transform from ChArUco board views.")
     c.add_argument("file", help="cell file")
     c.add_argument("--poses", type=_poses, default=20, help="board views to collect (default 20)")
-    c.add_argument("--noise-px", type=_nonneg, default=0.0, help="sim: image corner noise, px (default 0)")
-    c.add_argument("--noise-mm", type=_nonneg, default=0.0, help="sim: robot pose noise per stop, mm (default 0)")
-    c.add_argument("--noise-deg", type=_nonneg, default=None,
+    c.add_argument("--noise-px", type=nonnegative_arg, default=0.0, help="sim: image corner noise, px (default 0)")
+    c.add_argument("--noise-mm", type=nonnegative_arg, default=0.0, help="sim: robot pose noise per stop, mm (default 0)")
+    c.add_argument("--noise-deg", type=nonnegative_arg, default=None,
                    help="sim: robot pose rotation noise per stop, deg (default 0.05 × --noise-mm)")
     c.add_argument("--seed", type=int, default=0, help="pose sampling and noise seed")
     c.add_argument("--method", choices=METHODS, default="shah", help="closed-form solver (default shah)")

@@ -27,12 +27,27 @@ def speed_arg(text: str) -> float | None:
     return v
 
 
-def positive_arg(text: str) -> float:
-    """A positive, finite number."""
+def _finite(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (v > 0 and math.isfinite(v)):
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def positive_arg(text: str) -> float:
+    """A positive, finite number."""
+    v = _finite(text)
+    if not v > 0:
         raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return v
+
+
+def nonnegative_arg(text: str) -> float:
+    """A finite number >= 0."""
+    v = _finite(text)
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative finite number, got {text!r}")
     return v
