@@ -51,6 +51,7 @@ from asyncua.server.user_managers import UserManager
 from pydantic import Field
 
 from drivers.clock import Clock, WallClock
+from drivers.opcua_aspace import AddressSpaceWriter
 
 from .devices import SimMachine
 
@@ -322,8 +323,7 @@ class SealerServer:
         self._hung = False
         self._dirty = False
         self._flush_task: asyncio.Task | None = None
-        self._notify_task: asyncio.Task | None = None
-        self._pending: list[tuple[Any, Any, ua.DataValue]] = []
+        self._writer = AddressSpaceWriter()
         self.model.listeners.append(self._on_model_change)
         self.starts = 0
 
@@ -542,7 +542,6 @@ class SealerServer:
         values = self.model.values()
         nodes = server.iserver.aspace._nodes  # noqa: SLF001 - the sim owns this server
         stamp = datetime.now(timezone.utc)
-        changed = []
         for signal, _, vt in VARIABLES:
             nid = self._nodes.get(signal)
             if nid is None:
@@ -552,27 +551,12 @@ class SealerServer:
                 v = ua.Variant("not a number", ua.VariantType.String) if vt != ua.VariantType.String \
                     else ua.Variant(42, ua.VariantType.Int32)
             status = self._bad.get(signal, ua.StatusCode(ua.StatusCodes.Good))
-            attval = nodes[nid].attributes[ua.AttributeIds.Value]
-            old = attval.value
-            if old is not None and old.Value == v and old.StatusCode == status:
+            if self._writer.unchanged(nodes[nid], v, status):
                 continue
-            dv = ua.DataValue(v, StatusCode=status, SourceTimestamp=stamp, ServerTimestamp=stamp)
-            attval.value = dv
-            attval.value_callback = None
-            changed.extend((k, cb, dv) for k, cb in attval.datachange_callbacks.items())
-        if changed:
-            self._pending.extend(changed)
-            if self._notify_task is None or self._notify_task.done():
-                self._notify_task = asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            for k, cb, dv in batch:
-                try:
-                    await cb(k, dv)
-                except Exception:  # noqa: BLE001
-                    log.exception("datachange callback failed")
+            nodes[nid].attributes[ua.AttributeIds.Value].value_callback = None
+            self._writer.put(nodes[nid], ua.DataValue(v, StatusCode=status, SourceTimestamp=stamp,
+                                                      ServerTimestamp=stamp))
+        self._writer.notify()
 
     async def _flush(self) -> None:
         self._write_now()

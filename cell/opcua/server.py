@@ -47,6 +47,8 @@ from asyncua.common.structures104 import new_enum, new_struct, new_struct_field
 from asyncua.crypto.permission_rules import USER_TYPES, PermissionRuleset, User, UserRole
 from asyncua.server.user_managers import UserManager
 
+from drivers.opcua_aspace import AddressSpaceWriter
+
 from ..packml import State, TransitionError
 
 log = logging.getLogger("axcell.opcua")
@@ -164,8 +166,7 @@ class NorthboundServer:
         self.users = CellUsers(dict(getattr(spec, "users", {}) or {}), bool(spec.allow_anonymous_read))
         self._vars: dict[str, ua.NodeId] = {}
         self._types: dict[str, Any] = {}
-        self._pending: list[tuple[Any, Any, ua.DataValue]] = []
-        self._notify_task: asyncio.Task | None = None
+        self._writer = AddressSpaceWriter()
         self._tick_task: asyncio.Task | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._base_counts: dict[str, int] = {}
@@ -221,7 +222,7 @@ class NorthboundServer:
 
     async def stop(self) -> None:
         self._stopped = True
-        for t in (self._tick_task, self._notify_task):
+        for t in (self._tick_task, self._writer.task):
             if t is not None and not t.done():
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -505,31 +506,12 @@ class NorthboundServer:
             return
         nodes = server.iserver.aspace._nodes  # noqa: SLF001 - our own server
         stamp = datetime.now(timezone.utc)
-        changed = []
         for key, v in self.values().items():
             nid = self._vars.get(key)
-            if nid is None:
+            if nid is None or self._writer.unchanged(nodes[nid], v):
                 continue
-            attval = nodes[nid].attributes[ua.AttributeIds.Value]
-            old = attval.value
-            if old is not None and old.Value == v:
-                continue
-            dv = ua.DataValue(v, SourceTimestamp=stamp, ServerTimestamp=stamp)
-            attval.value = dv
-            changed.extend((k, cb, dv) for k, cb in attval.datachange_callbacks.items())
-        if changed:
-            self._pending.extend(changed)
-            if self._notify_task is None or self._notify_task.done():
-                self._notify_task = asyncio.get_running_loop().create_task(self._notify())
-
-    async def _notify(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            for k, cb, dv in batch:
-                try:
-                    await cb(k, dv)
-                except Exception:  # noqa: BLE001
-                    log.exception("datachange callback failed")
+            self._writer.put(nodes[nid], ua.DataValue(v, SourceTimestamp=stamp, ServerTimestamp=stamp))
+        self._writer.notify()
 
     async def _tick(self) -> None:
         while True:
