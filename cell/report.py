@@ -11,18 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from . import oee as oee_mod
 from .packml import State
 
 
 
 def _counts(cell: Any) -> dict[str, int]:
     return cell.ledger.counts()
-
-
-def live_oee(cell: Any) -> oee_mod.OEE:
-    """The cell's OEE now (a ``Cell``: anything with ``oee()``)."""
-    return cell.oee()
 
 
 def inspection_truth(cell: Any) -> dict[str, Any] | None:
@@ -70,7 +64,7 @@ def build_report(cell: Any, *, wall_seconds: float, sim_seconds: float) -> dict[
     gaps = np.diff(place_times) if len(place_times) > 1 else np.array([])
     lead = [r.place_time - r.arrival for r in recs if r.outcome == "packed" and r.place_time is not None]
     run_s = cell.fsm.cumulative_times()[State.EXECUTE]
-    o = live_oee(cell)
+    o = cell.oee()  # the cell's one OEE tracker, the same figures the API and HMI show
     truth = inspection_truth(cell)
     report: dict[str, Any] = {
         "cell": cell.name,

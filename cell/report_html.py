@@ -76,42 +76,57 @@ def load_run(run_dir: Path, run_id: str | None = None) -> dict[str, Any]:
             "design_speed_ppm": design, "end": end, "report": report_json}
 
 
+def _reason(s: dict[str, Any]) -> oee_mod.Reason | None:
+    """The stop reason (first-out) recorded with a state change, or None."""
+    if s["stop_reason"] is None and s["stop_category"] is None:
+        return None
+    return (s["stop_reason"] or "", s["stop_category"] or "")
+
+
 def intervals(states: list[dict], end: float) -> list[dict[str, Any]]:
-    """State intervals with the stop reason in force (captured when the cell left Execute)."""
+    """State intervals with the stop reason in force (the OEE tracker's rule, :func:`oee.reason_in_force`)."""
     out = []
-    reason: tuple[str | None, str | None] = (None, None)
+    reason: oee_mod.Reason | None = None
     for i, s in enumerate(states):
-        if s["source"] == "Execute":
-            reason = (s["stop_reason"], s["stop_category"])
-        if s["target"] == "Execute":
-            reason = (None, None)
+        if i:
+            reason = oee_mod.reason_in_force(reason, State.parse(s["source"]), State.parse(s["target"]), _reason(s))
         t1 = states[i + 1]["t"] if i + 1 < len(states) else end
         if t1 > s["t"]:
-            out.append({"t0": s["t"], "t1": t1, "state": s["target"], "reason": reason[0], "category": reason[1]})
+            out.append({"t0": s["t"], "t1": t1, "state": s["target"], "reason": reason[0] if reason else None,
+                        "category": (reason[1] or None) if reason else None})
     return out
 
 
-def oee_until(data: dict[str, Any], ivs: list[dict], t: float) -> oee_mod.OEE:
-    buckets: dict[str, float] = {}
-    downtime: dict[tuple, list[float]] = {}
-    for iv in ivs:
-        if iv["t0"] >= t:
-            break
-        dt = min(iv["t1"], t) - iv["t0"]
-        st = State.parse(iv["state"])
-        cat = iv["category"] or ("unplanned" if st in oee_mod.UNPLANNED_BY_DEFAULT else None)
-        b = oee_mod.attribute(st, cat)
-        buckets[b] = buckets.get(b, 0.0) + dt
-        if b not in ("run", "not_scheduled"):
-            d = downtime.setdefault((iv["state"], iv["reason"] or "", iv["category"] or "", b), [0.0, 0])
-            d[0] += dt
-            d[1] += 1
-    closed = [p for p in data["parts"] if p["outcome"] and p["closed_at"] is not None and p["closed_at"] <= t]
-    good = sum(1 for p in closed if p["outcome"] == "packed")
-    dl = [{"state": k[0], "reason": k[1], "category": k[2], "bucket": k[3], "seconds": v[0], "events": v[1]}
-          for k, v in sorted(downtime.items(), key=lambda kv: -kv[1][0])]
-    return oee_mod.from_buckets(buckets, processed=len(closed), good=good, design_speed_ppm=data["design_speed_ppm"],
-                                downtime=dl)
+def oee_series(data: dict[str, Any], times: list[float]) -> list[oee_mod.OEE]:
+    """The cumulative OEE at each of ``times`` (ascending).
+
+    The recorded state changes (with the stop reason stored at each) are
+    replayed through :class:`oee.OeeTracker`, the tracker the live cell uses,
+    so the figures are the ones the run report and the API gave.
+    """
+    states = data["states"]
+    first = states[0] if states else {"t": 0.0, "target": State.STOPPED.label}
+    tracker = oee_mod.OeeTracker(lambda: data["end"], data["design_speed_ppm"], initial=State.parse(first["target"]),
+                                 start=first["t"])
+    closed = sorted((p["closed_at"], p["outcome"] == "packed") for p in data["parts"]
+                    if p["outcome"] and p["closed_at"] is not None)
+    out = []
+    i, j, good = 1, 0, 0
+    for t in times:
+        while i < len(states) and states[i]["t"] < t:
+            s = states[i]
+            tracker.record(s["t"], State.parse(s["source"]), State.parse(s["target"]), _reason(s))
+            i += 1
+        while j < len(closed) and closed[j][0] <= t:
+            good += closed[j][1]
+            j += 1
+        out.append(tracker.oee(processed=j, good=good, at=t))
+    return out
+
+
+def oee_until(data: dict[str, Any], t: float) -> oee_mod.OEE:
+    """The cumulative OEE at cell time ``t`` (see :func:`oee_series`)."""
+    return oee_series(data, [t])[0]
 
 
 # -- SVG -------------------------------------------------------------------------------------------
@@ -230,7 +245,7 @@ def svg_timeline(ivs: list[dict], end: float, *, w: int = 720, h: int = 70) -> s
 def build_html(data: dict[str, Any]) -> str:
     parts, end = data["parts"], data["end"]
     ivs = intervals(data["states"], end)
-    total = oee_until(data, ivs, end + 1e-9)
+    total = oee_until(data, end)
     counts = {k: sum(1 for p in parts if p["outcome"] == k) for k in ("packed", "rejected", "missed")}
     counts["open"] = sum(1 for p in parts if p["outcome"] is None)
     arrived = len(parts)
@@ -239,11 +254,10 @@ def build_html(data: dict[str, Any]) -> str:
     edges = [t_first + (end - t_first) * (i + 1) / nb for i in range(nb)]
     thr, oee_s, a_s, p_s, q_s = [], [], [], [], []
     prev = t_first
-    for e in edges:
+    for e, o in zip(edges, oee_series(data, edges)):
         packed = sum(1 for p in parts if p["outcome"] == "packed" and p["closed_at"] is not None
                      and prev < p["closed_at"] <= e)
         thr.append((e, packed / ((e - prev) / 60.0) if e > prev else 0.0))
-        o = oee_until(data, ivs, e)
         oee_s.append((e, o.oee))
         a_s.append((e, o.availability))
         p_s.append((e, min(o.performance, 1.5)))

@@ -102,6 +102,10 @@ class Cell:
         self.alarms = AlarmList(self.clock.now)
         self.fsm = PackMLStateMachine(self.clock.now)
         self.fsm.subscribe(self._on_transition)
+        # the one OEE tracker: report, API, HMI and status all read it through oee()
+        self.oee_tracker = oee_mod.OeeTracker(self.clock.now, cfg.line.design_speed_ppm,
+                                              stop_reason=self.alarms.stop_reason_info, initial=self.fsm.state)
+        self.fsm.subscribe(self.oee_tracker.on_transition)
         self.listeners: list[EventListener] = [lambda k, d: self.ledger.on_event(k, d)]
         self.alarms.listeners.append(lambda what, a: self.emit("alarm", {"what": what, "alarm": a}))
         self.inspectors = inspectors if inspectors is not None else {}
@@ -373,12 +377,14 @@ class Cell:
                 self.ledger.close(part.id, "rejected", why)
 
     # -- running -------------------------------------------------------------------------------------
-    def oee(self) -> "oee_mod.OEE":
-        """OEE now, from the PackML state times and the part records."""
+    def oee(self, acc: dict[str, int] | None = None) -> "oee_mod.OEE":
+        """OEE now: the tracker's attributed state times and the ledger's closed parts.
+
+        ``acc`` (the store's AccCount totals) is passed through to the result.
+        """
         c = self.ledger.counts()
         processed = c["packed"] + c["rejected"] + c["missed"]
-        return oee_mod.compute(self.fsm.cumulative_times(), processed=processed, good=c["packed"],
-                               design_speed_ppm=self.cfg.line.design_speed_ppm)
+        return self.oee_tracker.oee(processed=processed, good=c["packed"], acc=acc)
 
     def snapshot(self) -> dict[str, Any]:
         """The cell's live status (for the HMI, OPC UA and ROS 2 status)."""

@@ -62,11 +62,10 @@ def default_run_dir(cfg: CellConfig) -> Path:
 
 
 class Operations:
-    """What the HMI, the API and the report need beside the cell: store, OEE tracker, token."""
+    """What the HMI, the API and the report need beside the cell: store, token, OEE with AccCount totals."""
 
     def __init__(self, cell: "Cell", store: "Store | None", run_dir: Path, *, interactive: bool,
                  token: str | None = None) -> None:
-        from .oee import OeeTracker
         from .packml import State, Transition
 
         self.cell = cell
@@ -75,9 +74,6 @@ class Operations:
         self.interactive = interactive
         self.token = token
         self.api: Any = None
-        self.tracker = OeeTracker(cell.clock.now, cell.cfg.line.design_speed_ppm,
-                                  stop_reason=cell.alarms.stop_reason_info, initial=cell.fsm.state)
-        cell.fsm.subscribe(self.tracker.on_transition)
         if store is not None:
             store.attach(cell)
 
@@ -91,10 +87,9 @@ class Operations:
         cell.operations = self  # type: ignore[attr-defined]  # the API finds everything from the cell
 
     def oee(self) -> dict[str, Any]:
-        c = self.cell.ledger.counts()
-        processed = c["packed"] + c["rejected"] + c["missed"]
+        """The cell's OEE (its one tracker) with the store's AccCount totals."""
         acc = self.store.acc_counts() if self.store is not None else {}
-        return self.tracker.oee(processed=processed, good=c["packed"], acc=acc).to_dict()
+        return self.cell.oee(acc=acc).to_dict()
 
     def audit(self, action: str, ok: bool, *, actor: str = "", detail: str = "") -> None:
         if self.store is not None:
@@ -107,10 +102,6 @@ def resolve_token(cfg: CellConfig) -> tuple[str, bool]:
     if tok:
         return tok, False
     return secrets.token_urlsafe(18), True
-
-
-def _round(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()}
 
 
 async def run_session(cfg: CellConfig, opts: RunOptions) -> dict[str, Any] | None:
@@ -193,14 +184,13 @@ async def run_session(cfg: CellConfig, opts: RunOptions) -> dict[str, Any] | Non
         await cell.close()
         if ros is not None:  # ROS 2 transport hook (issue 3)
             await ros.close()
-        if report is not None:
-            report["oee"] = _round({**report.get("oee", {}), **ops.oee()})
         if store is not None:
             store.flush()
             if report is not None:
                 report["store"] = {"path": str(store.path), "run_id": store.run_id,
                                    "counts": store.counts(), "acc_counts": store.acc_counts(),
                                    "committed_items": store.committed_items}
+                report["oee"]["acc"] = dict(report["store"]["acc_counts"])  # AccCount once all is committed
             store.close()
     if report is not None:
         report["run_dir"] = str(run_dir)
