@@ -52,7 +52,7 @@ from .rules import LabelMatcher, ProductRules, angle_wrap, floor_like, part_to_c
 
 __all__ = ["Inspector", "InspectionResult", "InspectionError", "draw_overlay", "identify", "MODEL_VERSION"]
 
-MODEL_VERSION = 8
+MODEL_VERSION = 9
 MARGIN = 0.04            # canonical view margin around the part (fraction of each side)
 SEG_LONG = 200           # segmentation works on the first pyramid level with long side ≤ this
 COLOUR_GRID = 16         # colour-novelty regions along the part's long side (where the goods repeat)
@@ -68,7 +68,12 @@ MAP_FLOOR = (1.0, 1.0, 0.0, 0.0)
 # extra headroom of a map's scale over its out-of-fold goods (on top of the threshold margin): the blob map's
 # scale is one image-level maximum (no per-position statistics), so its tail is the least certain
 MAP_HEADROOM = (1.0, 1.0, 1.0, 1.04)
-
+# per-region sensitivity: each map is re-normalised in the seal band (a thin, plain region where the goods agree
+# closely) to the level an out-of-fold good exceeds with probability REGION_P (a Gumbel tail fitted to the goods'
+# per-image maxima there), gaining at most 1 / REGION_FLOOR.  The label box is left alone: the label floats on the
+# tray, so its statistics from ~40 goods are heavy-tailed misregistration and a sharper label gave false rejects.
+REGION_P = 0.001
+REGION_FLOOR = (0.5, 1.0, 0.5, 0.5)
 
 @dataclass
 class InspectionResult:
@@ -530,6 +535,8 @@ class Inspector:
                                             COLOUR_GRID, COLOUR_POOL_GRID)
         valid = cv2.resize(cv2.dilate(pmask, np.ones((3, 3), np.uint8)), fsz, interpolation=cv2.INTER_NEAREST) > 0
         self.arrays["colour_region"] = region.astype(np.int32)
+        # ---- rules learned from the good views (the seal band and label box also name the map regions)
+        self._fit_rules(P, pmask)
         # ---- out-of-fold maps of the good images
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(N)
@@ -553,12 +560,14 @@ class Inspector:
         floors = MAP_FLOOR        # colour: 1.0 on the map = a small object about one colour bin away
         sig = MAP_SIG
         per_map = np.zeros((N, N_MAPS))
+        loo = np.zeros((N, N_MAPS, ch, cw), np.float32)      # out-of-fold maps, each on a scale it did not shape
         for j in range(N_MAPS):
             hm = held[:, j]
             if sig[j] is None:           # sparse map (blob novelty): one scale, the largest out-of-fold good value
                 r = hm.reshape(N, -1).max(axis=1)
                 g = max(float(r.max()), 1e-6) * MAP_HEADROOM[j]
                 per_map[:, j] = r / g
+                loo[:, j] = hm / g
                 scales.append(np.full((ch, cw), g, np.float32))
                 continue
             s = hm.mean(axis=0) + 3.0 * hm.std(axis=0)
@@ -574,12 +583,33 @@ class Inspector:
                 v_ = np.maximum((s2 - hm[i] * hm[i]) / (N - 1) - m_ * m_, 0.0)
                 si = cv2.dilate(cv2.GaussianBlur(m_ + 3.0 * np.sqrt(v_), (0, 0), sig[j]), np.ones((3, 3), np.uint8))
                 si = np.maximum(si, max(0.3 * med, floors[j]))
-                r[i] = float((hm[i] / si)[ev].max())
+                loo[i, j] = hm[i] / si
+                r[i] = float(loo[i, j][ev].max())
             g = max(float(r.max()), 1.0 if j == 1 else 1e-6)   # sparse colour novelty: never below its floor
             s = s * g
             per_map[:, j] = r / g
+            loo[:, j] /= g
             scales.append(s.astype(np.float32))
         scale = np.stack(scales)
+        # ---- per-region sensitivity: a region whose goods stay quiet on a map gets that map scaled up
+        zones = self._regions(ch, cw)
+        gain = np.ones((N_MAPS, int(zones.max()) + 1))
+        for k in range(gain.shape[1]):
+            m = (zones == k) & ev
+            if m.sum() < 10:
+                continue
+            for j in range(N_MAPS):
+                mx = loo[:, j][:, m].max(axis=1).astype(np.float64)     # per-image maxima in the region
+                if float(mx.max()) <= 0.0:
+                    continue
+                # Gumbel tail of the per-image maxima (moments): the level a good exceeds with probability p
+                beta = max(float(mx.std()) * math.sqrt(6.0) / math.pi, 1e-6)
+                mu = float(mx.mean()) - 0.5772 * beta
+                top = max(mu + beta * math.log(1.0 / REGION_P), float(mx.max()))
+                gain[j, k] = float(np.clip(1.0 / max(top, REGION_FLOOR[j]), 1.0, 1.0 / REGION_FLOOR[j]))
+                scale[j][zones == k] /= gain[j, k]
+        per_map = np.stack([(loo[:, j] * gain[j][zones][None])[:, ev].max(axis=1) for j in range(N_MAPS)], axis=1)
+        self.meta["region_gain"] = [[round(float(v), 3) for v in row] for row in gain]
         self.arrays["map_scale"] = scale
         self.arrays["eval_mask"] = ev.astype(np.uint8)
         cv_scores = per_map.max(axis=1)
@@ -598,8 +628,6 @@ class Inspector:
         # ---- product identification signature (colour histogram of the whole frame)
         hs = np.mean([_id_hist(im) for im in imgs], axis=0)
         self.arrays["id_hist"] = (hs / max(1e-9, float(np.linalg.norm(hs)))).astype(np.float32)
-        # ---- rules learned from the good views
-        self._fit_rules(P, pmask)
         self.meta["fit_s"] = round(time.perf_counter() - t0, 3)
         self.meta["n_good"] = N
         self.meta["rules"] = rules.model_dump(mode="json")
@@ -620,6 +648,10 @@ class Inspector:
             return 0.0
         h = _id_hist(as_bgr(image)) if _hist is None else _hist
         return float(np.dot(h, ref))
+
+    def _regions(self, ch: int, cw: int) -> np.ndarray:
+        """Region id per canonical pixel: 0 the part, 1 its seal band."""
+        return (self.arrays["band"] > 0).astype(np.int32)
 
     def _threshold_from(self, s: np.ndarray, margin: float | None = None) -> float:
         """Threshold from out-of-fold good scores: the largest one times the margin."""
