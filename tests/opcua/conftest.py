@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO / ".." / "shared"
@@ -53,3 +54,30 @@ async def wait_until(pred, timeout: float = 5.0, step: float = 0.02) -> float:
             raise TimeoutError("condition not met")
         await asyncio.sleep(step)
     return time.perf_counter() - t0
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def sealer():
+    """A wall-clock sim sealer server on 127.0.0.1, one per test module."""
+    from drivers.clock import WallClock
+    from sim.opcua_sealer import SealerModel, SealerParams, SealerServer
+
+    model = SealerModel(SealerParams(cycle_time_s=0.08, index_time_s=0.02, telemetry_period_s=0.1), WallClock())
+    server = await SealerServer(model).start()
+    yield server
+    await server.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def driver(sealer):
+    """A connected, reset driver; ``driver.events`` collects its device events."""
+    await sealer.clear_faults()
+    if not sealer.online:
+        await sealer.start()
+    events: list = []
+    d = make_driver(sealer.endpoint, events=events)
+    d.events = events
+    await d.connect()
+    await d.command("reset")
+    yield d
+    await d.close()

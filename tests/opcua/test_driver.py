@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import pytest
-import pytest_asyncio
 
 from drivers.errors import DeviceFaultError, DeviceOfflineError, DeviceTimeoutError
 from drivers.opcua_machine import NodeMapError, NodeSpec
@@ -14,31 +13,6 @@ from drivers.opcua_machine import NodeMapError, NodeSpec
 from .conftest import make_driver, wait_until
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def sealer():
-    from drivers.clock import WallClock
-    from sim.opcua_sealer import SealerModel, SealerParams, SealerServer
-
-    model = SealerModel(SealerParams(cycle_time_s=0.08, index_time_s=0.02, telemetry_period_s=0.1), WallClock())
-    server = await SealerServer(model).start()
-    yield server
-    await server.close()
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def driver(sealer):
-    await sealer.clear_faults()
-    if not sealer.online:
-        await sealer.start()
-    events: list = []
-    d = make_driver(sealer.endpoint, events=events)
-    d.events = events
-    await d.connect()
-    await d.command("reset")
-    yield d
-    await d.close()
 
 
 async def test_normal_cycles_and_telemetry(driver, sealer):
