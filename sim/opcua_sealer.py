@@ -369,9 +369,8 @@ class SealerServer:
             server.set_certificate_validator(CertificateValidator(opts, store))
         self.ns = await server.register_namespace(NS_URI)
         await self._build(server)
-        await server.start()
+        await self._start_hangable(server)
         self.port = server.bserver.port if server.bserver is not None else self.port
-        self._install_hang_hook(server)
         self.server = server
         self.starts += 1
         self.model.start()
@@ -449,28 +448,35 @@ class SealerServer:
             if tr is not None and not tr.is_closing():
                 (tr.pause_reading if paused else tr.resume_reading)()
 
-    def _install_hang_hook(self, server: Server) -> None:
-        bserver = server.bserver
-        if bserver is None:
-            return
-        make = bserver._make_protocol
+    async def _start_hangable(self, server: Server) -> None:
+        """``server.start()`` with a protocol factory that pauses reading on new connections while hung.
+
+        The listening socket captures its protocol factory when it starts, so the factory is chosen
+        before: asyncua's Server builds its BinaryServer from the module attribute during ``start()``.
+        """
+        from asyncua.server import server as server_mod
+
+        base = server_mod.BinaryServer
         owner = self
 
-        def make_protocol() -> Any:
-            proto = make()
-            made = proto.connection_made
+        class _HangableBinaryServer(base):  # type: ignore[misc, valid-type]
+            def _make_protocol(self) -> Any:
+                proto = super()._make_protocol()
+                made = proto.connection_made
 
-            def connection_made(transport: Any) -> None:
-                made(transport)
-                if owner._hung:
-                    transport.pause_reading()
+                def connection_made(transport: Any) -> None:
+                    made(transport)
+                    if owner._hung:
+                        transport.pause_reading()
 
-            proto.connection_made = connection_made  # type: ignore[method-assign]
-            return proto
+                proto.connection_made = connection_made  # type: ignore[method-assign]
+                return proto
 
-        bserver._make_protocol = make_protocol  # type: ignore[method-assign]
-        if bserver._server is not None:  # the listening server captured the factory already
-            bserver._server._protocol_factory = make_protocol  # type: ignore[attr-defined]
+        server_mod.BinaryServer = _HangableBinaryServer
+        try:
+            await server.start()
+        finally:
+            server_mod.BinaryServer = base
 
     async def _build(self, server: Server) -> None:
         ns = self.ns

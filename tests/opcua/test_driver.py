@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -167,3 +168,24 @@ async def test_server_restart_reconnects_with_a_fresh_session(driver, sealer):
     await driver.command("reset")
     assert (await driver.cycle(timeout=5)).ok
     assert sealer.model.cycles == cycles + 1  # the PLC kept its state across the restart
+
+
+async def test_hung_server_also_hangs_new_connections(sealer):
+    """hang() pauses the connections the server has and every one it accepts while hung."""
+    from asyncua import Client
+
+    sealer.hang()
+    try:
+        c = Client(sealer.endpoint, timeout=0.5)
+        with pytest.raises((asyncio.TimeoutError, TimeoutError)):
+            await asyncio.wait_for(c.connect(), 1.5)
+        with contextlib.suppress(Exception):
+            await c.disconnect()
+    finally:
+        sealer.unhang()
+    c = Client(sealer.endpoint, timeout=2.0)
+    await c.connect()
+    try:
+        assert await c.nodes.server_state.read_value() is not None
+    finally:
+        await c.disconnect()

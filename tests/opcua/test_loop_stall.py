@@ -102,7 +102,7 @@ async def test_hung_server_after_a_stall_still_goes_offline_in_bounded_time(driv
     with _black_hole() as hung:
         await wait_until(lambda: fired, 3)
         # the loop runs again, the old connection gets no answers and new ones hang
-        # (SealerServer.hang() only pauses the connections it already has)
+        # (a port that accepts connections and never answers)
         sealer.hang()
         driver.endpoint = hung
         t0 = time.perf_counter()
