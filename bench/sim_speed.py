@@ -1,10 +1,13 @@
 """Simulation speed: sim-seconds per wall-second for one simulated hour of the demo cell.
 
-    python bench/sim_speed.py [--duration 3600] [--seed 1] [--transport local|ros]
+    python bench/sim_speed.py [--duration 3600] [--seed 1] [--transport local|ros|processes|both|all]
 
 Rows: ``local`` — every device an in-process twin; ``local+opcua`` — the demo as
 configured, its case sealer over real OPC UA on loopback; ``ros`` — everything on
-ROS 2 (``--transport ros``).  Each is printed against a baseline measured in the same run: the
+ROS 2 (``--transport ros``); ``processes`` — ROS 2 with every device node in a process of its
+own (``--transport ros --processes``), for at most ``--processes-duration`` simulated seconds
+(it is the slowest row; with the same duration its parts are checked against ``local+opcua``).
+Each is printed against a baseline measured in the same run: the
 bare discrete-event clock firing the same number of events with no cell on
 top (what the scheduler alone costs), so the ratio shows what the cell adds.
 Goals: >= 2000x in-process (local), >= 200x with everything on ROS 2.
@@ -79,7 +82,10 @@ def main() -> int:
     ap.add_argument("--cell", default=str(REPO / "launch" / "packaging_cell.yaml"))
     ap.add_argument("--duration", type=float, default=3600.0)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--transport", choices=["local", "ros", "both"], default="local")
+    ap.add_argument("--transport", choices=["local", "ros", "processes", "both", "all"], default="local",
+                    help="both: local and ros; all: local, ros and processes")
+    ap.add_argument("--processes-duration", type=float, default=600.0,
+                    help="simulated seconds of the processes row (bounded: it is the slowest)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     try:
@@ -105,13 +111,25 @@ def main() -> int:
             rows["ros"] = {"error": f"ROS transport not available: {e}"}
         else:
             rows["ros"] = ros_run(cfg, inspectors, args.duration, args.seed)
+    if args.transport in ("processes", "all"):
+        try:
+            from cell.ros.sim_speed import processes_run
+        except ImportError as e:
+            rows["processes"] = {"error": f"ROS transport not available: {e}"}
+        else:
+            d = min(args.duration, args.processes_duration)
+            rows["processes"] = r = processes_run(cfg, inspectors, d, args.seed)
+            if d == args.duration:
+                r["same_parts_as_local+opcua"] = r["parts"] == rows["local+opcua"]["parts"]
     print(f"demo cell, {args.duration:.0f} simulated s, seed {args.seed}")
     for name, r in rows.items():
         if "error" in r:
             print(f"  {name:<12} {r['error']}")
             continue
         print(f"  {name:<12} {r['x_real_time']:8.0f}x real time  ({r['sim_s']:.0f} sim s in {r['wall_s']:.2f} wall s, "
-              f"{r.get('parts', '?')} parts, {r.get('events', '?')} clock events)")
+              f"{r.get('parts', '?')} parts, {r.get('events', '?')} clock events)"
+              + (f"; {r['processes']} device processes, parts equal to local+opcua: "
+                 f"{r.get('same_parts_as_local+opcua', 'not compared (shorter run)')}" if name == "processes" else ""))
     r = rows["local"]
     print(f"  baseline: the bare clock fires the same {r['events']} events in {r['bare_clock_wall_s']:.3f} s; "
           f"the cell costs {r['cell_vs_bare_clock']:.1f}x that (inspection median {r['inspect_ms_median']} ms/part)")

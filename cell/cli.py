@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--report", type=Path, help="write the JSON report here")
     r.add_argument("--transport", choices=["local", "ros"], default="ros",
                    help="ros (default): devices and cell as ROS 2 nodes over DDS; local: in-process, no ROS 2")
-    r.add_argument("--processes", action="store_true", help="with --transport ros: one process per device node")
+    r.add_argument("--processes", action="store_true",
+                   help="with --transport ros: one process per device node (a simulated cell: every process "
+                        "holds a replica of the world, kept in lock-step with this one; same report as local)")
     r.add_argument("--hmi-port", type=int, help="serve the HMI/API on 127.0.0.1:PORT")
     r.add_argument("--opcua-port", type=int, help="serve the cell as a PackML unit on opc.tcp://127.0.0.1:PORT/axcell/")
     r.add_argument("--record", type=Path, help="record every topic to this MCAP file (ROS transport)")

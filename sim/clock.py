@@ -70,6 +70,9 @@ class SimClock(Clock):
         self._wake: asyncio.Event | None = None
         self._stop = False
         self.events_fired = 0
+        #: Optional coordinator for a clock that runs in step with clocks in other processes
+        #: (``cell.ros.lockstep``): :meth:`run` asks it before every advance (see :meth:`run`).
+        self.sync: Any = None
 
     # -- Clock API -------------------------------------------------------------
     def now(self) -> float:
@@ -115,6 +118,29 @@ class SimClock(Clock):
     @property
     def pending(self) -> int:
         return sum(1 for e in self._heap if not e.cancelled)
+
+    # -- driving from outside (a clock kept in step with other processes) -------------------------
+    def next_time(self) -> float | None:
+        """Time of the earliest pending wake-up, or None."""
+        e = self._peek()
+        return e.t if e is not None else None
+
+    def advance_to(self, t: float) -> bool:
+        """Jump to ``t`` (never backwards) and fire what is due; True if time moved.
+
+        For a follower clock that never runs :meth:`run` itself: its leader decides when
+        time moves.
+        """
+        moved = t > self._t
+        self._t = max(self._t, t)
+        self._fire_due()
+        return moved
+
+    async def settle(self) -> None:
+        """Return when no asyncio callback is runnable and no busy block is open."""
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        await self._settle()
 
     # -- internals ---------------------------------------------------------------
     def _push(self, t: float, fut: asyncio.Future | None, cb: Callable[[], Any] | None) -> _Entry:
@@ -167,6 +193,11 @@ class SimClock(Clock):
         """Advance time until ``until`` (or until :meth:`stop`); returns the final time.
 
         ``speed=None`` runs as fast as possible; a number is a real-time factor.
+
+        With :attr:`sync` set, every advance is agreed with the other processes first:
+        ``await sync.quiesce(self)`` returns when the whole system is settled (it may run this
+        loop's work meanwhile), ``sync.earliest(t)`` folds in their next wake-ups, and
+        ``sync.advanced(t)`` is told the new time before this clock fires its due events.
         """
         self._idle = asyncio.Event()
         self._wake = asyncio.Event()
@@ -177,8 +208,15 @@ class SimClock(Clock):
                 await self._settle()
                 if self._stop:
                     break
+                sync = self.sync
+                if sync is not None:
+                    await sync.quiesce(self)
+                    if self._stop:
+                        break
                 nxt = self._peek()
                 target = nxt.t if nxt is not None else None
+                if sync is not None:
+                    target = sync.earliest(target)
                 if until is not None and (target is None or target > until):
                     target = until
                 if target is None:
@@ -205,6 +243,8 @@ class SimClock(Clock):
                     if self._stop:
                         break
                 self._t = max(self._t, target)
+                if sync is not None:
+                    sync.advanced(self._t)
                 self._fire_due()
                 if until is not None and self._t >= until:
                     await self._settle()

@@ -354,7 +354,7 @@ def _first(e: Any) -> str:
 # --------------------------------------------------------------------------- console entry point
 
 def main(argv: list[str] | None = None) -> int:
-    """``axcell-cell-node FILE``: the cell node with its device nodes in one process.
+    """``axcell-cell-node FILE``: the cell node with its device nodes (in one process, or one each).
 
     Same nodes and parameters as ``axcell run FILE --transport ros``; the cell waits for
     CellCommand/ExecuteSkill (simulated time runs at ``--speed`` × real time).
@@ -369,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed", type=_speed, default=1.0)
     ap.add_argument("--duration", type=float, default=None, help="batch: reset, start, run, stop, report")
     ap.add_argument("--record", default=None)
+    ap.add_argument("--processes", action="store_true", help="one process per device node (as axcell run --processes)")
     ap.add_argument("--ros-args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # ros2 launch adds it
     args = ap.parse_args(argv)
     from ..cli import main as cli_main
@@ -381,10 +382,12 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ["--speed", str(args.speed)]
         if args.record:
             cmd += ["--record", args.record]
+        if args.processes:
+            cmd += ["--processes"]
         return cli_main(cmd)
     from .runtime import serve_forever
 
-    return serve_forever(args.file, seed=args.seed, speed=args.speed, record=args.record)
+    return serve_forever(args.file, seed=args.seed, speed=args.speed, record=args.record, processes=args.processes)
 
 
 if __name__ == "__main__":  # pragma: no cover

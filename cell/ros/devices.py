@@ -100,7 +100,10 @@ class DeviceNode:
             from sensor_msgs.msg import JointState
 
             self.joint_pub = self.node.create_publisher(JointState, "~/joint_states", 10)
-            bridge.create_action_server(self.node, FollowJointTrajectory, "~/follow_joint_trajectory", self._fjt)
+            # with --processes the leader's "gave up" notice cancels a goal at the right simulated
+            # instant; its action cancel request (not stamped) then only marks the goal
+            bridge.create_action_server(self.node, FollowJointTrajectory, "~/follow_joint_trajectory", self._fjt,
+                                        cancel_mode="flag" if getattr(handoff, "cancel_by_notice", False) else "task")
         if isinstance(device, Camera):
             from sensor_msgs.msg import Image
 
@@ -187,7 +190,7 @@ class DeviceNode:
 
     async def _handle(self, req, resp):  # on the event loop
         h, cid = self.handoff, int(req.call_id)
-        local = h is not None and (cid, "req") in h._open
+        local = h is not None and h.incoming(cid)
         if local:
             h.register_task(cid, asyncio.current_task())
             await h.release((cid, "req"))
@@ -303,17 +306,18 @@ class DeviceNode:
         return out
 
     # ------------------------------------------------------------------ arm
-    def _publish_joints(self) -> None:
+    def _publish_joints(self, t: float | None = None) -> None:
         if self.joint_pub is None:
             return
         from sensor_msgs.msg import JointState
 
         d = self.device
-        q = d.joints_at(self.clock.now()) if hasattr(d, "joints_at") else None
+        t = self.clock.now() if t is None else t
+        q = d.joints_at(t) if hasattr(d, "joints_at") else None
         if q is None:
             return
         msg = JointState()
-        msg.header.stamp = stamp(self.clock.now())
+        msg.header.stamp = stamp(t)
         msg.name = list(d.joint_names)
         msg.position = [float(v) for v in q]
         self.joint_pub.publish(msg)
@@ -324,6 +328,26 @@ class DeviceNode:
         period = self.joint_state_period_s
         if not period or period <= 0 or self.joint_pub is None:
             await arm.move_joints(q, speed=self.speed_scaling)
+            return
+        hooks = getattr(self.handoff, "time_hooks", None)
+        if hooks is not None:
+            # a follower's clock (--processes) jumps from one agreed instant to the next: the
+            # states in between are published as it passes them, not by waking it every period
+            t0 = self.clock.now()
+
+            def passing(t_old: float, t_new: float) -> None:
+                tr = getattr(arm, "_traj", None)
+                end = arm._t0 + tr.duration if tr is not None else -math.inf  # type: ignore[attr-defined]
+                k = max(1, math.floor((t_old - t0) / period) + 1)
+                while t0 + k * period <= t_new and t0 + k * period < end:
+                    self._publish_joints(t0 + k * period)
+                    k += 1
+
+            hooks.add(passing)
+            try:
+                await arm.move_joints(q, speed=self.speed_scaling)
+            finally:
+                hooks.discard(passing)
             return
         mv = asyncio.ensure_future(arm.move_joints(q, speed=self.speed_scaling))
         try:
@@ -348,7 +372,7 @@ class DeviceNode:
 
         Result = FollowJointTrajectory.Result
         h, key = self.handoff, gctx.goal_id
-        local = h is not None and (key, "req") in h._open
+        local = h is not None and h.incoming(key)
         if local:
             h.register_task(key, asyncio.current_task())
             await h.release((key, "req"))
@@ -531,10 +555,12 @@ def main(argv: list[str] | None = None) -> int:
     """``axcell-device-node FILE --device NAME``: serve one device of a cell file as a ROS 2 node.
 
     For hardware drivers (e.g. ``opcua.machine`` talking to a real PLC), one process per device,
-    on the wall clock. Simulated twins share the simulated world and clock, so they are served
-    by the cell node's process (``axcell-cell-node``), never alone.
+    on the wall clock. A simulated twin is served alone only as a ``--follower`` of an ``axcell
+    run --processes`` run (``cell.ros.lockstep``): the process then holds a replica of the whole
+    simulated world and its clock follows the run's.
     """
     import argparse
+    import os
     import signal
 
     from drivers.base import DeviceContext
@@ -548,14 +574,30 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="axcell-device-node", description=main.__doc__.splitlines()[0])
     ap.add_argument("file")
     ap.add_argument("--device", required=True)
+    ap.add_argument("--follower", action="store_true",
+                    help="one device process of `axcell run --transport ros --processes` (started by it): "
+                         "builds the whole simulated cell as a replica, serves this device, follows the "
+                         "leader's clock")
+    ap.add_argument("--seed", type=int, default=None, help="with --follower: the run's seed")
+    ap.add_argument("--peers", default="", help=argparse.SUPPRESS)  # with --follower: every device process
+    ap.add_argument("--leader-pid", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--ros-args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # added by ros2 launch
     args = ap.parse_args(argv)
     cfg = load_cell(args.file)
     spec = next((d for d in cfg.devices if d.name == args.device), None)
     if spec is None:
         ap.error(f"no device {args.device!r} in {args.file} (have {[d.name for d in cfg.devices]})")
+    if args.follower:
+        from .lockstep import LEADER, follower_main
+
+        if cfg.sim is None:
+            ap.error("--follower needs a simulated cell (a `sim:` section)")
+        peers = [p for p in args.peers.split(",") if p] or [d.name for d in cfg.devices]
+        return follower_main(args.file, args.device, seed=args.seed, procs=[LEADER, *peers],
+                             leader_pid=args.leader_pid or os.getppid())
     if spec.kind.startswith("sim."):
-        ap.error(f"{args.device} is a simulated twin ({spec.kind}); it is served by axcell-cell-node with its world")
+        ap.error(f"{args.device} is a simulated twin ({spec.kind}); it is served by axcell-cell-node with its world "
+                 "(or by `axcell run --transport ros --processes`, which starts it with --follower)")
     cls = load_kind(spec.kind)
     ensure_ros_isolation()
 

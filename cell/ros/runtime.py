@@ -1,4 +1,4 @@
-"""``--transport ros``: put a built cell on the wire, in one process.
+"""``--transport ros``: put a built cell on the wire, in one process or one process per device.
 
 :func:`attach` takes a :class:`cell.runtime.Cell` built as usual (world, twins, skills) and
 
@@ -13,6 +13,11 @@ The world stays in this process (the twins share it, and the cell's supervisor s
 infeed and plays the operator on it), and so does the simulated clock: the clock handoff of
 ``drivers.ros2.transport`` then keeps simulated time still while any request or reply is on
 the wire, so a run over ROS 2 gives the same report as the local run for the same seed.
+
+With ``processes=True`` (``axcell run --transport ros --processes``) every device node runs in a
+process of its own (:func:`attach_processes`): each holds a replica of the simulated world
+(``cell.ros.replica``) and the clocks of all processes move in lock-step, this process leading
+(``cell.ros.lockstep``). The cell node, the supervisor, the process tree and the report stay here.
 """
 
 from __future__ import annotations
@@ -40,10 +45,18 @@ class RosAttachment:
         self.pubs: Any = None
         self.recorder: Any = None
         self.transport: Any = None
+        self.leader: Any = None  # --processes, simulated: the lock-step leader (cell.ros.lockstep)
+        self.processes: Any = None  # --processes: the device processes
 
     async def close(self) -> None:
+        if self.leader is not None and getattr(self.cell.clock, "sync", None) is self.leader:
+            self.cell.clock.sync = None
         if self.pubs is not None:
             await self.pubs.stop()
+        if self.processes is not None:
+            if self.leader is not None:
+                self.leader.bye()
+            await asyncio.to_thread(self.processes.stop)
         if self.recorder is not None:
             self.recorder.stop()
         for dev in reversed(list(self.twins.values())):
@@ -53,6 +66,8 @@ class RosAttachment:
                 log.warning("closing %s: %s", dev.name, e)
         if self.bridge is not None:
             await self.bridge.aclose()
+        if self.processes is not None:
+            self.processes.cleanup_shm()
         if self.recorder is not None:
             self.recorder.close()
         from drivers.ros2.transport import set_default_transport
@@ -90,19 +105,18 @@ def serve_devices(bridge: Any, devices: dict[str, Any], clock: Any, namespace: s
 
 async def attach(cell: Any, *, record: Path | str | None = None, clock_period_s: float = CLOCK_PERIOD_S,
                  diag_period_s: float = DIAG_PERIOD_S, bridge_name: str | None = None,
-                 processes: bool = False) -> RosAttachment:
-    """Serve ``cell``'s devices as nodes, swap in proxies, start the cell node (see the module doc)."""
+                 processes: bool = False, ready_timeout_s: float = 180.0) -> RosAttachment:
+    """Serve ``cell``'s devices as nodes, swap in proxies, start the cell node (see the module doc).
+
+    ``processes=True``: every device node in a process of its own (see :func:`attach_processes`).
+    """
     if processes:
-        raise RuntimeError(
-            "--processes is not available yet: the simulated world, its clock and the cell's supervisor "
-            "(infeed, simulated operator) live in one process, and simulated time cannot yet be kept in "
-            "step across processes. Run `--transport ros` without --processes (device nodes and cell node "
-            "in one process, over real DDS); remote ROS 2 clients can still connect from other processes.")
+        return await attach_processes(cell, record=record, clock_period_s=clock_period_s,
+                                      diag_period_s=diag_period_s, bridge_name=bridge_name,
+                                      ready_timeout_s=ready_timeout_s)
     from drivers.ros2.transport import set_default_transport
 
     from .bridge import RosBridge
-    from .cell_node import CellNode
-    from .devices import SimPublishers
 
     ensure_ros_isolation()
     att = RosAttachment()
@@ -116,24 +130,110 @@ async def attach(cell: Any, *, record: Path | str | None = None, clock_period_s:
                                                                  simulated=simulated)
         set_default_transport(att.transport)
         cell.devices.update(proxies)  # the same dict the process tree holds: skills now use the proxies
-        att.cell_node = CellNode(bridge, cell=cell, namespace=ns, simulated=simulated)
-        att.cell_node.configure_and_activate()
-        att.pubs = SimPublishers(bridge, cell.clock, att.twins, namespace=ns, clock_period_s=clock_period_s,
-                                 diag_period_s=diag_period_s, simulated=simulated,
-                                 extra=att.cell_node.publish_status)
-        if record is not None:
-            from .record import Recorder
-
-            att.recorder = Recorder(bridge, Path(record), clock=cell.clock, namespace=ns)
-            await att.recorder.start(expected=expected_topics(cell, att.twins))
-        if simulated:
-            att.pubs.share_sim_time()
-        att.pubs.start()
-        att.pubs.publish_diagnostics()
-        att.cell_node.publish_status()
+        await _start_cell_side(att, cell, record, clock_period_s, diag_period_s, simulated, diag_devices=att.twins)
     except BaseException:
         await att.close()
         raise
+    cell.ros_attachment = att  # type: ignore[attr-defined]  # tools and tests find the transport from the cell
+    return att
+
+
+async def _start_cell_side(att: RosAttachment, cell: Any, record: Path | str | None, clock_period_s: float,
+                           diag_period_s: float, simulated: bool, *, diag_devices: dict[str, Any]) -> None:
+    """The cell node, ``/clock`` and ``/diagnostics``, and the recorder (this process's part)."""
+    from .cell_node import CellNode
+    from .devices import SimPublishers
+
+    ns = cell.name
+    att.cell_node = CellNode(att.bridge, cell=cell, namespace=ns, simulated=simulated)
+    att.cell_node.configure_and_activate()
+    att.pubs = SimPublishers(att.bridge, cell.clock, diag_devices, namespace=ns, clock_period_s=clock_period_s,
+                             diag_period_s=diag_period_s, simulated=simulated,
+                             extra=att.cell_node.publish_status)
+    if record is not None:
+        from .record import Recorder
+
+        att.recorder = Recorder(att.bridge, Path(record), clock=cell.clock, namespace=ns)
+        await att.recorder.start(expected=expected_topics(cell, att.twins))
+    if simulated:
+        att.pubs.share_sim_time()
+    att.pubs.start()
+    att.pubs.publish_diagnostics()
+    att.cell_node.publish_status()
+
+
+async def attach_processes(cell: Any, *, record: Path | str | None = None, clock_period_s: float = CLOCK_PERIOD_S,
+                           diag_period_s: float = DIAG_PERIOD_S, bridge_name: str | None = None,
+                           ready_timeout_s: float = 180.0) -> RosAttachment:
+    """``--processes``: one process per device node; this process keeps the cell node.
+
+    A simulated cell: every device process builds the same cell from the same file and seed
+    and serves its own device; the world replicas and the clocks are kept in step by
+    ``cell.ros.lockstep`` (this process leads). A real cell: ``axcell-device-node FILE --device
+    NAME`` per device, on the wall clock. Either way this process's ``cell.devices`` become
+    ``ros2.*`` proxies of the device nodes, exactly as in one process.
+    """
+    import tempfile
+
+    from drivers.ros2.transport import RosTransport, set_default_transport
+
+    from .bridge import RosBridge
+    from .devices import sim_time_params
+    from .lockstep import DeviceProcesses, Leader
+
+    file = getattr(cell.cfg, "source", None)
+    if not file:
+        raise RuntimeError("--processes needs a cell file: every device process loads it")
+    ensure_ros_isolation()
+    att = RosAttachment()
+    att.cell = cell
+    simulated = cell.world is not None
+    ns = cell.name
+    att.twins = dict(cell.devices)
+    names = list(att.twins)
+    replication = None
+    if simulated:
+        from .replica import Replication
+
+        replication = Replication(cell)  # before anything runs: the infeed start is an event
+    att.bridge = bridge = RosBridge(name=bridge_name or f"axcell-{ns}")
+    try:
+        log_dir = str(Path(cell.run_dir) / "device-processes") if cell.run_dir else \
+            tempfile.mkdtemp(prefix=f"axcell-{ns}-")
+        att.processes = procs = DeviceProcesses(str(file), names, seed=cell.seed if simulated else None,
+                                                log_dir=log_dir, follower=simulated)
+        leader = None
+        if simulated:
+            att.leader = leader = Leader(bridge, cell, replication, names)
+        procs.start()
+        loop = asyncio.get_running_loop()
+        if leader is not None:
+            procs.watch(loop, leader.fail)
+            await leader.wait_ready(ready_timeout_s, alive=procs.check)
+            procs.note_shm()
+        else:
+            procs.watch(loop, lambda e: log.error("%s", e))
+        pnode = bridge.create_node("device_proxies", namespace=f"/{ns}",
+                                   parameter_overrides=sim_time_params(simulated))
+        proxies = {}
+        ids = None
+        for name, dev in att.twins.items():
+            t = RosTransport(bridge, pnode, ns, leader.handoff(name) if leader is not None else None)
+            if ids is None:
+                ids = t._ids
+            t._ids = ids  # one sequence of call ids for the whole process
+            t.__dict__["_clients"] = att.__dict__.setdefault("_clients", {})
+            proxies[name] = make_proxy(dev, t, cell.clock)
+            att.transport = att.transport or t
+        set_default_transport(att.transport)
+        cell.devices.update(proxies)
+        if leader is not None:
+            cell.clock.sync = leader
+        await _start_cell_side(att, cell, record, clock_period_s, diag_period_s, simulated, diag_devices=proxies)
+    except BaseException:
+        await att.close()
+        raise
+    cell.ros_attachment = att  # type: ignore[attr-defined]
     return att
 
 
@@ -160,7 +260,7 @@ def expected_topics(cell: Any, twins: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def serve_forever(file: str, *, seed: int | None = None, speed: float | None = 1.0,
-                  record: str | None = None) -> int:
+                  record: str | None = None, processes: bool = False) -> int:
     """``axcell-cell-node FILE``: serve the cell over ROS 2 until SIGINT/SIGTERM."""
     import signal
 
@@ -172,7 +272,7 @@ def serve_forever(file: str, *, seed: int | None = None, speed: float | None = 1
 
     async def main() -> None:
         cell = Cell(cfg, seed=seed, inspectors=prepare_inspectors(cfg))
-        att = await attach(cell, record=record)
+        att = await attach(cell, record=record, processes=processes)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

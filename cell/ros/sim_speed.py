@@ -25,3 +25,26 @@ def ros_run(cfg: Any, inspectors: dict[str, Any], duration: float, seed: int) ->
                 "events": cell.clock.events_fired, "device_calls": calls, "report_parts": report["parts"]}
 
     return asyncio.run(main())
+
+
+def processes_run(cfg: Any, inspectors: dict[str, Any], duration: float, seed: int) -> dict[str, Any]:
+    """``--transport processes``: every device node in its own process, clocks in lock-step."""
+    from ..batch import run_batch
+    from ..runtime import Cell
+    from .runtime import attach
+
+    async def main() -> dict[str, Any]:
+        cell = Cell(cfg, seed=seed, inspectors=inspectors)
+        att = await attach(cell, processes=True)
+        try:
+            report = await run_batch(cell, duration)
+        finally:
+            await cell.close()
+            stats = att.leader.stats() if att.leader is not None else {}
+            await att.close()
+        return {"sim_s": report["sim_seconds"], "wall_s": report["wall_seconds"],
+                "x_real_time": report["sim_seconds"] / report["wall_seconds"], "parts": report["parts"]["arrived"],
+                "events": cell.clock.events_fired, "lockstep": stats, "report_parts": report["parts"],
+                "processes": len(att.processes.pids) if att.processes is not None else 0}
+
+    return asyncio.run(main())

@@ -21,7 +21,9 @@ twin (simulated time flows), opens ``(id, "rep")`` before replying, and the prox
 when the reply arrives. If the proxy gives up on a call (cancelled, timed out) it closes every
 token of that call and tells the handoff, so a late reply can never leave the clock frozen.
 This works when proxy and device node share one process and one clock (``axcell run
---transport ros``); across processes each side has its own clock and the handoff is a no-op.
+--transport ros``). With ``--processes`` each process has its own clock, kept in lock-step by
+``cell.ros.lockstep``, whose handoffs have this same interface: there a token is a counted
+message, and simulated time moves only when every message sent has been taken in.
 """
 
 from __future__ import annotations
@@ -146,6 +148,10 @@ class Handoff:
 
     def register_task(self, call: Any, task: Any) -> None:
         self._tasks[call] = task
+
+    def incoming(self, call: Any) -> bool:
+        """Server side: does the request ``call`` come with a handoff token (an in-process proxy)?"""
+        return (call, "req") in self._open
 
     def abandoned(self, call: Any) -> bool:
         return call in self._abandoned
