@@ -104,7 +104,7 @@ def main() -> int:
         rows[name] = {"sim_s": report["sim_seconds"], "wall_s": wall, "x_real_time": report["sim_seconds"] / wall,
                       "events": events, "bare_clock_wall_s": base, "cell_vs_bare_clock": wall / base,
                       "parts": report["parts"]["arrived"], "inspect_ms_median": report["inspection_ms_median"]}
-    if args.transport in ("ros", "both"):
+    if args.transport in ("ros", "both", "all"):
         try:
             from cell.ros.sim_speed import ros_run  # provided by the ROS transport
         except ImportError as e:
