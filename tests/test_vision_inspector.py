@@ -185,3 +185,23 @@ def test_blob_descriptor_ring_chroma_separates_neutral_object_amid_food():
     assert abs(float(grey[0, 0] - brown[0, 0])) < 0.5
     assert float(np.abs(grey[0, 8:] - brown[0, 8:]).sum()) > 1.0
     assert float(blob_novelty(grey, brown)[0]) > 1.0
+
+
+def test_line_like_regions_are_told_from_compact_ones():
+    """Naming: a thin region in any orientation is line-like (torn film), a compact one is not."""
+    from skills.vision.inspector import _line_like
+
+    for angle in (0.0, 30.0, 45.0, 90.0, 135.0):
+        m = np.zeros((120, 160), np.uint8)
+        c, s = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        cv2.line(m, (int(80 - 30 * c), int(60 - 30 * s)), (int(80 + 30 * c), int(60 + 30 * s)), 1, 2)
+        assert _line_like(m > 0, 160), angle
+    disc = np.zeros((120, 160), np.uint8)
+    cv2.circle(disc, (80, 60), 8, 1, -1)
+    assert not _line_like(disc > 0, 160)
+    ellipse = np.zeros((120, 160), np.uint8)
+    cv2.ellipse(ellipse, (80, 60), (14, 7), 30, 0, 360, 1, -1)     # a smear, 2:1
+    assert not _line_like(ellipse > 0, 160)
+    short = np.zeros((120, 160), np.uint8)
+    cv2.line(short, (78, 60), (84, 60), 1, 1)                        # a speck, not a tear
+    assert not _line_like(short > 0, 160)

@@ -810,24 +810,29 @@ class Inspector:
         # ---- anomalous regions, named by where and how they appear
         if score > thr:
             hot = (amap > thr).astype(np.uint8)
-            n, lab, st, _ = cv2.connectedComponentsWithStats(hot, connectivity=8)
+            # fragments a few pixels apart are one finding (a tear often shows as a chain of hot spots)
+            n, lab, st, _ = cv2.connectedComponentsWithStats(cv2.dilate(hot, _K3, iterations=2), connectivity=8)
             part_area = float(self._eval.sum())
             band = self.arrays["band"] > 0
             bxf = None if self._label is None else [2 * v for v in self.meta["label_box_half"]]
             for i in range(1, n):
-                x, y, w_, h_, area = (int(v) for v in st[i])
-                comp = lab[y:y + h_, x:x + w_] == i
+                x, y, w_, h_, _ = (int(v) for v in st[i])
+                comp = (lab[y:y + h_, x:x + w_] == i) & (hot[y:y + h_, x:x + w_] > 0)
+                area = int(comp.sum())
+                if area == 0:
+                    continue
+                line = _line_like(comp, cw)
                 kind = "anomaly"
                 if bxf is not None and _overlap((x, y, x + w_, y + h_), bxf):
                     inside = comp[max(0, bxf[1] - y):max(0, bxf[3] - y), max(0, bxf[0] - x):max(0, bxf[2] - x)].sum()
                     if inside > 0.4 * area:
-                        kind = label_kind or "label_defect"
+                        kind = label_kind or ("torn_film" if line else "label_defect")
                 if kind == "anomaly":
                     if band[y:y + h_, x:x + w_][comp].mean() > 0.5:
                         kind = "seal_contamination"
                     elif area > 0.08 * part_area:
                         kind = "underfill" if "underfill" in defects else "anomaly"
-                    elif max(w_, h_) > 3.0 * max(1, min(w_, h_)) or area < 0.25 * w_ * h_:
+                    elif line:
                         kind = "torn_film"
                     else:
                         kind = "foreign_body"
@@ -970,6 +975,20 @@ def _auto_label_box(grays: np.ndarray, hmask: np.ndarray) -> tuple[int, int, int
     if not (0.015 * part_area <= bw * bh <= 0.45 * part_area) or area < 0.35 * bw * bh:
         return None
     return (x, y, x + bw, y + bh)
+
+
+def _line_like(comp: np.ndarray, canon_long: int) -> bool:
+    """A hot region shaped like a line (a tear, a cut, a hair): long for its width, and not tiny.
+
+    Elongation from the second moments of the region's pixels (any orientation, unlike a bounding box's
+    aspect), length about 4 standard deviations along the major axis."""
+    ys, xs = np.nonzero(comp)
+    if len(xs) < 4:
+        return False
+    c = np.cov(np.stack([xs, ys]).astype(np.float64))
+    ev = np.linalg.eigvalsh(c + 1e-9 * np.eye(2))
+    major, minor = float(ev[1]), max(float(ev[0]), 0.25)
+    return major / minor >= 9.0 and 4.0 * math.sqrt(major) >= 0.08 * canon_long
 
 
 def _overlap(a, b) -> bool:
