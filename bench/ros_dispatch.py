@@ -11,8 +11,11 @@ Rows (each: median and p99 of N round trips, in ms):
 - ``raw rclpy, two processes``: the same server in a child process.
 - ``bridge, same process``: the same action through ``cell.ros.bridge.RosBridge`` (asyncio
   handler on the server, ``await bridge.execute(...)`` on the client), for reference.
-- ``cell ExecuteSkill``: ``measure_cell_dispatch()``, the hook for the cell node's path
-  (``/<cell>/execute_skill``); it prints "not built yet" until the cell node exists.
+- ``cell ExecuteSkill (asyncio)``: the cell node's path (``/<cell>/execute_skill``) with an
+  asyncio client (a second RosBridge) in the same process.
+- ``cell ExecuteSkill, two processes``: the cell node in a child process called by the raw rows'
+  plain rclpy client; compared with ``raw rclpy, two processes`` the server is all that differs
+  (how an outside ROS 2 client dispatches a skill to a running cell).
 
 The ratio cell/raw is the figure of merit (goal: <= 1.3x at median and p99). Times on this
 shared 2-core machine are noisy: compare rows of one run, not absolute numbers across runs.
@@ -72,7 +75,7 @@ class RawClient:
     """A plain rclpy action client: own context, SingleThreadedExecutor spun in a thread; the
     calling thread waits on threading.Events set from the futures' done callbacks."""
 
-    def __init__(self):
+    def __init__(self, action_name: str = ACTION_NAME, skill: str = "bench", params_json: str = "{}"):
         import rclpy
         from axcell_interfaces.action import ExecuteSkill
         from rclpy.action import ActionClient
@@ -80,10 +83,11 @@ class RawClient:
         from rclpy.executors import SingleThreadedExecutor
 
         self.rclpy, self.ExecuteSkill = rclpy, ExecuteSkill
+        self.skill, self.params_json = skill, params_json
         self.ctx = Context()
         rclpy.init(context=self.ctx)
         self.node = rclpy.create_node("bench_raw_client", context=self.ctx)
-        self.client = ActionClient(self.node, ExecuteSkill, ACTION_NAME)
+        self.client = ActionClient(self.node, ExecuteSkill, action_name)
         self.ex = SingleThreadedExecutor(context=self.ctx)
         self.ex.add_node(self.node)
         self.thread = threading.Thread(target=self.ex.spin, name="bench-raw-client", daemon=True)
@@ -111,7 +115,7 @@ class RawClient:
             gh.get_result_async().add_done_callback(on_result)
 
         t0 = time.perf_counter()
-        fut = self.client.send_goal_async(self.ExecuteSkill.Goal(skill="bench", params_json="{}"),
+        fut = self.client.send_goal_async(self.ExecuteSkill.Goal(skill=self.skill, params_json=self.params_json),
                                           feedback_callback=lambda m: got_fb.set())
         fut.add_done_callback(on_goal)
         if not done.wait(5.0):
@@ -277,21 +281,7 @@ def measure_bridge_same_process(n: int, warmup: int) -> dict:
 # ----------------------------------------------------------------------------- cell hook
 
 
-def measure_cell_dispatch(n: int, warmup: int) -> dict | None:
-    """The cell's skill dispatch through ``/<cell>/execute_skill``.
-
-    The cell node (lifecycle: configure + activate) of the demo cell serves ExecuteSkill; the
-    skill is a trivial one (one feedback, SUCCESS) registered here, so the figure is the
-    dispatch path: goal -> params checked against the schema -> roles bound -> skill run on
-    the asyncio loop -> feedback -> result. Client: a second RosBridge in the same process,
-    as in the bridge row above.
-    """
-    from axcell_interfaces.action import ExecuteSkill
-
-    from cell.config import load_cell
-    from cell.ros.bridge import RosBridge
-    from cell.ros.cell_node import CellNode
-    from cell.runtime import Cell
+def _bench_noop_skill() -> None:
     from skills import registry
     from skills.base import Skill, SkillParams, SkillResult
 
@@ -306,38 +296,138 @@ def measure_cell_dispatch(n: int, warmup: int) -> dict | None:
                 ctx.feedback(0.5, "run")
                 return SkillResult.success(tag=params.tag)
 
-    async def main():
-        cell = Cell(load_cell(REPO_ROOT / "launch" / "packaging_cell.yaml"), inspectors={})
-        async with RosBridge(name="bench_cell") as srv, RosBridge(name="bench_cell_cli") as cli:
+
+async def _serving_cell(ready, stop):
+    """The demo cell's node serving ExecuteSkill until ``stop`` (an asyncio.Event) is set."""
+    from cell.config import load_cell
+    from cell.ros.bridge import RosBridge
+    from cell.ros.cell_node import CellNode
+    from cell.runtime import Cell
+
+    cell = Cell(load_cell(REPO_ROOT / "launch" / "packaging_cell.yaml"), inspectors={})
+    try:
+        async with RosBridge(name="bench_cell") as srv:
             node = CellNode(srv, cell=cell, simulated=False)
             node.configure_and_activate()
             # steady state: activation connects every device (the demo's sealer starts a
             # simulated OPC UA server) before the first goal is timed
             await node.wait_connected()
-            ac = cli.create_action_client(cli.create_node("bench_cell_client"), ExecuteSkill,
-                                          f"/{cell.name}/execute_skill")
-            if not await cli.wait_for_action_server(ac, 15.0):
-                raise RuntimeError("cell node's execute_skill not found")
-
-            async def once() -> float:
-                got_fb = asyncio.Event()
-                t0 = time.perf_counter()
-                res = await cli.execute(ac, ExecuteSkill.Goal(skill="bench_noop", params_json='{"tag": "b"}'),
-                                        feedback=lambda f: got_fb.set(), timeout=5.0)
-                if not got_fb.is_set():
-                    await asyncio.wait_for(got_fb.wait(), 1.0)
-                dt = time.perf_counter() - t0
-                if not res.succeeded or res.result.status != "SUCCESS":
-                    raise RuntimeError(f"bad round trip: {res.status_name} {res.result.message}")
-                return dt
-
-            for _ in range(warmup):
-                await once()
-            samples = [await once() for _ in range(n)]
+            ready(cell.name, srv)
+            await stop.wait()
+    finally:
         await cell.close()
-        return samples
+
+
+def measure_cell_dispatch(n: int, warmup: int) -> dict | None:
+    """The cell's skill dispatch through ``/<cell>/execute_skill``, asyncio client.
+
+    The cell node (lifecycle: configure + activate) of the demo cell serves ExecuteSkill; the
+    skill is a trivial one (one feedback, SUCCESS) registered here, so the figure is the
+    dispatch path: goal -> params checked against the schema -> roles bound -> skill run on
+    the asyncio loop -> feedback -> result. Client: a second RosBridge in the same process,
+    as in the bridge row above.
+    """
+    from axcell_interfaces.action import ExecuteSkill
+
+    from cell.ros.bridge import RosBridge
+
+    _bench_noop_skill()
+
+    async def main():
+        stop = asyncio.Event()
+        got: dict = {}
+        ready_ev = asyncio.Event()
+
+        def ready(name, srv):
+            got["name"] = name
+            ready_ev.set()
+
+        serving = asyncio.create_task(_serving_cell(ready, stop))
+        try:
+            await asyncio.wait_for(ready_ev.wait(), 60.0)
+            async with RosBridge(name="bench_cell_cli") as cli:
+                ac = cli.create_action_client(cli.create_node("bench_cell_client"), ExecuteSkill,
+                                              f"/{got['name']}/execute_skill")
+                if not await cli.wait_for_action_server(ac, 15.0):
+                    raise RuntimeError("cell node's execute_skill not found")
+
+                async def once() -> float:
+                    got_fb = asyncio.Event()
+                    t0 = time.perf_counter()
+                    res = await cli.execute(ac, ExecuteSkill.Goal(skill="bench_noop", params_json='{"tag": "b"}'),
+                                            feedback=lambda f: got_fb.set(), timeout=5.0)
+                    if not got_fb.is_set():
+                        await asyncio.wait_for(got_fb.wait(), 1.0)
+                    dt = time.perf_counter() - t0
+                    if not res.succeeded or res.result.status != "SUCCESS":
+                        raise RuntimeError(f"bad round trip: {res.status_name} {res.result.message}")
+                    return dt
+
+                for _ in range(warmup):
+                    await once()
+                return [await once() for _ in range(n)]
+        finally:
+            stop.set()
+            await serving
 
     return summarize("cell ExecuteSkill (asyncio), 1 proc", asyncio.run(main()))
+
+
+def serve_cell_until_stdin_eof() -> int:
+    """``--serve-cell``: the demo cell's node serving ExecuteSkill (child process of the row below)."""
+    _bench_noop_skill()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+
+        def ready(name, srv):
+            print(f"READY {name}", flush=True)
+
+        def wait_eof():
+            sys.stdin.read()  # parent closes stdin to stop us
+            loop.call_soon_threadsafe(stop.set)
+
+        threading.Thread(target=wait_eof, daemon=True).start()
+        await _serving_cell(ready, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def measure_cell_dispatch_two_processes(n: int, warmup: int) -> dict:
+    """The cell node in a child process, called by the raw rows' plain rclpy client.
+
+    This row and ``raw rclpy, two processes`` differ only in the server: a bare rclpy
+    ActionServer there, the cell's ExecuteSkill dispatch here. It is how an outside ROS 2 client
+    (a line controller, ``ros2 action send_goal``) dispatches a skill to a running cell.
+    """
+    env = ros_env()
+    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-cell"], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    cli = None
+    try:
+        line = ""
+        while not line.startswith("READY"):
+            line = child.stdout.readline()
+            if not line:
+                raise RuntimeError("cell process did not start")
+        name = line.split()[1]
+        cli = RawClient(f"/{name}/execute_skill", skill="bench_noop", params_json='{"tag": "b"}')
+        cli.wait()
+        return summarize("cell ExecuteSkill, two processes", measure_loop(cli.once, n, warmup))
+    finally:
+        if cli is not None:
+            cli.close()
+        child.stdin.close()
+        try:
+            child.wait(20.0)
+        except subprocess.TimeoutExpired:  # a hung rclpy process ignores SIGTERM
+            files = shm_files_of(child.pid)
+            child.kill()
+            child.wait()
+            remove_shm_files(files)
 
 
 # ----------------------------------------------------------------------------- main
@@ -349,11 +439,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=30)
     ap.add_argument("--json", type=Path, help="also write the rows as JSON")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--serve-cell", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     iso = ensure_ros_isolation()
     if args.serve:
         return serve_forever_until_stdin_eof()
+    if args.serve_cell:
+        return serve_cell_until_stdin_eof()
 
     print(f"ROS 2 action round trip: goal -> accepted -> 1 feedback -> result "
           f"(result_timeout {RESULT_TIMEOUT:g} s, domain {iso['ROS_DOMAIN_ID']}, n={args.n})", flush=True)
@@ -363,12 +456,16 @@ def main(argv: list[str] | None = None) -> int:
         measure_bridge_same_process(args.n, args.warmup),
     ]
     cell = measure_cell_dispatch(args.n, args.warmup)
+    cell_2p = measure_cell_dispatch_two_processes(args.n, args.warmup)
     raw = rows[0]
-    for row in rows[1:] + ([cell] if cell else []):
+    for row in rows[1:] + [cell]:
         print(f"  ratio {row['name']} / raw same process: median {row['median_ms'] / raw['median_ms']:.2f}x, "
               f"p99 {row['p99_ms'] / raw['p99_ms']:.2f}x")
+    raw2 = rows[1]
+    print(f"  ratio {cell_2p['name']} / raw two processes: median {cell_2p['median_ms'] / raw2['median_ms']:.2f}x, "
+          f"p99 {cell_2p['p99_ms'] / raw2['p99_ms']:.2f}x")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "cell": cell}, indent=2))
+        args.json.write_text(json.dumps({"rows": rows, "cell": cell, "cell_two_processes": cell_2p}, indent=2))
     return 0
 
 
