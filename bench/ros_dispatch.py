@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -196,41 +197,53 @@ def measure_loop(once, n: int, warmup: int) -> list[float]:
     return out[warmup:]
 
 
-def measure_raw_same_process(n: int, warmup: int) -> dict:
-    srv = RawServerThread()
-    cli = RawClient()
+def client_row(label: str, n: int, warmup: int, **client: str) -> dict:
+    """One row measured with the plain rclpy client (``client``: RawClient's goal and action name)."""
+    cli = RawClient(**client)
     try:
         cli.wait()
-        return summarize("raw rclpy, same process", measure_loop(cli.once, n, warmup))
+        return summarize(label, measure_loop(cli.once, n, warmup))
     finally:
         cli.close()
+
+
+def measure_raw_same_process(n: int, warmup: int) -> dict:
+    srv = RawServerThread()
+    try:
+        return client_row("raw rclpy, same process", n, warmup)
+    finally:
         srv.close()
 
 
-def measure_raw_two_processes(n: int, warmup: int) -> dict:
+@contextlib.contextmanager
+def server_child(flag: str, timeout: float = 20.0):
+    """This script in a child process (``--serve`` or ``--serve-cell``) on this process's ROS
+    domain; yields the first line it prints after start-up ("READY ...") and stops it on exit."""
     env = ros_env()  # this process's domain and LOCALHOST discovery
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve"], env=env,
+    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), flag], env=env,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    cli = None
     try:
-        line = child.stdout.readline()
-        if line.strip() != "READY":
-            raise RuntimeError(f"server process did not start: {line!r}")
-        cli = RawClient()
-        cli.wait()
-        return summarize("raw rclpy, two processes", measure_loop(cli.once, n, warmup))
+        line = ""
+        while not line.startswith("READY"):
+            line = child.stdout.readline()
+            if not line:
+                raise RuntimeError(f"server process ({flag}) did not start")
+        yield line.strip()
     finally:
-        if cli is not None:
-            cli.close()
-        child.stdin.close()
+        child.stdin.close()  # the child stops when its stdin closes
         try:
-            child.wait(10.0)
+            child.wait(timeout)
         except subprocess.TimeoutExpired:  # a hung rclpy process ignores SIGTERM
             files = shm_files_of(child.pid)
             child.kill()
             child.wait()
             remove_shm_files(files)
+
+
+def measure_raw_two_processes(n: int, warmup: int) -> dict:
+    with server_child("--serve"):
+        return client_row("raw rclpy, two processes", n, warmup)
 
 
 # ----------------------------------------------------------------------------- bridge
@@ -402,32 +415,10 @@ def measure_cell_dispatch_two_processes(n: int, warmup: int) -> dict:
     ActionServer there, the cell's ExecuteSkill dispatch here. It is how an outside ROS 2 client
     (a line controller, ``ros2 action send_goal``) dispatches a skill to a running cell.
     """
-    env = ros_env()
-    env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    child = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve-cell"], env=env,
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    cli = None
-    try:
-        line = ""
-        while not line.startswith("READY"):
-            line = child.stdout.readline()
-            if not line:
-                raise RuntimeError("cell process did not start")
-        name = line.split()[1]
-        cli = RawClient(f"/{name}/execute_skill", skill="bench_noop", params_json='{"tag": "b"}')
-        cli.wait()
-        return summarize("cell ExecuteSkill, two processes", measure_loop(cli.once, n, warmup))
-    finally:
-        if cli is not None:
-            cli.close()
-        child.stdin.close()
-        try:
-            child.wait(20.0)
-        except subprocess.TimeoutExpired:  # a hung rclpy process ignores SIGTERM
-            files = shm_files_of(child.pid)
-            child.kill()
-            child.wait()
-            remove_shm_files(files)
+    with server_child("--serve-cell") as ready:
+        return client_row("cell ExecuteSkill, two processes", n, warmup,
+                          action_name=f"/{ready.split()[1]}/execute_skill", skill="bench_noop",
+                          params_json='{"tag": "b"}')
 
 
 # ----------------------------------------------------------------------------- main
