@@ -559,14 +559,12 @@ class Inspector:
         scales = []
         floors = MAP_FLOOR        # colour: 1.0 on the map = a small object about one colour bin away
         sig = MAP_SIG
-        per_map = np.zeros((N, N_MAPS))
         loo = np.zeros((N, N_MAPS, ch, cw), np.float32)      # out-of-fold maps, each on a scale it did not shape
         for j in range(N_MAPS):
             hm = held[:, j]
             if sig[j] is None:           # sparse map (blob novelty): one scale, the largest out-of-fold good value
                 r = hm.reshape(N, -1).max(axis=1)
                 g = max(float(r.max()), 1e-6) * MAP_HEADROOM[j]
-                per_map[:, j] = r / g
                 loo[:, j] = hm / g
                 scales.append(np.full((ch, cw), g, np.float32))
                 continue
@@ -587,7 +585,6 @@ class Inspector:
                 r[i] = float(loo[i, j][ev].max())
             g = max(float(r.max()), 1.0 if j == 1 else 1e-6)   # sparse colour novelty: never below its floor
             s = s * g
-            per_map[:, j] = r / g
             loo[:, j] /= g
             scales.append(s.astype(np.float32))
         scale = np.stack(scales)
@@ -608,6 +605,7 @@ class Inspector:
                 top = max(mu + beta * math.log(1.0 / REGION_P), float(mx.max()))
                 gain[j, k] = float(np.clip(1.0 / max(top, REGION_FLOOR[j]), 1.0, 1.0 / REGION_FLOOR[j]))
                 scale[j][zones == k] /= gain[j, k]
+        # out-of-fold score of every good on every map, with the region gains applied
         per_map = np.stack([(loo[:, j] * gain[j][zones][None])[:, ev].max(axis=1) for j in range(N_MAPS)], axis=1)
         self.meta["region_gain"] = [[round(float(v), 3) for v in row] for row in gain]
         self.arrays["map_scale"] = scale
