@@ -135,6 +135,35 @@ def test_generality_round_dish():
         assert sum(r.defective for r in res) >= 4, (kind, [round(r.score, 2) for r in res])
 
 
+def test_round_bowl_label_rule_turns_the_frame_to_the_label():
+    """A round, labelled bowl: its outline says nothing about its turn, the label does.  With the product's
+    label box the canonical frame is turned so that the label sits in it, whatever the first good's turn;
+    the reported angle is then the bowl's own yaw, and goods are not rejected for a "skewed" label."""
+    from sim.render import LabelAppearance, ProductAppearance
+    app = ProductAppearance(
+        name="round_bowl", shape="ellipse", length_mm=190, width_mm=190, corner_radius_mm=0,
+        tray_color=(230, 200, 60), rim_mm=8, contents_kind="pieces", contents_base=(60, 150, 40),
+        contents_colors=[(90, 20, 140), (230, 200, 210), (80, 170, 250), (170, 160, 170)], piece_mm=14,
+        fill_fraction=0.85, label=LabelAppearance(length_mm=60, width_mm=65, offset_mm=42, color=(220, 130, 60),
+                                                  band_color=(240, 190, 70), ink_color=(120, 200, 130)))
+    cal = make_top_down_calibration(W, H, (math.hypot(app.length_mm, app.width_mm) + 50) / H)
+    rng = np.random.default_rng(21)
+    ins = Inspector().fit([_render(app, [], rng, cal)[0] for _ in range(30)], ProductRules(**app.inspection_rules()))
+    assert ins.meta["mode"] == "free"
+    res, errs = [], []
+    for _ in range(15):
+        img, gt = _render(app, [], rng, cal)
+        r = ins.inspect(img)
+        res.append(r)
+        errs.append(abs((r.pose_px[2] - gt[2] + 180) % 360 - 180))
+    assert sum(r.defective for r in res) <= 1, [(round(r.score, 2), r.defects) for r in res if r.defective]
+    assert min(r.measurements["label_match"] for r in res) > 0.6
+    assert float(np.median(errs)) < 2.0 and max(errs) < 4.0, [round(e, 1) for e in errs]
+    # and a skewed label (7–20°) on that bowl is still told
+    bad = [ins.inspect(_render(app, ["skewed_label"], rng, cal)[0]) for _ in range(5)]
+    assert sum("skewed_label" in r.defects for r in bad) >= 4, [r.defects for r in bad]
+
+
 def test_zone_colour_common_food_colour_is_normal_in_every_pooled_zone():
     """A colour common in the contents as a whole is not novel in a pooled zone where the goods happened not
     to show it (the cell's false rejects of good bulgogi: white / green pieces); a rare colour stays novel."""
