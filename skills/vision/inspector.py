@@ -611,7 +611,7 @@ class Inspector:
         valid = cv2.resize(cv2.dilate(pmask, np.ones((3, 3), np.uint8)), fsz, interpolation=cv2.INTER_NEAREST) > 0
         self.arrays["colour_region"] = region.astype(np.int32)
         # ---- rules learned from the good views (the seal band and label box also name the map regions)
-        self._fit_rules(P, pmask)
+        self._fit_rules(P, pmask, views)
         # ---- out-of-fold maps of the good images
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(N)
@@ -744,7 +744,7 @@ class Inspector:
         """Threshold from out-of-fold good scores: the largest one times the margin."""
         return float(np.max(s) * (self.threshold_margin if margin is None else margin))
 
-    def _fit_rules(self, P: np.ndarray, pmask: np.ndarray) -> None:
+    def _fit_rules(self, P: np.ndarray, pmask: np.ndarray, raw: np.ndarray | None = None) -> None:
         r = self.rules
         cw, ch = self.meta["canon"]
         hw2, hh = cw // 2, ch // 2
@@ -790,8 +790,27 @@ class Inspector:
             if "label_box_half" in self.meta:
                 x0, y0, x1, y1 = self.meta["label_box_half"]
                 well[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2] = False
+                # the bare tray's colour is read on the flange, and a label reaching over the rim is not it
+                # (its share of the ring moved the median colour off the tray's: a bared well read as full)
+                band_nl = band.copy()
+                band_nl[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2] = False
+                if band_nl.sum() >= 0.5 * band.sum():
+                    band = band_nl
             if well.sum() > 20 and band.sum() > 10:
-                cov = np.array([_coverage(v, well, band) for v in half])
+                # where the goods always show food, bare tray is what counts: each pixel of the well is
+                # weighted by how rarely the goods show the tray there (a part's contents edge wanders from
+                # part to part; a slid or short fill bares the middle).  Each good's own coverage uses the
+                # weights of the others (leave one out), as a new part's does.
+                # on the raw views: tray and contents are under the same light there, while the goods'
+                # photometric correction is fitted on pixels a slid fill may have bared, and its colour cast
+                # moved the flange's chroma away from the floor's
+                half_raw = half if raw is None else [cv2.resize(v, (hw2, hh), interpolation=cv2.INTER_AREA) for v in raw]
+                fls = np.stack([_floor_map(v, band) for v in half_raw]).astype(np.float32)
+                n_g = len(fls)
+                tot = fls.sum(axis=0)
+                cov = np.array([_coverage_w(fls[i], _fill_weight((tot - fls[i]) / max(1, n_g - 1), well))
+                                for i in range(n_g)])
+                self.arrays["fill_weight"] = _fill_weight(tot / max(1, n_g), well)
                 mu, sd = float(cov.mean()), float(cov.std())
                 if r.fill_range is not None:
                     lo, hi = r.fill_range
@@ -874,10 +893,14 @@ class Inspector:
                 regions.append({"kind": label_kind, "box": _to_image_box(M, [2 * v for v in bxh])})
         fill = self.meta.get("fill")
         if fill is not None:
-            if half_u8 is None:
-                half_u8 = cv2.resize(np.clip(P, 0, 255).astype(np.uint8), (cw // 2, ch // 2),
-                                     interpolation=cv2.INTER_AREA)
-            cov = _coverage(half_u8, self.arrays["fill_well"] > 0, self.arrays["fill_band"] > 0)
+            if "fill_weight" in self.arrays:
+                half_raw = cv2.resize(view, (cw // 2, ch // 2), interpolation=cv2.INTER_AREA)
+                cov = _coverage_w(_floor_map(half_raw, self.arrays["fill_band"] > 0), self.arrays["fill_weight"])
+            else:
+                if half_u8 is None:
+                    half_u8 = cv2.resize(np.clip(P, 0, 255).astype(np.uint8), (cw // 2, ch // 2),
+                                         interpolation=cv2.INTER_AREA)
+                cov = _coverage(half_u8, self.arrays["fill_well"] > 0, self.arrays["fill_band"] > 0)
             meas["fill_coverage"] = cov
             if fill["active"] and not (fill["lo"] <= cov <= fill["hi"]):
                 kind = "underfill" if cov < fill["lo"] else "overfill"
@@ -1024,6 +1047,26 @@ def _norm_grey(v: np.ndarray) -> np.ndarray:
     g = cv2.cvtColor(v, cv2.COLOR_BGR2GRAY).astype(np.float32)
     m, s = cv2.meanStdDev(g)
     return (g - float(m[0, 0])) / max(float(s[0, 0]), 1.0)
+
+
+def _floor_map(half_bgr: np.ndarray, band: np.ndarray) -> np.ndarray:
+    """Bool map of the pixels that look like the bare tray (judged against the seal band's own colour)."""
+    lab = cv2.cvtColor(half_bgr, cv2.COLOR_BGR2LAB)
+    return floor_like(lab, np.median(lab[band], axis=0))
+
+
+def _fill_weight(p_floor: np.ndarray, well: np.ndarray) -> np.ndarray:
+    """Per-pixel weight of the well for the fill rule: how rarely the goods show bare tray there (smoothed)."""
+    p = cv2.GaussianBlur(p_floor.astype(np.float32), (0, 0), 1.5)
+    w = np.clip(1.0 - p, 0.0, 1.0) * well
+    if float(w.sum()) < 0.05 * max(1.0, float(well.sum())):      # the goods show tray everywhere: plain mean
+        w = well.astype(np.float32)
+    return (w / max(float(w.sum()), 1e-9)).astype(np.float32)
+
+
+def _coverage_w(floor: np.ndarray, weight: np.ndarray) -> float:
+    """Share of the (weighted) well covered by contents."""
+    return 1.0 - float((floor * weight).sum())
 
 
 def _coverage(half_bgr: np.ndarray, well: np.ndarray, band: np.ndarray) -> float:
