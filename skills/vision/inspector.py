@@ -52,7 +52,8 @@ from .rules import LabelMatcher, ProductRules, angle_wrap, floor_like, part_to_c
 
 __all__ = ["Inspector", "InspectionResult", "InspectionError", "draw_overlay", "identify", "MODEL_VERSION"]
 
-MODEL_VERSION = 11
+MODEL_VERSION = 12
+LK_SCALE_FROM = 0.02      # the aligner also fits scale when the goods' outlines disagree on size by more than this (sd)
 MARGIN = 0.04            # canonical view margin around the part (fraction of each side)
 SEG_LONG = 200           # segmentation works on the first pyramid level with long side ≤ this
 COLOUR_GRID = 16         # colour-novelty regions along the part's long side (where the goods repeat)
@@ -195,6 +196,11 @@ def _busy_zone(labs: np.ndarray, pmask: np.ndarray) -> np.ndarray:
     return cv2.dilate(busy, np.ones((3, 3), np.uint8)) & pmask
 
 
+def _scale_of(M: np.ndarray) -> float:
+    """Image px per canonical px of a canonical→image similarity."""
+    return math.hypot(M[0, 0], M[1, 0])
+
+
 def _rot_about(deg: float, cw: int, ch: int) -> np.ndarray:
     """3×3 map of the canonical view turned by ``deg`` about its centre (new canonical px → old)."""
     a = math.radians(deg)
@@ -241,9 +247,12 @@ def _inverse_variance(gs: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- sub-pixel alignment
 class _Aligner:
-    """Inverse-compositional Lucas–Kanade (tx, ty, θ) on a half-resolution grey canonical view."""
+    """Inverse-compositional Lucas–Kanade on a half-resolution grey canonical view: a similarity (tx, ty, θ and
+    scale).  The scale absorbs what segmentation gets wrong about the part's size: a white tray on a light belt
+    is segmented by its contents on some frames and with its flange on others (±5 %), and without a scale
+    term those canonical views disagreed in scale, and everything learned from them blurred."""
 
-    def __init__(self, T: np.ndarray, mask: np.ndarray, weight: np.ndarray | None = None):
+    def __init__(self, T: np.ndarray, mask: np.ndarray, weight: np.ndarray | None = None, scale: bool = False):
         self.T = T.astype(np.float32)
         hh, hw = T.shape
         self.size = (hw, hh)
@@ -254,7 +263,10 @@ class _Aligner:
         ys, xs = np.nonzero(self.mask)
         self.ys, self.xs = ys, xs
         gxm, gym = gx[ys, xs], gy[ys, xs]
-        sd = np.stack([gxm, gym, -gxm * (ys - self.c[1]) + gym * (xs - self.c[0])]).astype(np.float64)
+        dx, dy = xs - self.c[0], ys - self.c[1]
+        rows = [gxm, gym, -gxm * dy + gym * dx] + ([gxm * dx + gym * dy] if scale else [])
+        sd = np.stack(rows).astype(np.float64)
+        self.n = len(rows)
         if weight is not None:
             # weighted least squares: pixels that repeat from part to part (rim, label, tray corners) steer
             # the fit, randomly arranged contents hardly do
@@ -263,7 +275,7 @@ class _Aligner:
             sdw = sd
         self.sd = sdw
         H = sdw @ sd.T
-        self.Hinv = np.linalg.inv(H + np.eye(3) * 1e-6 * np.trace(H))
+        self.Hinv = np.linalg.inv(H + np.eye(self.n) * 1e-6 * np.trace(H))
         self.Tm = self.T[ys, xs]
         S = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]])   # half → full canonical px
         self.S, self.Sinv = S, np.linalg.inv(S)
@@ -286,14 +298,20 @@ class _Aligner:
             e = self.normalised(self.grey(frame, M)) - self.Tm
             err = float(np.sqrt(np.mean(e * e)))
             dp = self.Hinv @ (self.sd @ e)
-            if not np.all(np.isfinite(dp)) or abs(dp[2]) > 0.3 or abs(dp[0]) > 8 or abs(dp[1]) > 8:
+            ds = float(dp[3]) if self.n == 4 else 0.0
+            if not np.all(np.isfinite(dp)) or abs(dp[2]) > 0.3 or abs(dp[0]) > 8 or abs(dp[1]) > 8 or abs(ds) > 0.1:
                 break
-            c, s = math.cos(dp[2]), math.sin(dp[2])
+            k = 1.0 + ds
+            c, s = k * math.cos(dp[2]), k * math.sin(dp[2])
             cx, cy = self.c
             Wd = np.array([[c, -s, cx - c * cx + s * cy + dp[0]], [s, c, cy - s * cx - c * cy + dp[1]], [0, 0, 1.0]])
             Mh = _h(M) @ self.S @ np.linalg.inv(Wd)
-            M = (Mh @ self.Sinv)[:2]
-            if abs(dp[0]) < 0.02 and abs(dp[1]) < 0.02 and abs(dp[2]) < 2e-4:
+            M_new = (Mh @ self.Sinv)[:2]
+            # the size may move by at most ±20 % from where segmentation put it
+            if not 0.8 < _scale_of(M_new) / max(_scale_of(M_full), 1e-12) < 1.25:
+                break
+            M = M_new
+            if abs(dp[0]) < 0.02 and abs(dp[1]) < 0.02 and abs(dp[2]) < 2e-4 and abs(ds) < 2e-4:
                 break
         return M, err
 
@@ -374,7 +392,7 @@ class Inspector:
         """Derived objects (aligner, colour LUT, photometric model) from the stored arrays."""
         a, m = self.arrays, self.meta
         cw, ch = m["canon"]
-        self._aligner = _Aligner(a["lk_template"], a["lk_mask"] > 0, a.get("lk_weight"))
+        self._aligner = _Aligner(a["lk_template"], a["lk_mask"] > 0, a.get("lk_weight"), bool(m.get("lk_scale")))
         self._photo = PhotoNorm(a["photo_ref"], a["photo_idx"], (ch, cw))
         self._pixel = PixelModel(a["pix_med"], a["pix_spread"])
         self._colour = ZoneColour(a["colour_lut"], a["colour_region"])
@@ -505,7 +523,12 @@ class Inspector:
         # square ones, any angle for round ones) that puts the goods' least varying area into the box wins.
         # (Round parts had no such step: the frame's turn was wherever the first good put it, the label
         # matcher learned a patch of food, and 8 of 40 goods of a random round product were rejected.)
-        if rules.label_box is not None:
+        # It is decided once on the coarsely placed views and again after sub-pixel alignment: where
+        # segmentation is poor (a white tray on a light belt) the coarse views disagree in scale and place,
+        # every area varies, and the first decision can be wrong.
+        def label_turn(Ms: list[np.ndarray]) -> np.ndarray | None:
+            if rules.label_box is None:
+                return None
             g = np.stack([_norm_grey(self._view(fr, M)) for fr, M in zip(frames, Ms)])
             sd = g.std(axis=0).astype(np.float32)
             bx = part_to_canon_box(rules.label_box, cw, ch, MARGIN)
@@ -527,42 +550,58 @@ class Inspector:
                 a0 = 5.0 * int(np.argmin(vals))
                 fine_c = [_rot_about(a0 + da, cw, ch) for da in np.arange(-4.0, 4.5, 1.0)]
                 R = fine_c[int(np.argmin([box_sd(Rf) for Rf in fine_c]))]
-            if not np.allclose(R, np.eye(3)):
-                Ms = [(_h(M) @ R)[:2] for M in Ms]
-                tw, th = self._thumb_size()
-                template = _weighted_template([_thumb_desc(cv2.resize(self._view(fr, M), (tw, th),
-                                                                      interpolation=cv2.INTER_AREA))
-                                               for fr, M in zip(frames, Ms)])
-        self.arrays["template"] = template.astype(np.float32)
-        # ---- part mask in the canonical frame (mean of the per-image masks)
-        masks = []
-        for M, b in zip(Ms, blobs):
-            Mk = M.copy()
-            Mk[:, :2] /= b.scale
-            Mk[:, 2] = (Mk[:, 2] + 0.5) / b.scale - 0.5
-            masks.append(cv2.warpAffine(b.mask_small, Mk, (cw, ch), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP))
-        pmask = (np.mean(masks, axis=0) > 127).astype(np.uint8)
-        self.arrays["part_mask"] = pmask
-        # ---- sub-pixel alignment: LK against the mean grey view, twice
-        hh, hw2 = ch // 2, cw // 2
-        lk_mask = cv2.dilate(cv2.resize(pmask, (hw2, hh), interpolation=cv2.INTER_NEAREST), np.ones((5, 5), np.uint8))
-        for it in range(2):
+            return None if np.allclose(R, np.eye(3)) else R
+
+        def turned(Ms: list[np.ndarray], R: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+            Ms = [(_h(M) @ R)[:2] for M in Ms]
+            tw, th = self._thumb_size()
+            return Ms, _weighted_template([_thumb_desc(cv2.resize(self._view(fr, M), (tw, th),
+                                                                  interpolation=cv2.INTER_AREA))
+                                           for fr, M in zip(frames, Ms)])
+
+        def mask_and_align(Ms: list[np.ndarray]):
+            # ---- part mask in the canonical frame (mean of the per-image masks)
+            masks = []
+            for M, b in zip(Ms, blobs):
+                Mk = M.copy()
+                Mk[:, :2] /= b.scale
+                Mk[:, 2] = (Mk[:, 2] + 0.5) / b.scale - 0.5
+                masks.append(cv2.warpAffine(b.mask_small, Mk, (cw, ch), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP))
+            pmask = (np.mean(masks, axis=0) > 127).astype(np.uint8)
+            # ---- sub-pixel alignment: LK against the mean grey view, twice
+            hh, hw2 = ch // 2, cw // 2
+            lk_mask = cv2.dilate(cv2.resize(pmask, (hw2, hh), interpolation=cv2.INTER_NEAREST),
+                                 np.ones((5, 5), np.uint8))
             S = np.array([[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0, 0, 1.0]])
-            gs = []
-            for fr, M in zip(frames, Ms):
-                v = fr.warp((_h(M) @ S)[:2], hw2, hh)
-                g = cv2.GaussianBlur(cv2.cvtColor(v, cv2.COLOR_BGR2GRAY).astype(np.float32), (3, 3), 0)
-                vals = g[lk_mask > 0]
-                gs.append((g - vals.mean()) / max(float(vals.std()), 1e-3))
-            T = np.mean(gs, axis=0).astype(np.float32)
-            # a round part's outline does not pin its turn: there the fit leans on what repeats from part to
-            # part (label, print), weighted by inverse variance; oblong and square parts keep plain least
-            # squares (weighting them moved the label edge against the tray and raised false rejects in the
-            # cell audit)
-            lk_w = _inverse_variance(np.asarray(gs), lk_mask > 0) if mode == "free" else None
-            al = _Aligner(T, lk_mask, lk_w)
-            Ms = [al.refine(fr, M, iters=4)[0] for fr, M in zip(frames, Ms)]
-        lk_gs = np.asarray(gs)
+            for it in range(2):
+                gs = []
+                for fr, M in zip(frames, Ms):
+                    v = fr.warp((_h(M) @ S)[:2], hw2, hh)
+                    g = cv2.GaussianBlur(cv2.cvtColor(v, cv2.COLOR_BGR2GRAY).astype(np.float32), (3, 3), 0)
+                    vals = g[lk_mask > 0]
+                    gs.append((g - vals.mean()) / max(float(vals.std()), 1e-3))
+                T = np.mean(gs, axis=0).astype(np.float32)
+                # a round part's outline does not pin its turn: there the fit leans on what repeats from part
+                # to part (label, print), weighted by inverse variance; oblong and square parts keep plain
+                # least squares (weighting them moved the label edge against the tray and raised false
+                # rejects in the cell audit)
+                lk_w = _inverse_variance(np.asarray(gs), lk_mask > 0) if mode == "free" else None
+                al = _Aligner(T, lk_mask, lk_w, lk_scale)
+                Ms = [al.refine(fr, M, iters=4)[0] for fr, M in zip(frames, Ms)]
+            return Ms, pmask, lk_mask, T, lk_w, np.asarray(gs)
+
+        lk_scale = max(self.meta["size_spread"]) > LK_SCALE_FROM
+        self.meta["lk_scale"] = bool(lk_scale)
+        R = label_turn(Ms)
+        if R is not None:
+            Ms, template = turned(Ms, R)
+        Ms, pmask, lk_mask, T, lk_w, lk_gs = mask_and_align(Ms)
+        R = label_turn(Ms)
+        if R is not None:
+            Ms, template = turned(Ms, R)
+            Ms, pmask, lk_mask, T, lk_w, lk_gs = mask_and_align(Ms)
+        self.arrays["template"] = template.astype(np.float32)
+        self.arrays["part_mask"] = pmask
         self.arrays["lk_template"] = T
         self.arrays["lk_mask"] = lk_mask
         if lk_w is not None:
@@ -635,7 +674,7 @@ class Inspector:
             # the held-out goods are aligned to the fold's own template too: aligned to a mean that holds
             # themselves, they sat a little better on edges (label, rim) than a new good does
             al_f = _Aligner(lk_gs[train].mean(axis=0).astype(np.float32), lk_mask,
-                            _inverse_variance(lk_gs[train], lk_mask > 0) if mode == "free" else None)
+                            _inverse_variance(lk_gs[train], lk_mask > 0) if mode == "free" else None, lk_scale)
             for i in test:
                 Mi = al_f.refine(frames[i], Ms[i], iters=4)[0]
                 fine_i, view_i = self._views(frames[i], Mi)
@@ -909,7 +948,15 @@ class Inspector:
                 regions.append({"kind": kind, "box": _to_image_box(
                     M, (2 * int(xs.min()), 2 * int(ys.min()), 2 * int(xs.max()) + 2, 2 * int(ys.max()) + 2))})
         if r.part_size_tol is not None:
-            if mode == "flip2":
+            # overall size from the aligned view's scale (LK matched the part to the goods' mean, whatever
+            # segmentation made of its outline); the outline only for the proportions, which a segmentation
+            # that loses a light flange all round keeps
+            if self.meta.get("lk_scale"):
+                k = _scale_of(M) / ((L * (1 + 2 * MARGIN)) / cw)
+                dev = abs(k - 1.0)
+                if mode == "flip2":
+                    dev = max(dev, abs((blob.length / blob.width) / (L / W) - 1.0))
+            elif mode == "flip2":
                 dev = max(abs(blob.length / L - 1.0), abs(blob.width / W - 1.0))
             else:
                 dev = abs(math.sqrt(blob.length * blob.width) / L - 1.0)
