@@ -192,6 +192,27 @@ def test_white_tray_on_white_background():
     assert all("missing_label" in r.defects for r in bad), [r.defects for r in bad]
 
 
+def test_tight_framing_close_to_the_edge_is_whole_cut_by_it_is_truncated():
+    """Framed tightly (the tray's length plus 6 mm fills the frame), a tray ~10 px from the edge is whole; one
+    pushed over the edge is reported truncated."""
+    app = get_product("kimchi")
+    W2, H2 = 1280, 1024        # segmentation works at 1/8 of this: "touching" its border is within 16 px
+    cal = make_top_down_calibration(W2, H2, (app.length_mm + 6.0) / W2)
+    rng = np.random.default_rng(12)
+
+    def render(x=0.0):
+        p = PartSpec(app, x=x + float(rng.uniform(-0.001, 0.001)), y=float(rng.uniform(-0.003, 0.003)),
+                     yaw=float(rng.uniform(-0.01, 0.01)) + (math.pi if rng.uniform() < 0.5 else 0.0),
+                     seed=int(rng.integers(1 << 30)))
+        return render_scene([p], cal, lighting=Lighting.random(rng, 0.5), rng=rng)
+
+    ins = Inspector().fit([render() for _ in range(20)], ProductRules(**app.inspection_rules()))
+    whole = [ins.inspect(render()) for _ in range(6)]
+    assert not any("part_truncated" in r.defects for r in whole), [r.defects for r in whole]
+    cut = [ins.inspect(render(0.012)) for _ in range(3)]        # 12 mm over the right edge
+    assert all("part_truncated" in r.defects for r in cut), [r.defects for r in cut]
+
+
 def test_zone_colour_common_food_colour_is_normal_in_every_pooled_zone():
     """A colour common in the contents as a whole is not novel in a pooled zone where the goods happened not
     to show it (the cell's false rejects of good bulgogi: white / green pieces); a rare colour stays novel."""
