@@ -34,6 +34,20 @@ from .config import CellFileError, json_schema, load_cell
 _speed, _positive = speed_arg, positive_arg
 
 
+MAX_PROBLEMS_SHOWN = 100
+
+
+def print_problems(e: CellFileError, *, summary: bool = True) -> None:
+    """``FILE:LINE: field.path: message (value)``, one line per problem (the first 100), then a count."""
+    for prob in e.problems[:MAX_PROBLEMS_SHOWN]:
+        print(prob.format(e.file), file=sys.stderr)
+    n = len(e.problems)
+    if n > MAX_PROBLEMS_SHOWN:
+        print(f"{e.file}: {n} problem(s), the first {MAX_PROBLEMS_SHOWN} shown", file=sys.stderr)
+    elif summary:
+        print(f"{e.file}: {n} problem(s)", file=sys.stderr)
+
+
 # -- commands ---------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = load_cell(args.file)
@@ -144,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CellFileError as e:
-        for prob in e.problems:
-            print(prob.format(e.file), file=sys.stderr)
-        print(f"{e.file}: {len(e.problems)} problem(s)", file=sys.stderr)
+        print_problems(e)
         return 2
     except UserError as e:
         print(f"axcell: {e}", file=sys.stderr)

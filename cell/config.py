@@ -271,10 +271,20 @@ class CellFileError(Exception):
 
 
 def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
-    """Walk ``loc`` against the data, skipping union/tag segments that are not real keys."""
+    """Walk ``loc`` against the data, skipping union/tag segments that are not real keys.
+
+    A process node's tag (``skill``, ``sequence``…) comes before the node's field in pydantic's location and
+    may equal a real key (``skill``): it is skipped once per node, when the node would be tagged that way.
+    """
     out: list[Any] = []
     cur = data
+    tagged: int | None = None
     for part in loc:
+        if part == "[key]":
+            break  # the key itself is wrong: the path ends at it
+        if isinstance(cur, dict) and part in NODE_KINDS and tagged != id(cur) and _node_kind(cur) == part:
+            tagged = id(cur)       # the discriminator's tag, not a key
+            continue
         if isinstance(cur, dict) and part in cur:
             out.append(part)
             cur = cur[part]
@@ -284,7 +294,7 @@ def _clean_loc(loc: tuple[Any, ...], data: Any) -> tuple[Any, ...]:
         elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
             out.append(part)
             cur = cur[part]
-        elif isinstance(cur, dict) or isinstance(cur, list):
+        elif isinstance(cur, dict) or isinstance(cur, list) or cur is None:
             if isinstance(part, str) and part not in NODE_KINDS and not part.startswith("function-"):
                 out.append(part)  # a missing key: still name it
                 cur = None
@@ -302,18 +312,29 @@ def _problems_from(e: ValidationError, data: Any, lines: dict, prefix: tuple[Any
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif err["type"] == "missing" and err["loc"] and isinstance(err["loc"][-1], int):
+            msg = f"too few values (item {err['loc'][-1]} is missing)"
         elif err["type"] == "missing":
             msg = "required field is missing"
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
+        if err["loc"] and err["loc"][-1] == "[key]":
+            msg = f"bad key: {msg}"
         if (path, msg) in seen:
             continue
         seen.add((path, msg))
         value = err.get("input") if err["type"] not in ("missing",) else None
-        if isinstance(value, (dict, list)):
+        if isinstance(value, dict) or (isinstance(value, list) and not _short_flat(value)):
             value = None
+        if isinstance(value, float) and not math.isfinite(value):
+            continue  # reported as "not a finite number" by _non_finite_problems
         out.append(Problem(line=yamlsafe.line_for(lines, loc), path=path, message=msg, value=value))
     return out
+
+
+def _short_flat(v: list) -> bool:
+    """A list worth echoing in a message: a few plain values (``[0.8, 0.2]``), not a section."""
+    return len(v) <= 6 and all(isinstance(x, (int, float, str, bool)) or x is None for x in v)
 
 
 def _dig(data: Any, path: tuple[Any, ...]) -> Any:
@@ -327,12 +348,19 @@ def _dig(data: Any, path: tuple[Any, ...]) -> Any:
 
 
 # -- semantic checks ---------------------------------------------------------------------------
-def _check_devices(data: dict, lines: dict) -> tuple[list[Problem], dict[str, type]]:
+def _check_devices(data: dict, lines: dict) -> tuple[list[Problem], dict[str, type], set[str]]:
+    """Device kinds, options (the driver's own Config model) and device-to-device references.
+
+    Returns the problems, name → class of every device whose kind is known, and the names of devices whose
+    kind is not (their contract is unknown, so role checks must not cascade from them).
+    """
     problems: list[Problem] = []
     classes: dict[str, type] = {}
+    unknown: set[str] = set()
     devices = data.get("devices")
     if not isinstance(devices, list):
-        return problems, classes
+        return problems, classes, unknown
+    all_names = {d.get("name") for d in devices if isinstance(d, dict) and isinstance(d.get("name"), str)}
     names: dict[str, int] = {}
     for i, d in enumerate(devices):
         if not isinstance(d, dict):
@@ -345,31 +373,97 @@ def _check_devices(data: dict, lines: dict) -> tuple[list[Problem], dict[str, ty
             else:
                 names[name] = i
         if not isinstance(kind, str):
+            if isinstance(name, str):
+                unknown.add(name)
             continue
+        kline = yamlsafe.line_for(lines, ("devices", i, "kind"))
         try:
             cls = load_kind(kind)
         except KindError as e:
-            problems.append(Problem(line=yamlsafe.line_for(lines, ("devices", i, "kind")), path=f"devices.{i}.kind",
+            problems.append(Problem(line=kline, path=f"devices.{i}.kind",
                                     message=str(e).replace(f" {kind!r}", "", 1), value=kind))
+            if isinstance(name, str):
+                unknown.add(name)
             continue
-        opts = d.get("options") or {}
+        except Exception as e:  # noqa: BLE001 - a third-party provider that fails on import
+            problems.append(Problem(line=kline, path=f"devices.{i}.kind", value=kind,
+                                    message=f"the driver failed to load ({e.__class__.__name__}: {e})"))
+            if isinstance(name, str):
+                unknown.add(name)
+            continue
         if isinstance(name, str) and name not in classes:
             classes[name] = cls  # known contract even when its options are wrong: no cascading errors
+        opts = d.get("options")
+        if opts is None and "options" not in d:
+            opts = {}
+        if not isinstance(opts, dict):
+            continue  # DeviceSpec reports "options: should be a mapping"; the driver would only repeat it
+        oline = yamlsafe.line_for(lines, ("devices", i, "options"))
         try:
             cfg = cls.Config.model_validate(opts)
         except ValidationError as e:
             problems += _problems_from(e, data, lines, ("devices", i, "options"))
             continue
+        except Exception as e:  # noqa: BLE001 - a driver's validator that raises something else
+            problems.append(Problem(line=oline, path=f"devices.{i}.options",
+                                    message=f"the {kind} driver rejected the options ({e.__class__.__name__}: {e})"))
+            continue
         if isinstance(name, str):
-            for dep in cls.requires(cfg):
-                if not any(isinstance(o, dict) and o.get("name") == dep for o in devices):
-                    problems.append(Problem(line=yamlsafe.line_for(lines, ("devices", i, "options")),
-                                            path=f"devices.{i}.options",
+            try:
+                deps = list(cls.requires(cfg))
+            except Exception as e:  # noqa: BLE001
+                problems.append(Problem(line=oline, path=f"devices.{i}.options",
+                                        message=f"the {kind} driver failed on the options "
+                                                f"({e.__class__.__name__}: {e})"))
+                continue
+            for dep in deps:
+                if dep not in all_names:
+                    problems.append(Problem(line=oline, path=f"devices.{i}.options",
                                             message=f"refers to device {dep!r}, which does not exist", value=dep))
-    return problems, classes
+    return problems, classes, unknown
 
 
-def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str, type]) -> list[Problem]:
+def _check_products(data: dict, lines: dict, cfg: "CellConfig") -> list[Problem]:
+    """Each product's simulator look (preset name or parameters) and vision rules (``ProductRules``)."""
+    problems: list[Problem] = []
+    if not any(p.appearance is not None or p.rules for p in cfg.products.values()):
+        return problems
+    from sim import render
+    from skills.vision.rules import ProductRules
+
+    for name, spec in cfg.products.items():
+        base: dict[str, Any] = {}
+        app = spec.appearance
+        where = ("products", name, "appearance")
+        if isinstance(app, str):
+            if app not in render.PRODUCTS:
+                known = ", ".join(sorted(render.PRODUCTS))
+                problems.append(Problem(line=yamlsafe.line_for(lines, where), path=".".join(where), value=app,
+                                        message=f"unknown appearance (built-ins: {known})"))
+            else:
+                base = render.PRODUCTS[app].inspection_rules()
+        elif isinstance(app, dict):
+            try:
+                base = render.ProductAppearance.model_validate({"name": name, **app}).inspection_rules()
+            except ValidationError as e:
+                problems += _problems_from(e, data, lines, where)
+        if spec.rules:
+            try:
+                ProductRules.model_validate({**base, **spec.rules})
+            except ValidationError as e:
+                problems += _problems_from(e, data, lines, ("products", name, "rules"))
+    return problems
+
+
+def _non_finite_problems(data: Any, lines: dict) -> list[Problem]:
+    """NaN and infinities (``.nan``, ``.inf``, ``1e400``) are never meaningful in a cell file."""
+    return [Problem(line=yamlsafe.line_for(lines, path), path=".".join(map(str, path)),
+                    message="must be a finite number", value=v)
+            for path, v in yamlsafe.non_finite(data)]
+
+
+def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str, type],
+                     unknown: frozenset[str] | set[str] = frozenset()) -> list[Problem]:
     from skills import registry
 
     problems: list[Problem] = []
@@ -409,10 +503,10 @@ def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str
 
     skills = registry()
     by_contract: dict[str, list[str]] = {}
-    for d in cfg.devices:
-        c = contract_of(d.name)
-        if c and d.name not in by_contract.get(c, []):
-            by_contract.setdefault(c, []).append(d.name)
+    for name in dict.fromkeys(d.name for d in cfg.devices):
+        c = contract_of(name)
+        if c:
+            by_contract.setdefault(c, []).append(name)
 
     def walk(node: Any, path: tuple[Any, ...]) -> None:
         if isinstance(node, SkillNode):
@@ -424,6 +518,8 @@ def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str
                 cls.Params.model_validate(node.with_)
             except ValidationError as e:
                 problems.extend(_problems_from(e, data, lines, path + ("with",)))
+            except Exception as e:  # noqa: BLE001 - a skill's validator that raises something else
+                add(path + ("with",), f"skill {node.skill} rejected its parameters ({e.__class__.__name__}: {e})")
             for role in node.devices:
                 if role not in cls.roles:
                     add(path + ("devices", role), f"skill {node.skill} has no role {role!r} (roles: {sorted(cls.roles)})")
@@ -431,10 +527,12 @@ def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str
                 dev = node.devices.get(role)
                 if dev is None:
                     cands = by_contract.get(contract.contract, [])
+                    if not cands and unknown:
+                        continue  # a device of unknown kind may be it: its kind is reported already
                     if len(cands) != 1:
                         article = "an" if contract.contract[0] in "aeio" else "a"
                         add(path + ("devices",), f"role {role!r} needs {article} {contract.contract} device: "
-                            f"{'none exists' if not cands else 'several exist, name one: ' + ', '.join(cands)}")
+                            f"{'none exists' if not cands else 'several exist, name one: ' + _names(cands)}")
                 elif dev not in dev_names:
                     add(path + ("devices", role), "no such device", dev)
                 elif classes.get(dev) is not None and contract_of(dev) != contract.contract:
@@ -458,8 +556,11 @@ def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str
     return problems
 
 
-def parse_cell(text: str, file: str = "<cell>") -> CellConfig:
-    """Validate cell-file text; raise :class:`CellFileError` with every problem found."""
+def parse_cell(text: str, file: str = "<cell>", *, base_dir: Path | None = None) -> CellConfig:
+    """Validate cell-file text; raise :class:`CellFileError` with every problem found.
+
+    ``base_dir``: the cell file's folder, when known; then product model files must exist.
+    """
     try:
         data, lines = yamlsafe.load(text)
     except yamlsafe.YamlError as e:
@@ -467,16 +568,38 @@ def parse_cell(text: str, file: str = "<cell>") -> CellConfig:
     if not isinstance(data, dict):
         raise CellFileError(file, [Problem(line=1, path="(top)", message="a cell file must be a mapping of sections",
                                            value=type(data).__name__)])
-    problems, classes = _check_devices(data, lines)
+    non_finite = _non_finite_problems(data, lines)
+    dev_problems, classes, unknown = _check_devices(data, lines)
+    problems = non_finite + dev_problems
     try:
         cfg = CellConfig.model_validate(data)
     except ValidationError as e:
         problems = _problems_from(e, data, lines) + problems
-        raise CellFileError(file, _sorted(problems)) from None
-    problems += _check_semantics(cfg, data, lines, classes)
+        raise CellFileError(file, _sorted(_drop_echoes(problems, non_finite))) from None
+    problems += _check_semantics(cfg, data, lines, classes, unknown)
+    problems += _check_products(data, lines, cfg)
+    if base_dir is not None:
+        for name, spec in cfg.products.items():
+            if spec.model and not (base_dir / spec.model).is_file():
+                where = ("products", name, "model")
+                problems.append(Problem(line=yamlsafe.line_for(lines, where), path=".".join(where), value=spec.model,
+                                        message="no such model file (paths are relative to the cell file)"))
     if problems:
-        raise CellFileError(file, _sorted(problems))
+        raise CellFileError(file, _sorted(_drop_echoes(problems, non_finite)))
     return cfg
+
+
+def _drop_echoes(problems: list[Problem], non_finite: list[Problem]) -> list[Problem]:
+    """Drop a model's own complaint about a NaN/inf (at the number or the field holding it): said once."""
+    if not non_finite:
+        return problems
+    nf = {p.path for p in non_finite}
+    parents = {p.path.rsplit(".", 1)[0] for p in non_finite}
+    return [p for p in problems if p in non_finite or (p.path not in nf and p.path not in parents)]
+
+
+def _names(names: list[str], limit: int = 8) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _sorted(problems: list[Problem]) -> list[Problem]:
@@ -490,11 +613,10 @@ def load_cell(path: str | Path) -> CellConfig:
     """Read and validate a cell file. Raises CellFileError (also for unreadable files)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise CellFileError(str(path), [Problem(line=0, path="(file)", message=f"cannot read: {e.__class__.__name__}: "
-                                                f"{getattr(e, 'strerror', None) or e}")]) from None
-    cfg = parse_cell(text, str(path))
+        text = yamlsafe.read(p)
+    except yamlsafe.YamlError as e:
+        raise CellFileError(str(path), [Problem(line=e.line, path=e.path, message=e.message)]) from None
+    cfg = parse_cell(text, str(path), base_dir=p.resolve().parent)
     cfg.source = p.resolve()
     return cfg
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,144 @@ def test_loader_keeps_every_problem_in_one_pass():
 def test_good_file_round_trips_through_load(demo_config):
     assert demo_config.cell.name == "packaging_cell"
     assert load_cell(REPO / "launch" / "packaging_cell.yaml").source is not None
+
+
+# --------------------------------------------------------------------------- adversarial cell files
+# Each is the demo with one mutation; every one must give located problems (exit 2), fast, with no traceback.
+DEMO_TEXT = (REPO / "launch" / "packaging_cell.yaml").read_text()
+
+
+def _mutate(old: str, new: str) -> str:
+    assert old in DEMO_TEXT, old
+    return DEMO_TEXT.replace(old, new, 1)
+
+
+def _laughs(levels: int, key: str = "  x") -> str:
+    out = f"{key}0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    for i in range(1, levels):
+        out += f"{key}{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]\n"
+    return out
+
+
+MUTANTS = {  # name → (text, line, field path, words)
+    "billion_laughs": (_mutate("  description: Sealed", _laughs(9) + "  description: Sealed"), 10, "cell.x4.",
+                       "aliases expand to more than 100000 values"),
+    "recursive_alias": (_mutate("{arm: robot}", "&r {arm: robot, self: *r}"), 24, "devices.1.options.self",
+                        "recursive alias"),
+    "deep_nesting": (_mutate("  description: Sealed", "  deep: " + "[" * 3000 + "]" * 3000 + "\n  description: Sealed"),
+                     6, "(syntax)", "nested more than 64 levels deep"),
+    "deep_block_nesting": (_mutate("  description: Sealed", "  deep:\n" + "".join(
+        "  " * (i + 2) + "k:\n" for i in range(80)) + "  description: Sealed"), 69, "cell.deep.k.k.",
+        "nested more than"),
+    "huge_integer": (_mutate("rate_ppm: 15", "rate_ppm: " + "9" * 5000), 91, "sim.infeed.rate_ppm",
+                     "too many digits"),
+    "control_char": (_mutate("Sealed food", "Sealed\x07food"), 6, "(syntax)", "#x0007"),
+    "nan_exit": (_mutate("exit_x: 1.2", "exit_x: .nan"), 56, "line.exit_x", "must be a finite number (nan)"),
+    "inf_float": (_mutate("exit_x: 1.2", "exit_x: 1.0e+400"), 56, "line.exit_x", "must be a finite number (inf)"),
+    "nan_driver_option": (_mutate("cycle_time_s: 1.5", "cycle_time_s: .nan"), 41,
+                          "devices.5.options.sim.cycle_time_s", "must be a finite number"),
+    "nan_skill_param": (_mutate("eye_x: -0.405", "eye_x: .nan"), 69,
+                        "process.parallel.0.repeat.sequence.0.with.eye_x", "must be a finite number"),
+    "inf_timeout": (_mutate("          - skill: reject_decision\n",
+                            "          - {skill: reject_decision, timeout_s: .inf}\n"), 72,
+                    "process.parallel.0.repeat.sequence.2.timeout_s", "must be a finite number (inf)"),
+    "negative_speed": (_mutate("speed: 0.2}", "speed: -0.2}"), 27, "devices.2.options.speed", "greater than 0"),
+    "skill_devices_list": (_mutate("devices: {machine: sealer}", "devices: [sealer]"), 81,
+                           "process.parallel.1.repeat.sequence.0.fallback.1.devices", "valid dictionary"),
+    "timeout_field": (_mutate("          - skill: reject_decision\n",
+                              "          - {timeout: {skill: reject_decision}, seconds: 0}\n"), 72,
+                      "process.parallel.0.repeat.sequence.2.seconds", "greater than 0"),
+    "options_null": (_mutate("{arm: robot}", "null"), 24, "devices.1.options", "valid dictionary"),
+    "pitch_pair": (_mutate("pitch_mm: [200, 150]", "pitch_mm: [200]"), 50, "stations.case_out.pattern.pitch_mm",
+                   "too few values"),
+    "int_key": (_mutate("products:\n  bulgogi_tray:", "products:\n  1:"), 9, "products.1", "bad key"),
+    "bad_appearance": (_mutate("appearance: kimchi", "appearance: kimchee"), 14, "products.kimchi_tray.appearance",
+                       "unknown appearance"),
+    "bad_appearance_dict": (_mutate("appearance: kimchi", "appearance: {colour: red}"), 14,
+                            "products.kimchi_tray.appearance.colour", "unknown key"),
+    "bad_rules": (_mutate("appearance: kimchi", "appearance: kimchi\n    rules: {fill_range: [0.9, 0.1]}"), 15,
+                  "products.kimchi_tray.rules.fill_range", "min < max"),
+    "top_list": ("- cell\n- devices\n", 1, "(top)", "must be a mapping"),
+    "tab_indent": (_mutate("  name: packaging_cell", "\tname: packaging_cell"), 5, "(syntax)", "'\\t'"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MUTANTS))
+def test_adversarial_cell_file_is_located(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    text, line, path, words = MUTANTS[name]
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(text, encoding="utf-8")
+    t0 = time.perf_counter()
+    assert main(["check", str(f)]) == 2
+    assert time.perf_counter() - t0 < 10
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "axcell: error" not in err, err
+    first = err.splitlines()[0]
+    assert first.startswith(f"{f}:{line}: {path}"), first
+    assert words in first, first
+
+
+def test_unknown_kind_does_not_cascade_into_role_errors(tmp_path: Path):
+    # the unknown device's contract is unknown: "role 'gripper' needs a gripper device" would only mislead
+    with pytest.raises(CellFileError) as ei:
+        parse_cell(_mutate("kind: sim.vacuum", "kind: acme.teleporter"), "x.yaml")
+    assert [p.path for p in ei.value.problems] == ["devices.1.kind"]
+    # options that are not a mapping: said once, not again by the driver's model ("required field is missing")
+    for options in ("null", "[arm, robot]"):
+        with pytest.raises(CellFileError) as ei:
+            parse_cell(_mutate("{arm: robot}", options), "x.yaml")
+        assert [(p.path, p.message) for p in ei.value.problems] == [("devices.1.options",
+                                                                      "Input should be a valid dictionary")]
+
+
+def test_file_level_problems_name_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    f = tmp_path / "latin1.yaml"
+    f.write_bytes(_mutate("Sealed food", "Scell\xe9 food").encode("latin-1"))
+    assert main(["check", str(f)]) == 2
+    assert f"{f}:6: (file): not UTF-8 text: byte 0xe9 at column 21" in capsys.readouterr().err
+    f = tmp_path / "big.yaml"
+    f.write_text(DEMO_TEXT + ("# " + "x" * 98 + "\n") * 100_000)      # 10 MB
+    t0 = time.perf_counter()
+    assert main(["check", str(f)]) == 2
+    assert time.perf_counter() - t0 < 5 and "larger than 512 KiB" in capsys.readouterr().err
+    assert main(["check", str(tmp_path)]) == 2
+    assert f"{tmp_path}:0: (file): cannot read: is a directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16"])
+def test_bom_marked_files_are_read(tmp_path: Path, encoding: str):
+    f = tmp_path / "bom.yaml"
+    f.write_bytes(DEMO_TEXT.encode(encoding))
+    assert load_cell(f).cell.name == "packaging_cell"
+
+
+def test_missing_model_file_is_found_by_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    f = tmp_path / "cell.yaml"
+    f.write_text(_mutate("appearance: kimchi", "appearance: kimchi\n    model: models/kimchi.npz"))
+    assert main(["check", str(f)]) == 2
+    assert f"{f}:15: products.kimchi_tray.model: no such model file" in capsys.readouterr().err
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "kimchi.npz").write_bytes(b"PK")
+    assert main(["check", str(f)]) == 0
+
+
+def test_a_flood_of_problems_is_capped(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    devices = "".join(f"  - {{name: v{i}, kind: sim.vacuum, options: {{arm: nobody}}}}\n" for i in range(300))
+    f = tmp_path / "many.yaml"
+    f.write_text(_mutate("devices:\n", "devices:\n" + devices))
+    assert main(["check", str(f)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 101 and err[-1].endswith("302 problem(s), the first 100 shown"), err[-1]
+
+
+def test_merge_keys_may_be_overridden_but_keys_not_repeated():
+    # `<<: *defaults` then a key of its own is the point of merge keys; it used to be a "duplicate key" error
+    text = _mutate("  inspection: {kind: inspection, frame: {x: -0.5, y: 0.6}}\n"
+                   "  pick: {kind: pick, frame: {x: 0.45, y: 0.6}}",
+                   "  inspection: &st {kind: inspection, frame: {x: -0.5, y: 0.6}}\n"
+                   "  pick: {<<: *st, kind: pick, frame: {x: 0.45, y: 0.6}}")
+    cfg = parse_cell(text, "merge.yaml")
+    assert cfg.stations["pick"].kind == "pick" and cfg.stations["pick"].frame.x == 0.45
+    with pytest.raises(CellFileError) as ei:
+        parse_cell(text.replace("kind: pick, frame", "kind: pick, kind: pick, frame"), "merge.yaml")
+    assert "duplicate key 'kind'" in ei.value.problems[0].message

@@ -29,7 +29,12 @@ class InspectionError(ValueError):
 
 
 def as_bgr(image: object) -> np.ndarray:
-    """Validate an image and return it as contiguous uint8 BGR (H, W, 3); raise InspectionError otherwise."""
+    """Validate an image and return it as contiguous uint8 BGR (H, W, 3); raise InspectionError otherwise.
+
+    Accepted: uint8, bool, uint16 (read as 8-, 12- or 16-bit data by its brightest pixel, so 12-bit camera
+    data in a 16-bit file keeps its brightness) and floating point in [0, 1];
+    grey, grey + alpha, BGR and BGRA.  Both sides must be at least 32 px.
+    """
     if image is None:
         raise InspectionError("no image (None)")
     if not isinstance(image, np.ndarray):
@@ -38,14 +43,27 @@ def as_bgr(image: object) -> np.ndarray:
         raise InspectionError("empty image")
     img = image
     if img.dtype == np.uint16:
-        img = (img >> 8).astype(np.uint8)
+        # 16-bit containers often hold 12-bit camera data (or plain 8-bit values): read as full 16-bit they
+        # come out (nearly) black.  Only the common depths, so frames of one camera are scaled alike.
+        top = int(img.max())
+        bits = 8 if top < 256 else 12 if top < 4096 else 16
+        img = (img >> (bits - 8)).astype(np.uint8)
     elif img.dtype == bool:
         img = img.astype(np.uint8) * 255
     elif img.dtype != np.uint8:
-        if np.issubdtype(img.dtype, np.floating) and np.isfinite(img).all() and img.max() <= 1.0 and img.min() >= 0:
+        if np.issubdtype(img.dtype, np.floating):
+            if not np.isfinite(img).all():
+                raise InspectionError(f"{img.dtype} image holds NaN or infinite pixels")
+            lo, hi = float(img.min()), float(img.max())
+            if not (lo >= 0.0 and hi <= 1.0):
+                raise InspectionError(f"{img.dtype} pixels must lie in [0, 1]; this image spans "
+                                      f"{lo:.4g}..{hi:.4g} (save it as 8- or 16-bit)")
             img = (img * 255.0 + 0.5).astype(np.uint8)
         else:
-            raise InspectionError(f"unsupported pixel type {img.dtype} (want uint8)")
+            raise InspectionError(f"unsupported pixel type {img.dtype} "
+                                  f"(want 8- or 16-bit unsigned, or floating point in [0, 1])")
+    if img.ndim == 3 and img.shape[2] == 2:      # grey + alpha
+        img = img[..., :1]
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[..., 0]
     if img.ndim == 2:
