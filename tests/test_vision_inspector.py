@@ -90,6 +90,29 @@ def test_bad_inputs_and_empty_frame(kimchi):
         Inspector().inspect(empty)
     with pytest.raises(InspectionError):
         Inspector().fit([empty] * 3)
+    # plain frames (no belt, no part) are "no part", not a part with every defect
+    for plain in (np.full((H, W, 3), 240, np.uint8), np.full((H, W, 3), 15, np.uint8),
+                  rng.integers(0, 256, (H, W, 3)).astype(np.uint8)):
+        assert ins.inspect(plain).defects == ["no_part"]
+    # a grey frame of a part, against a model taught on colour: told, not judged
+    grey = cv2.cvtColor(_render(app, [], rng, cal)[0], cv2.COLOR_BGR2GRAY)
+    with pytest.raises(InspectionError, match="colour"):
+        ins.inspect(grey)
+
+
+def test_damaged_model_header_is_a_clear_error(kimchi, tmp_path):
+    import json
+    _, _, ins, _ = kimchi
+    p = ins.save(tmp_path / "m.npz")
+    with np.load(p) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(arrays["__header__"].tobytes().decode())
+    del header["meta"]["canon"]
+    arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    with pytest.raises(InspectionError, match="damaged model"):
+        Inspector.load(bad)
 
 
 # ---------------------------------------------------------------- a product unlike the renderer's

@@ -52,7 +52,7 @@ from .rules import LabelMatcher, ProductRules, angle_wrap, floor_like, part_to_c
 
 __all__ = ["Inspector", "InspectionResult", "InspectionError", "draw_overlay", "identify", "MODEL_VERSION"]
 
-MODEL_VERSION = 13
+MODEL_VERSION = 14
 LK_SCALE_FROM = 0.02      # the aligner also fits scale when the goods' outlines disagree on size by more than this (sd)
 MARGIN = 0.04            # canonical view margin around the part (fraction of each side)
 SEG_LONG = 200           # segmentation works on the first pyramid level with long side ≤ this
@@ -467,7 +467,8 @@ class Inspector:
                 raise InspectionError(f"good image #{i} is {im.shape[1]}x{im.shape[0]}, "
                                       f"the first one is {hw[1]}x{hw[0]}: all images must have one size")
         self._built = False
-        self.meta = {"version": MODEL_VERSION, "image_size": [hw[1], hw[0]]}
+        self.meta = {"version": MODEL_VERSION, "image_size": [hw[1], hw[0]],
+                     "grey": bool(all(_is_grey(im) for im in imgs))}
         self.arrays = {}
         frames = [_Frame(im) for im in imgs]
         # ---- pass 1: segment with the border-estimated belt colour, learn the belt colour
@@ -893,12 +894,23 @@ class Inspector:
         W0, H0 = self.meta["image_size"]
         if img.shape[1] != W0 or img.shape[0] != H0:
             raise InspectionError(f"image is {img.shape[1]}x{img.shape[0]}, the model was fitted on {W0}x{H0}")
+        grey = _is_grey(img)
+        if self.meta.get("grey") and not grey:
+            img = cv2.cvtColor(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
         thr = float(self.meta["threshold"]) * self.rules.anomaly_margin
         frame = _Frame(img)
         blob = self._locate(frame)
+        # a "part" far from the taught size is no part (a plain frame segments as one big region)
+        if blob is not None and "area_frac" in self.meta:
+            rel = blob.area / max(1e-9, self.meta["area_frac"] * W0 * H0)
+            if not 0.2 <= rel <= 3.0:
+                blob = None
         if blob is None:
             return InspectionResult(True, ["no_part"], 0.0, thr, None, None, part_found=False,
                                     ms=(time.perf_counter() - t0) * 1000)
+        if self.meta.get("grey") is False and grey:
+            raise InspectionError("grey image, but the model was fitted on colour images "
+                                  "(inspect with the camera in the mode it was taught in)")
         cw, ch = self.meta["canon"]
         L, W = self.meta["nominal_px"]
         mode = self.meta["mode"]
@@ -1071,16 +1083,25 @@ class Inspector:
         if header.get("version") != MODEL_VERSION:
             raise InspectionError(f"{p}: model version {header.get('version')} is not supported "
                                   f"(this build reads version {MODEL_VERSION}); refit the model")
-        obj = cls(**header["params"])
-        obj.meta = header["meta"]
-        obj.arrays = arrays
-        obj.rules = ProductRules(**obj.meta.get("rules", {}))
-        obj.fitted = True
-        obj._build()
+        try:
+            obj = cls(**header["params"])
+            obj.meta = header["meta"]
+            obj.arrays = arrays
+            obj.rules = ProductRules(**obj.meta.get("rules", {}))
+            obj.fitted = True
+            obj._build()
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise InspectionError(f"{p}: damaged model ({e.__class__.__name__}: {e}); refit it") from None
         return obj
 
 
 # --------------------------------------------------------------------------- product identification
+def _is_grey(img: np.ndarray) -> bool:
+    """Whether a BGR image carries no colour (all three channels equal, up to noise), judged on a sample."""
+    sm = img[::7, ::7].astype(np.int16)
+    return bool(np.abs(sm[..., 0] - sm[..., 1]).max() <= 2 and np.abs(sm[..., 1] - sm[..., 2]).max() <= 2)
+
+
 def _id_hist(img: np.ndarray) -> np.ndarray:
     """Unit-norm square-root Lab histogram (4 L × 8 a × 8 b bins) of a 48-px-wide thumbnail."""
     h, w = img.shape[:2]
