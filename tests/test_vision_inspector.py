@@ -111,7 +111,7 @@ def test_damaged_model_header_is_a_clear_error(kimchi, tmp_path):
     arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
     bad = tmp_path / "bad.npz"
     np.savez(bad, **arrays)
-    with pytest.raises(InspectionError, match="damaged model"):
+    with pytest.raises(InspectionError, match="damaged or incompatible"):
         Inspector.load(bad)
 
 

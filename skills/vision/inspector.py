@@ -1091,7 +1091,8 @@ class Inspector:
             obj.fitted = True
             obj._build()
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-            raise InspectionError(f"{p}: damaged model ({e.__class__.__name__}: {e}); refit it") from None
+            raise InspectionError(f"{p}: damaged or incompatible inspector model "
+                                  f"({e.__class__.__name__}: {e}); refit it") from None
         return obj
 
 
