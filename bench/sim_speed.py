@@ -129,7 +129,10 @@ def main() -> int:
         print(f"  {name:<12} {r['x_real_time']:8.0f}x real time  ({r['sim_s']:.0f} sim s in {r['wall_s']:.2f} wall s, "
               f"{r.get('parts', '?')} parts, {r.get('events', '?')} clock events)"
               + (f"; {r['processes']} device processes, parts equal to local+opcua: "
-                 f"{r.get('same_parts_as_local+opcua', 'not compared (shorter run)')}" if name == "processes" else ""))
+                 f"{r.get('same_parts_as_local+opcua', 'not compared (shorter run)')}" if name == "processes" else "")
+              + (f"; {r['device_calls']} DeviceCalls + {r.get('action_goals', '?')} FollowJointTrajectory goals "
+                 f"over DDS, {r.get('proxy_local_answers', 0)} IK/duration answers computed in the proxy"
+                 if name == "ros" and "device_calls" in r else ""))
     r = rows["local"]
     print(f"  baseline: the bare clock fires the same {r['events']} events in {r['bare_clock_wall_s']:.3f} s; "
           f"the cell costs {r['cell_vs_bare_clock']:.1f}x that (inspection median {r['inspect_ms_median']} ms/part)")

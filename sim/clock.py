@@ -73,6 +73,10 @@ class SimClock(Clock):
         #: Optional coordinator for a clock that runs in step with clocks in other processes
         #: (``cell.ros.lockstep``): :meth:`run` asks it before every advance (see :meth:`run`).
         self.sync: Any = None
+        #: ``hook(t_old, t_new)`` callables run by :meth:`run` whenever time moves forward, before
+        #: the due events fire: observers that sample state as time passes (ROS ``/clock`` and
+        #: ``joint_states`` publishers) without clock events of their own.
+        self.advance_hooks: list[Callable[[float, float], Any]] = []
 
     # -- Clock API -------------------------------------------------------------
     def now(self) -> float:
@@ -174,6 +178,11 @@ class SimClock(Clock):
             heapq.heappop(heap)
         return heap[0] if heap else None
 
+    def _advanced(self, t_old: float) -> None:
+        if self.advance_hooks and self._t > t_old:
+            for hook in list(self.advance_hooks):
+                hook(t_old, self._t)
+
     def _fire_due(self) -> None:
         t = self._t
         heap = self._heap
@@ -228,7 +237,9 @@ class SimClock(Clock):
                     loop = asyncio.get_running_loop()
                     while True:
                         paced = sim0 + (time.monotonic() - wall0) * speed
+                        t_old = self._t
                         self._t = max(self._t, min(target, paced))
+                        self._advanced(t_old)
                         if self._t >= target or self._stop:
                             break
                         self._wake.clear()
@@ -242,7 +253,9 @@ class SimClock(Clock):
                             break
                     if self._stop:
                         break
+                t_old = self._t
                 self._t = max(self._t, target)
+                self._advanced(t_old)
                 if sync is not None:
                     sync.advanced(self._t)
                 self._fire_due()

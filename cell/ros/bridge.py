@@ -2,7 +2,10 @@
 
 ``RosBridge`` owns a fresh ``rclpy.Context`` (never the global default), an executor
 (``SingleThreadedExecutor`` by default) spun by ``executor.spin()`` in its own thread, and the
-nodes created on it. The asyncio side never blocks and never polls the executor:
+nodes created on it. With ``executor="loop"`` there is no spin thread: the asyncio loop's own
+thread spins a leaner single-threaded executor whenever the loop would otherwise block
+(:class:`_LoopSpinner`, :class:`_LeanExecutor`), which is what ``axcell run --transport ros``
+uses in one process. The asyncio side never blocks and never polls the executor:
 
 - asyncio -> rclpy: ``await bridge.await_future(rclpy_future)`` hooks the rclpy future with
   ``add_done_callback`` and hops back into the event loop with ``loop.call_soon_threadsafe``.
@@ -31,6 +34,8 @@ import atexit
 import concurrent.futures
 import dataclasses
 import logging
+import os
+import select
 import threading
 import time
 import weakref
@@ -45,10 +50,12 @@ from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.context import Context
 from rclpy.executors import (
+    ConditionReachedException,
     ExternalShutdownException,
     MultiThreadedExecutor,
     ShutdownException,
     SingleThreadedExecutor,
+    TimeoutException,
 )
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -169,7 +176,7 @@ class GoalContext:
 @dataclasses.dataclass
 class _ServerGoal:
     ctx: GoalContext
-    cfut: concurrent.futures.Future | None
+    cfut: Any  # concurrent.futures.Future, or an asyncio.Task on the loop's own thread
     finish: Callable[[tuple[str, Any]], None] | None
     finished: bool = False
 
@@ -189,8 +196,16 @@ class RosBridge:
     - ``domain_id``: passed to ``rclpy.init``; ``None`` = ``ROS_DOMAIN_ID`` from the environment
       (which ``isolate`` sets if unset).
     - ``executor``: ``"single"`` (default, ``SingleThreadedExecutor``), ``"multi"``
-      (``MultiThreadedExecutor``; avoid across processes on 2 cores) or ``"events"``
-      (``rclpy.experimental.EventsExecutor``; experimental, see the platform notes).
+      (``MultiThreadedExecutor``; avoid across processes on 2 cores), ``"events"``
+      (``rclpy.experimental.EventsExecutor``; experimental, see the platform notes) or
+      ``"loop"``: a ``SingleThreadedExecutor`` spun *by the asyncio loop's own thread*, no spin
+      thread at all (see :class:`_LoopSpinner`). Every rclpy callback then runs on the loop
+      thread, between two turns of the loop: no thread hop, no GIL ping-pong between the loop
+      and a spin thread per message (which is what a device call over DDS mostly cost), and
+      nothing to wait for from the other core. Needs the running loop at construction (or
+      ``loop=``) and a selector event loop; the loop must keep running while the bridge is in
+      use (as it does under ``asyncio.run``). ``close()`` from another thread is fine (``aclose``
+      does that); callbacks never run concurrently with the loop.
     - ``loop``: the asyncio loop to bridge to; default the running loop at construction, or the
       loop of the first ``await`` on the bridge.
     - ``autostart``: start the spin thread now (else call ``start()``; needed for ``"events"``).
@@ -238,6 +253,7 @@ class RosBridge:
         self._server_goals_cv = threading.Condition(self._lock)
         self._closed = False
         self._thread = threading.Thread(target=self._spin, name=f"rclpy-spin-{name}", daemon=True)
+        self._spinner: _LoopSpinner | None = None
         _OPEN_BRIDGES.add(self)
         if autostart:
             self.start()
@@ -251,13 +267,22 @@ class RosBridge:
         with self._lock:
             if self._closed:
                 raise RuntimeError("bridge is closed")
+            if self.executor_kind == "loop":
+                if self._spinner is None:
+                    if self._loop is None:
+                        raise RuntimeError("executor='loop' needs the asyncio loop: construct the bridge "
+                                           "inside it or pass loop=")
+                    self._spinner = _LoopSpinner(self, self._loop)
+                return
             if not self._thread.is_alive() and self._thread.ident is None:
                 self._thread.start()
 
     # ------------------------------------------------------------------ lifecycle
 
     def _make_executor(self, kind: str, num_threads: int | None):
-        if kind == "single":
+        if kind == "loop" and _LeanExecutor.usable():
+            return _LeanExecutor(context=self.context)
+        if kind in ("single", "loop"):
             return SingleThreadedExecutor(context=self.context)
         if kind == "multi":
             return MultiThreadedExecutor(num_threads=num_threads, context=self.context)
@@ -270,7 +295,7 @@ class RosBridge:
             )
 
             return EventsExecutor(context=self.context)
-        raise ValueError(f"executor must be 'single', 'multi' or 'events', not {kind!r}")
+        raise ValueError(f"executor must be 'single', 'multi', 'events' or 'loop', not {kind!r}")
 
     def _spin(self) -> None:
         ex = self.executor
@@ -303,6 +328,27 @@ class RosBridge:
         """Bind the bridge to ``loop`` (default: the running loop)."""
         self._loop = loop or asyncio.get_running_loop()
 
+    def _on_loop_thread(self, loop: asyncio.AbstractEventLoop | None = None) -> bool:
+        """True when the caller runs on the thread that spins this bridge *and* runs its loop
+        (``executor="loop"``): then work for the loop is queued directly, without the
+        thread-safe wake-up (a self-pipe write that would wake the loop watcher)."""
+        sp = self._spinner
+        return sp is not None and sp._thread_id == threading.get_ident() and (loop is None or loop is sp.loop)
+
+    def _soon(self, loop: asyncio.AbstractEventLoop, cb: Callable[..., Any], *args: Any) -> None:
+        """``loop.call_soon_threadsafe(cb, *args)``, or plain ``call_soon`` on the loop's thread."""
+        if self._on_loop_thread(loop):
+            loop.call_soon(cb, *args)
+        else:
+            loop.call_soon_threadsafe(cb, *args)
+
+    def _submit(self, coro: Coroutine, loop: asyncio.AbstractEventLoop) -> Any:
+        """``run_coroutine_threadsafe``; on the loop's own thread a task (same future interface:
+        ``add_done_callback``, ``cancelled``, ``exception``, ``result``, ``cancel``)."""
+        if self._on_loop_thread(loop):
+            return loop.create_task(coro)
+        return asyncio.run_coroutine_threadsafe(coro, loop)
+
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
         if self._loop is None or self._loop.is_closed():
@@ -322,7 +368,9 @@ class RosBridge:
         with self._lock:
             if self._closed:
                 return
-            if threading.current_thread() is self._thread:
+            sp = self._spinner
+            if threading.current_thread() is self._thread or (
+                    sp is not None and sp.in_callback and sp._thread_id == threading.get_ident()):
                 threading.Thread(target=self.close, args=(timeout, drain_timeout), daemon=True).start()
                 return
             self._closed = True
@@ -331,6 +379,8 @@ class RosBridge:
             self._drain(drain_timeout)
         except Exception:
             log.exception("bridge %s: draining goals failed", self.name)
+        if self._spinner is not None:
+            self._spinner.stop(timeout)  # the loop thread leaves rclpy alone from here on
         self.executor.shutdown(timeout_sec=timeout)
         with self._lock:
             nodes, self._nodes = self._nodes, []
@@ -395,6 +445,12 @@ class RosBridge:
                 sg.finish(("cancelled", None))
         if sgoals or pending:
             self.executor.wake()
+        sp = self._spinner
+        if sp is not None and not sp.spun_elsewhere():
+            # nobody else spins: do it here until the goals are settled
+            while time.monotonic() < deadline and (self._server_goals or any(not f.done() for f in pending)):
+                sp.spin_inline(min(0.01, max(0.0, deadline - time.monotonic())))
+            return
         for f in pending:
             ev = threading.Event()
             f.add_done_callback(lambda _f, ev=ev: ev.set())
@@ -418,11 +474,48 @@ class RosBridge:
 
     # ------------------------------------------------------------------ nodes
 
-    def create_node(self, name: str, *, namespace: str | None = None, **kwargs: Any) -> Node:
-        """A ``rclpy.node.Node`` on this bridge's context, added to its executor."""
+    def create_node(self, name: str, *, namespace: str | None = None, lean: bool = False, **kwargs: Any) -> Node:
+        """A ``rclpy.node.Node`` on this bridge's context, added to its executor.
+
+        ``lean=True``: a node for plumbing (device nodes, proxies' clients, ``/clock``) without
+        the six parameter services and ``~/get_type_description`` (its parameters, e.g.
+        ``use_sim_time``, are still declared; they are just not remotely settable), whose
+        publishers carry no QoS event handlers (call :meth:`trim` after adding publishers).
+        Every entity a node has is rebuilt into the executor's wait set on *every* wait, in
+        Python: seven services and two event handlers per node made a device call's round trip
+        several times dearer than the DDS transfer itself.
+        """
+        if lean:
+            from rclpy.parameter import Parameter
+
+            kwargs.setdefault("start_parameter_services", False)
+            overrides = list(kwargs.get("parameter_overrides") or [])
+            if not any(p.name == "start_type_description_service" for p in overrides):
+                overrides.append(Parameter("start_type_description_service", Parameter.Type.BOOL, False))
+            kwargs["parameter_overrides"] = overrides
         node = Node(name, namespace=namespace, context=self.context, **kwargs)
+        if lean:
+            self.trim(node)
         self.add_node(node)
         return node
+
+    @staticmethod
+    def trim(node: Node) -> int:
+        """Drop the QoS event handlers (incompatible QoS/type: they only log) of ``node``'s
+        publishers and subscriptions from the wait set; returns how many. Idempotent."""
+        n = 0
+        for ent in (*node.publishers, *node.subscriptions):
+            handlers = list(getattr(ent, "event_handlers", None) or ())
+            for h in handlers:
+                try:
+                    node.remove_waitable(h)
+                except ValueError:
+                    pass
+                h.destroy()
+                n += 1
+            if handlers:
+                ent.event_handlers = []
+        return n
 
     def add_node(self, node: Node) -> Node:
         """Add a node made elsewhere (e.g. a ``LifecycleNode``; it must use ``bridge.context``)."""
@@ -488,7 +581,7 @@ class RosBridge:
 
         def done_cb(_f: RclpyFuture) -> None:  # on the spin thread (or wherever rfut completed)
             try:
-                loop.call_soon_threadsafe(transfer)
+                self._soon(loop, transfer)
             except RuntimeError:  # loop closed
                 pass
 
@@ -567,7 +660,7 @@ class RosBridge:
 
             def fb_cb(msg) -> None:  # spin thread
                 try:
-                    loop.call_soon_threadsafe(deliver, msg.feedback)
+                    self._soon(loop, deliver, msg.feedback)
                 except RuntimeError:
                     pass
 
@@ -645,7 +738,7 @@ class RosBridge:
         with the coroutine's result/exception (``CancelledError`` if the task was cancelled),
         and the executor is woken so the awaiting callback resumes immediately.
         """
-        cfut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        cfut = self._submit(coro, self.loop)
         return self._rclpy_future_from(cfut)
 
     def submit(self, coro: Coroutine) -> concurrent.futures.Future:
@@ -697,7 +790,7 @@ class RosBridge:
         def callback(request, response):  # spin thread
             d = _DeferredReply(response, on_error)
             try:
-                cfut = asyncio.run_coroutine_threadsafe(handler(request, response), bridge.loop)
+                cfut = bridge._submit(handler(request, response), bridge.loop)
             except RuntimeError as e:  # no loop / loop closed: answer now
                 d.fail(e)
                 return d
@@ -837,7 +930,7 @@ class RosBridge:
                 return
             try:
                 coro = runner()
-                sg.cfut = asyncio.run_coroutine_threadsafe(coro, loop)
+                sg.cfut = bridge._submit(coro, loop)
             except RuntimeError as e:  # loop closed
                 coro.close()
                 finish(("error", e))
@@ -881,10 +974,452 @@ class RosBridge:
         try:
             if sg.ctx._loop is None:
                 raise RuntimeError("no loop")
-            sg.ctx._loop.call_soon_threadsafe(sg.ctx._on_cancel, cancel_task)
+            self._soon(sg.ctx._loop, sg.ctx._on_cancel, cancel_task)
         except RuntimeError:  # loop closed: the handler will never finish; finish the goal
             if sg.finish is not None:
                 sg.finish(("cancelled", None))
+
+
+def _fine_timer_slack() -> None:
+    """1 ns timer slack for the calling thread (Linux; default 50 µs).
+
+    The middleware's wait with a zero or short timeout is a timed futex wait, which the kernel
+    lets sleep for the thread's timer slack: 50 µs per poll of the wait set by default, which
+    is as much as a whole in-process service round trip otherwise costs.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(29, 1, 0, 0, 0)  # PR_SET_TIMERSLACK
+    except Exception:  # noqa: BLE001 - not Linux: nothing to tune
+        pass
+
+
+class _QuietGuard:
+    """The executor's guard condition, silent when triggered from the thread that spins it.
+
+    rclpy triggers the executor's guard after every handler and every ``create_task`` so that
+    a wait running in *another* thread notices new work. Spun from the loop's own thread by
+    :class:`_LeanExecutor`, whose wait looks at pending tasks itself before blocking, those
+    triggers only cost one more empty round of the wait set each. Triggers from other threads
+    (a wake-up from the loop watcher, ``close()``) go through.
+    """
+
+    __slots__ = ("real", "owner")
+
+    def __init__(self, real: Any, owner: "_LeanExecutor") -> None:
+        self.real = real
+        self.owner = owner
+
+    def trigger(self) -> None:
+        if self.owner.spin_thread_id != threading.get_ident():
+            self.real.trigger()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+class _LeanExecutor(SingleThreadedExecutor):
+    """``SingleThreadedExecutor`` with a cheaper wait, for ``executor="loop"`` (one thread).
+
+    rclpy rebuilds its wait set from scratch in Python on every wait (a context manager per
+    entity, callback-group filters, one generator round per guard trigger); with every device
+    call needing a few waits that cost more than DDS itself. This executor waits the same way
+    (same entities, same order of handlers: waitables, then per node timers, subscriptions,
+    guards, clients, services) but keeps the node's entity lists until they change, looks the
+    ready entities up by handle instead of scanning them all, and does not wake itself up
+    after its own handlers (see :class:`_QuietGuard`). It relies on rclpy 7.x internals, and
+    :meth:`usable` falls back to the stock executor if they are not there.
+    """
+
+    def __init__(self, *, context: Any) -> None:
+        super().__init__(context=context)
+        for a in ("_tasks", "_tasks_lock", "_guard", "_sigint_gc", "_context", "_is_shutdown"):
+            if not hasattr(self, a):
+                raise RuntimeError(f"rclpy executor has no {a}: use executor='single'")
+        self.spin_thread_id: int | None = None
+        self._real_guard = self._guard
+        self._guard = _QuietGuard(self._guard, self)
+        self._sig: Any = None
+        self._cache: Any = None
+
+    @staticmethod
+    def usable() -> bool:
+        """The rclpy internals this executor builds on are there (rclpy 7.x, Jazzy)."""
+        if not all(hasattr(SingleThreadedExecutor, a) for a in (
+                "_make_handler", "_take_subscription", "_take_client", "_take_service", "_take_timer",
+                "_take_guard_condition", "_take_waitable", "can_execute")):
+            return False
+        import inspect
+
+        from rclpy.node import Node as _N
+
+        src = inspect.getsource(_N.__init__)
+        return all(f"self.{a} " in src or f"self.{a}:" in src for a in (
+            "_subscriptions", "_clients", "_services", "_timers", "_guards"))
+
+    def shutdown(self, timeout_sec: float | None = None) -> bool:
+        g = self._guard
+        if isinstance(g, _QuietGuard):
+            self._guard = g.real
+        return super().shutdown(timeout_sec)
+
+    def _entities(self, nodes: list) -> tuple:
+        sig = tuple((n, tuple(n._subscriptions), tuple(n._timers), tuple(n._guards), tuple(n._clients),
+                     tuple(n._services), tuple(n.waitables)) for n in nodes)
+        if sig != self._sig:
+            per_node = []
+            by_ptr: dict[Any, tuple] = {}
+            waitables = []
+            for n, subs, tmrs, gcs, clis, srvs, wts in sig:
+                per_node.append((n, subs, tmrs, gcs, clis, srvs))
+                for kind, ents in (("s", subs), ("t", tmrs), ("c", clis), ("v", srvs)):
+                    for e in ents:
+                        try:
+                            by_ptr[(kind, e.handle.pointer)] = (e, n)
+                        except Exception:  # noqa: BLE001 - destroyed: rebuilt next time
+                            pass
+                waitables.extend((w, n) for w in wts)
+            self._sig = sig
+            self._cache = (per_node, by_ptr, waitables)
+        return self._cache
+
+    def _pending_tasks(self) -> bool:
+        with self._tasks_lock:
+            return any(not t.executing() and not t.done() for t, _e, _n in self._tasks)
+
+    def _wait_for_ready_callbacks(self, timeout_sec: Any = None, nodes: Any = None,
+                                  condition: Callable[[], bool] = lambda: False):
+        from rclpy.executors import timeout_sec_to_nsec
+        from rclpy.impl.implementation_singleton import rclpy_implementation as _r
+        from rclpy.waitable import NumberOfEntities
+
+        timeout_nsec = timeout_sec_to_nsec(timeout_sec)
+        yielded_work = False
+        deadline = None if timeout_nsec < 0 else time.monotonic() + timeout_nsec * 1e-9
+        while not yielded_work and not self._is_shutdown and not condition():
+            nodes_to_use = nodes if nodes is not None else self.get_nodes()
+            with self._tasks_lock:
+                tasks = list(self._tasks)
+            if tasks:
+                for task, entity, node in reversed(tasks):
+                    if (not task.executing() and not task.done() and
+                            (node is None or node in nodes_to_use)):
+                        yielded_work = True
+                        yield task, entity, node
+                with self._tasks_lock:
+                    self._tasks = [t for t in self._tasks if not t[0].done() and not t[0].cancelled()]
+                if yielded_work:
+                    # done for this call: the entities are looked at on the next one (a wait that
+                    # would not block still costs a timed futex wait in the middleware)
+                    return
+            per_node, by_ptr, waitables = self._entities(nodes_to_use)
+            can = self.can_execute
+            subs, tmrs, gcs, clis, srvs = [], [], [], [], []
+            for _n, s_, t_, g_, c_, v_ in per_node:
+                subs.extend(e for e in s_ if can(e))
+                tmrs.extend(e for e in t_ if can(e))
+                clis.extend(e for e in c_ if can(e))
+                srvs.extend(e for e in v_ if can(e))
+                for gc in g_:
+                    if can(gc):
+                        if gc._executor_triggered:
+                            gc.trigger()
+                        gcs.append(gc)
+            wts = [(w, n) for w, n in waitables if can(w)]
+            guard = self._real_guard
+            gcs.append(guard)
+            gcs.append(self._sigint_gc)
+            count = NumberOfEntities(len(subs), len(gcs), len(tmrs), len(clis), len(srvs))
+            for w, _n in wts:
+                count += w.get_num_entities()
+            # block only if nothing is pending: work we queued ourselves does not trigger the guard
+            if self._pending_tasks():
+                wait_ns = 0
+            elif deadline is None:
+                wait_ns = -1
+            else:
+                wait_ns = max(0, int((deadline - time.monotonic()) * 1e9))
+            ws = _r.WaitSet(count.num_subscriptions, count.num_guard_conditions, count.num_timers,
+                            count.num_clients, count.num_services, count.num_events, self._context.handle)
+            ws.clear_entities()
+            for e in subs:
+                ws.add_subscription(e.handle)
+            for e in clis:
+                ws.add_client(e.handle)
+            for e in srvs:
+                ws.add_service(e.handle)
+            for e in tmrs:
+                ws.add_timer(e.handle)
+            for gc in gcs:
+                ws.add_guard_condition(gc.handle)
+            entered = []
+            try:
+                for w, _n in wts:
+                    w.__enter__()
+                    entered.append(w)
+                    w.add_to_wait_set(ws)
+                ws.wait(wait_ns)
+                if self._is_shutdown:
+                    raise ShutdownException()
+                if not self._context.ok():
+                    raise ExternalShutdownException()
+                subs_ready = ws.get_ready_entities("subscription")
+                guards_ready = ws.get_ready_entities("guard_condition")
+                timers_ready = ws.get_ready_entities("timer")
+                clients_ready = ws.get_ready_entities("client")
+                services_ready = ws.get_ready_entities("service")
+                for gc in gcs:
+                    if gc.handle.pointer in guards_ready:
+                        gc._executor_triggered = True
+                for w, n in wts:
+                    if w.is_ready(ws) and w.callback_group.can_execute(w):
+                        yielded_work = True
+                        yield self._make_handler(w, n, self._take_waitable), w, n
+            finally:
+                for w in entered:
+                    w.__exit__(None, None, None)
+            ready = set()
+            for kind, ptrs in (("t", timers_ready), ("s", subs_ready), ("c", clients_ready), ("v", services_ready)):
+                for ptr in ptrs:
+                    got = by_ptr.get((kind, ptr))
+                    if got is not None:
+                        ready.add(got[0])
+            for n, s_, t_, g_, c_, v_ in per_node:
+                if not ready and not any(gc._executor_triggered for gc in g_):
+                    continue
+                for t in t_:
+                    if t in ready and t.handle.is_timer_ready() and t.callback_group.can_execute(t):
+                        yielded_work = True
+                        yield self._make_handler(t, n, self._take_timer), t, n
+                for e in s_:
+                    if e in ready and e.callback_group.can_execute(e):
+                        yielded_work = True
+                        yield self._make_handler(e, n, self._take_subscription), e, n
+                for gc in g_:
+                    if gc._executor_triggered and gc.callback_group.can_execute(gc):
+                        yielded_work = True
+                        yield self._make_handler(gc, n, self._take_guard_condition), gc, n
+                for e in c_:
+                    if e in ready and e.callback_group.can_execute(e):
+                        yielded_work = True
+                        yield self._make_handler(e, n, self._take_client), e, n
+                for e in v_:
+                    if e in ready and e.callback_group.can_execute(e):
+                        yielded_work = True
+                        yield self._make_handler(e, n, self._take_service), e, n
+            if not yielded_work and (timeout_nsec == 0 or (deadline is not None and time.monotonic() >= deadline)):
+                raise TimeoutException()
+        if self._is_shutdown:
+            raise ShutdownException()
+        if condition():
+            raise ConditionReachedException()
+
+
+class _LoopSpinner:
+    """Spin a bridge's executor from the asyncio loop's own thread (``executor="loop"``).
+
+    The loop's selector is wrapped: whenever the loop would block in ``select(timeout)`` it
+    blocks in the rclpy wait set instead (same timeout) and runs the ready rclpy callbacks
+    right there, then collects its own I/O events without blocking. While the loop blocks in
+    rclpy, a helper thread watches the loop's epoll descriptor and wakes the executor (its
+    guard condition) when a socket or the loop's self-pipe becomes ready, so I/O and
+    ``call_soon_threadsafe`` from other threads still wake the loop at once. When the loop has
+    callbacks ready (``select(0)``) rclpy is polled too, at most every ``poll_interval_s`` of
+    wall time, so a busy loop cannot starve DDS traffic.
+
+    rclpy callbacks thus run on the loop thread: ``run_coroutine_threadsafe`` and
+    ``call_soon_threadsafe`` from them still work (the loop just picks the work up on its next
+    turn). Nothing else may spin this executor.
+    """
+
+    poll_interval_s = 0.002
+
+    def __init__(self, bridge: RosBridge, loop: asyncio.AbstractEventLoop) -> None:
+        inner = getattr(loop, "_selector", None)
+        if inner is None or not hasattr(inner, "select"):
+            raise RuntimeError("executor='loop' needs a selector event loop")
+        self.bridge, self.loop, self.inner = bridge, loop, inner
+        self.executor = bridge.executor
+        self._lock = threading.RLock()  # held while this thread is inside rclpy
+        self._stopped = False
+        self._last_poll = 0.0
+        self.in_callback = 0
+        self.io_ready = False
+        self.stats = {"blocks": 0, "io_wakes": 0}  # blocking waits, of which ended by the loop's I/O
+        self._thread_id: int | None = None
+        self._armed = threading.Event()
+        self._stop_r, self._stop_w = os.pipe()
+        self._watcher = threading.Thread(target=self._watch, name=f"rclpy-loopwake-{bridge.name}", daemon=True)
+        self._watcher.start()
+        loop._selector = self  # type: ignore[attr-defined]
+        self.executor.wake()
+
+    # ---- the selector interface asyncio uses (everything but select is the inner selector's)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def select(self, timeout: float | None = None):
+        if self._thread_id is None:
+            self._thread_id = threading.get_ident()
+            if isinstance(self.executor, _LeanExecutor):
+                self.executor.spin_thread_id = self._thread_id
+            _fine_timer_slack()
+        if self._stopped:
+            return self.inner.select(timeout)
+        if timeout is not None and timeout <= 0:
+            now = time.monotonic()
+            if now - self._last_poll >= self.poll_interval_s:
+                self._last_poll = now
+                self._spin(0.0)
+            return self.inner.select(0)
+        events = self.inner.select(0)
+        if events:
+            self._spin(0.0)
+            return events
+        self._armed.set()  # the watcher wakes the executor if the loop's own fds become ready
+        try:
+            self._spin(timeout)
+        finally:
+            self._armed.clear()
+            st = self.stats
+            st["blocks"] += 1
+            if self.io_ready:
+                st["io_wakes"] += 1
+        self._last_poll = time.monotonic()
+        return self.inner.select(0)
+
+    def register(self, *a: Any, **k: Any):
+        return self.inner.register(*a, **k)
+
+    def unregister(self, *a: Any, **k: Any):
+        return self.inner.unregister(*a, **k)
+
+    def modify(self, *a: Any, **k: Any):
+        return self.inner.modify(*a, **k)
+
+    def get_key(self, *a: Any, **k: Any):
+        return self.inner.get_key(*a, **k)
+
+    def get_map(self):
+        return self.inner.get_map()
+
+    def close(self) -> None:
+        self.stop(0.0)
+        self.inner.close()
+
+    # ---- spinning
+    def _spin(self, timeout: float | None) -> None:
+        """Wait at most ``timeout`` (None: forever) for rclpy work; run everything that is ready."""
+        ex = self.executor
+        with self._lock:
+            if self._stopped or ex._is_shutdown:
+                return
+            self.io_ready = False
+            try:
+                handler, _entity, _node = ex.wait_for_ready_callbacks(timeout, None, self._leave)
+            except (TimeoutException, ConditionReachedException, ShutdownException, ExternalShutdownException):
+                return
+            except Exception:  # noqa: BLE001 - e.g. a handle destroyed while closing
+                if not self.bridge._closed:
+                    log.exception("bridge %s: waiting for rclpy work failed", self.bridge.name)
+                return
+            self._run(handler)
+            # everything else that the same wait found ready, without waiting again
+            it = ex._cb_iter
+            while it is not None and not self._stopped and not ex._is_shutdown:
+                try:
+                    handler, _entity, _node = next(it)
+                except (StopIteration, TimeoutException, ConditionReachedException):
+                    ex._cb_iter = None
+                    break
+                except (ShutdownException, ExternalShutdownException):
+                    ex._cb_iter = None
+                    break
+                self._run(handler)
+
+    def _leave(self) -> bool:
+        """The wait's condition: the loop has I/O (the watcher saw it) or the spinner stops.
+
+        (``executor.wake()`` alone only makes rclpy rebuild its wait set and wait again.)"""
+        return self.io_ready or self._stopped
+
+    def _run(self, handler: Any) -> None:
+        self.in_callback += 1
+        try:
+            handler()
+            exc = handler.exception()
+            if exc is not None:
+                raise exc
+        except Exception:  # noqa: BLE001 - an rclpy callback raised: log it, keep serving
+            log.exception("exception in an rclpy callback (bridge %s keeps spinning)", self.bridge.name)
+        finally:
+            self.in_callback -= 1
+
+    def spin_inline(self, timeout: float) -> None:
+        """Spin once from the calling thread (teardown on the loop thread, or with no loop running)."""
+        self._spin(timeout)
+
+    def spun_elsewhere(self) -> bool:
+        """True if the running loop (another thread than the caller) is spinning the executor."""
+        return (not self._stopped and self.loop.is_running() and not self.loop.is_closed()
+                and self._thread_id is not None and self._thread_id != threading.get_ident())
+
+    def _watch(self) -> None:
+        ep = select.epoll()
+        try:
+            ep.register(self.inner.fileno(), select.EPOLLIN)
+            ep.register(self._stop_r, select.EPOLLIN)
+            while True:
+                self._armed.wait()
+                if self._stopped:
+                    return
+                ready = ep.poll()
+                if self._stopped or any(fd == self._stop_r for fd, _ in ready):
+                    return
+                self._armed.clear()
+                self.io_ready = True
+                try:
+                    self.executor.wake()
+                except Exception:  # noqa: BLE001 - executor shut down
+                    return
+        except (OSError, ValueError):
+            return
+        finally:
+            ep.close()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Hand the selector back to the loop; the loop thread never enters rclpy again."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            self.executor.wake()
+        except Exception:  # noqa: BLE001
+            pass
+        # wait until the loop thread is out of rclpy (re-entrant: fine from inside a callback)
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()
+        if getattr(self.loop, "_selector", None) is self:
+            self.loop._selector = self.inner  # type: ignore[attr-defined]
+        self._armed.set()
+        try:
+            os.write(self._stop_w, b"x")
+        except OSError:
+            pass
+        if self._watcher.is_alive() and threading.current_thread() is not self._watcher:
+            self._watcher.join(timeout)
+        for fd in (self._stop_r, self._stop_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if self._thread_id is not None and self._thread_id != threading.get_ident() and self.loop.is_running():
+            try:
+                self.loop.call_soon_threadsafe(lambda: None)  # the loop leaves a long select now
+            except RuntimeError:
+                pass
 
 
 class _DeferredReply:

@@ -114,6 +114,9 @@ class CellNode:
         self.bridge.create_action_server(n, ExecuteSkill, "execute_skill", self._execute,
                                          on_cancel_result=lambda g: ExecuteSkill.Result(
                                              status="CANCELED", message="cancelled by request"))
+        trim = getattr(self.bridge, "trim", None)
+        if trim is not None:
+            trim(n)  # the publishers' QoS event handlers (they only log) out of the executor's wait set
         cell = self.cell
         cell.listeners.append(self._on_event)
         cell.ledger.listeners.append(self._on_part)

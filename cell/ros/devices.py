@@ -9,7 +9,8 @@ For a device ``<dev>`` of cell ``<cell>`` the node ``/<cell>/<dev>`` serves:
   ros2_control robot with a speed slider) and ``sensor_msgs/JointState`` on
   ``/<cell>/<dev>/joint_states`` (every 0.1 s of cell time while moving, at the start and end of
   every motion and after a stop);
-- cameras: every captured frame as ``sensor_msgs/Image`` on ``/<cell>/<dev>/image_raw``.
+- cameras: every captured frame as ``sensor_msgs/Image`` on ``/<cell>/<dev>/image_raw`` (while
+  anyone subscribes; the frame always travels in the ``capture`` reply).
 
 :class:`SimPublishers` adds ``/clock`` (``rosgraph_msgs/Clock``) and ``/diagnostics``
 (``diagnostic_msgs/DiagnosticArray``) driven by the cell clock. Every node is created with
@@ -61,6 +62,7 @@ def stamp(t: float):
 
 
 def image_msg(image, t: float, frame_id: str):
+    import numpy as np
     from sensor_msgs.msg import Image
 
     msg = Image()
@@ -70,7 +72,9 @@ def image_msg(image, t: float, frame_id: str):
     ch = 1 if image.ndim == 2 else int(image.shape[2])
     msg.encoding = "mono8" if ch == 1 else "bgr8"
     msg.step = msg.width * ch
-    msg.data = array.array("B", image.tobytes())
+    buf = array.array("B")
+    buf.frombytes(memoryview(np.ascontiguousarray(image, dtype=np.uint8)).cast("B"))  # one copy, not two
+    msg.data = buf  # an array('B') is taken as is by the message
     return msg
 
 
@@ -86,9 +90,10 @@ class DeviceNode:
         self.clock = device.clock
         self.ns = namespace.strip("/")
         self.node = bridge.create_node(device.name, namespace=f"/{self.ns}" if self.ns else None,
-                                       parameter_overrides=sim_time_params(simulated))
+                                       parameter_overrides=sim_time_params(simulated), lean=True)
         self.speed_scaling = 1.0
-        self.calls = 0
+        self.calls = 0  # DeviceCall requests served
+        self.goals = 0  # FollowJointTrajectory goals served
         self._connect_lock = asyncio.Lock()
         self.joint_state_period_s = joint_state_period_s
         group = ReentrantCallbackGroup()
@@ -113,6 +118,7 @@ class DeviceNode:
         self._belt_usable: bool | None = None
         if isinstance(device, Conveyor) and _belt_of(device) is not None:
             self._serve_belt_state()
+        bridge.trim(self.node)  # the publishers' QoS event handlers (they only log) out of the wait set
 
     # ------------------------------------------------------------------ conveyor belt state
     def _serve_belt_state(self) -> None:
@@ -256,8 +262,8 @@ class DeviceNode:
             if method == "capture":
                 f = await d.capture(timeout=a.get("timeout"))
                 msg = image_msg(f.image, f.stamp, f"{self.ns}/{d.name}")
-                if self.image_pub is not None:
-                    self.image_pub.publish(msg)
+                if self.image_pub is not None and self.image_pub.get_subscription_count():
+                    self.image_pub.publish(msg)  # 4 MB a frame: serialised only for a listener
                 return {"stamp": f.stamp, "meta": f.meta}, msg
         elif isinstance(d, Conveyor):
             if method in ("position", "velocity"):
@@ -296,6 +302,9 @@ class DeviceNode:
             ws = d.workspace
             out["workspace"] = {"min": list(ws.min), "max": list(ws.max)} if ws else None
             out["speed_scaling"] = self.speed_scaling
+            k = _kinematics(d)
+            if k is not None:
+                out["kinematics"] = k
         elif isinstance(d, Camera):
             c = d.calibration
             out["calibration"] = None if c is None else {
@@ -331,11 +340,16 @@ class DeviceNode:
             return
         hooks = getattr(self.handoff, "time_hooks", None)
         if hooks is not None:
-            # a follower's clock (--processes) jumps from one agreed instant to the next: the
-            # states in between are published as it passes them, not by waking it every period
+            # the clock jumps from one instant to the next (the discrete-event clock, or a
+            # follower's clock under --processes): the states in between are published as it
+            # passes them, not by waking it every period; and only while someone listens (the
+            # start and end of every motion are always published)
             t0 = self.clock.now()
+            pub = self.joint_pub
 
             def passing(t_old: float, t_new: float) -> None:
+                if not pub.get_subscription_count():
+                    return
                 tr = getattr(arm, "_traj", None)
                 end = arm._t0 + tr.duration if tr is not None else -math.inf  # type: ignore[attr-defined]
                 k = max(1, math.floor((t_old - t0) / period) + 1)
@@ -371,6 +385,7 @@ class DeviceNode:
         from control_msgs.action import FollowJointTrajectory
 
         Result = FollowJointTrajectory.Result
+        self.goals += 1
         h, key = self.handoff, gctx.goal_id
         local = h is not None and h.incoming(key)
         if local:
@@ -415,6 +430,37 @@ class DeviceNode:
                 await h.hold((key, "rep"))
 
 
+def _kinematics(arm: Any) -> dict[str, Any] | None:
+    """The arm's kinematic model for its proxies (a ``robot_description`` in effect): every field
+    of its ``drivers.kinematics.RobotModel`` (DH table, tool, limits as the arm enforces them),
+    ``T_cell_base`` and the configured speed override; None for an arm without one.
+
+    With it a proxy computes IK and motion-time estimates itself while the arm rests at a known
+    target (``drivers.ros2.proxies.Ros2Arm``). Floats travel as JSON numbers, which round-trip
+    exactly, so the proxy's answers are the twin's to the bit.
+    """
+    import dataclasses
+
+    from drivers.kinematics import RobotModel
+
+    model, T = getattr(arm, "model", None), getattr(arm, "T_cell_base", None)
+    if not isinstance(model, RobotModel) or T is None:
+        return None
+    m: dict[str, Any] = {}
+    for f in dataclasses.fields(model):
+        if not f.init:
+            continue
+        v = getattr(model, f.name)
+        if f.name == "limits":
+            v = {k: [float(x) for x in getattr(v, k)] for k in ("lower", "upper", "velocity", "acceleration", "jerk")}
+        elif isinstance(v, tuple):
+            v = [float(x) if not isinstance(x, str) else x for x in v]
+        m[f.name] = v
+    cfg = getattr(arm, "config", None)
+    return {"model": m, "T_cell_base": [[float(x) for x in row] for row in T.tolist()],
+            "speed_scale": float(getattr(cfg, "speed_scale", 1.0))}
+
+
 def _belt_of(device: Any) -> tuple[float, float, float] | None:
     """(s0, t0, v) of a simulated belt (``position = s0 + v·(t − t0)``), or None for other conveyors."""
     belt = getattr(device, "belt", None)
@@ -457,14 +503,17 @@ class SimPublishers:
 
         self.clock, self.devices = clock, devices
         self.node = bridge.create_node("sim_time", namespace=f"/{namespace}",
-                                       parameter_overrides=sim_time_params(False))
+                                       parameter_overrides=sim_time_params(False), lean=True)
         self.clock_pub = self.node.create_publisher(ClockMsg, "/clock", 10) if simulated else None
         self.diag_pub = self.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        bridge.trim(self.node)
         self.clock_period_s, self.diag_period_s = clock_period_s, diag_period_s
         self.extra = extra  # callable run at each diagnostics period (e.g. the cell status)
         self._tasks: list[asyncio.Task] = []
         self.bridge = bridge
         self._time_sources: list[Any] = []
+        self._hooked: list[Any] | None = None
+        self._last_clock = -math.inf
 
     def share_sim_time(self, nodes: Any = None) -> int:
         """Drive the ROS clocks of this process's ``use_sim_time`` nodes directly (intra-process).
@@ -495,19 +544,35 @@ class SimPublishers:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
+        hooks = getattr(self.clock, "advance_hooks", None)
         if self.clock_pub is not None and self.clock_period_s > 0:
-            self._tasks.append(loop.create_task(self._clock_loop()))
+            if hooks is not None:
+                # the discrete-event clock tells us when time moves: /clock at most once per
+                # period, at instants where something happens anyway (no clock events of its own)
+                self.publish_clock()
+                hooks.append(self._on_advance)
+                self._hooked = hooks
+            else:
+                self._tasks.append(loop.create_task(self._clock_loop()))
         if self.diag_period_s > 0:
             self._tasks.append(loop.create_task(self._diag_loop()))
 
     def publish_clock(self) -> None:
+        """``/clock`` now (to DDS only if someone subscribes), and this process's sim-time nodes."""
         from rosgraph_msgs.msg import Clock as ClockMsg
 
         if self.clock_pub is not None:
-            msg = ClockMsg(clock=stamp(self.clock.now()))
-            self.clock_pub.publish(msg)
+            now = self.clock.now()
+            self._last_clock = now
+            msg = ClockMsg(clock=stamp(now))
+            if self.clock_pub.get_subscription_count():
+                self.clock_pub.publish(msg)
             for ts in self._time_sources:
                 ts.clock_callback(msg)
+
+    def _on_advance(self, t_old: float, t_new: float) -> None:
+        if t_new - self._last_clock >= self.clock_period_s * (1 - 1e-9):
+            self.publish_clock()
 
     async def _clock_loop(self) -> None:
         while True:
@@ -539,6 +604,12 @@ class SimPublishers:
                 self.extra()
 
     async def stop(self) -> None:
+        if self._hooked is not None:
+            try:
+                self._hooked.remove(self._on_advance)
+            except ValueError:
+                pass
+            self._hooked = None
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:

@@ -276,3 +276,36 @@ def remove_shm_files(paths: Iterable[str | os.PathLike], *, keep_in_use: bool = 
         except OSError:
             pass
     return removed
+
+
+def limit_blas_threads(n: int = 1) -> int | None:
+    """Cap the OpenBLAS thread pool of this process at ``n``; returns the previous size, or None.
+
+    A cell over ROS 2 in one process runs on the asyncio loop's thread (the rclpy executor
+    included, ``RosBridge(executor="loop")``). numpy's OpenBLAS otherwise starts a worker per
+    core whose threads busy-wait for work after every small BLAS call: on a 2-core machine one
+    of them spins on the other core (measured: about as much CPU as the whole ROS run). With
+    ``OPENBLAS_NUM_THREADS`` set in the environment nothing is changed.
+    """
+    if os.environ.get("OPENBLAS_NUM_THREADS"):
+        return None
+    try:
+        import ctypes
+
+        import numpy  # noqa: F401 - loads its OpenBLAS
+
+        with open("/proc/self/maps") as f:
+            libs = sorted({line.split()[-1] for line in f if "openblas" in line.split()[-1].lower()
+                           and ".so" in line.split()[-1]})
+        for path in libs:
+            lib = ctypes.CDLL(path)
+            for prefix, suffix in (("scipy_openblas", "64_"), ("openblas", "64_"), ("openblas", ""), ("scipy_openblas", "")):
+                setter = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
+                getter = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
+                if setter is not None:
+                    before = int(getter()) if getter is not None else None
+                    setter(int(n))
+                    return before
+    except Exception:  # noqa: BLE001 - no OpenBLAS (or not Linux): nothing to do
+        return None
+    return None

@@ -2,7 +2,8 @@
 
 :func:`attach` takes a :class:`cell.runtime.Cell` built as usual (world, twins, skills) and
 
-1. starts one :class:`~cell.ros.bridge.RosBridge` (SingleThreadedExecutor in its own thread);
+1. starts one :class:`~cell.ros.bridge.RosBridge` (``executor="loop"``: rclpy spun by the asyncio
+   loop's own thread, see :data:`EXECUTOR`; OpenBLAS capped at one thread beside it);
 2. serves every device of the cell as a device node (``cell.ros.devices.DeviceNode``);
 3. swaps ``cell.devices[name]`` for the matching ``ros2.*`` proxy driver, so every skill call
    goes proxy -> DDS -> device node -> twin and back;
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,10 @@ log = logging.getLogger("axcell.ros.runtime")
 
 CLOCK_PERIOD_S = 0.1
 DIAG_PERIOD_S = 1.0
+#: Executor of the one-process bridge (``cell.ros.bridge.RosBridge``): ``"loop"`` spins rclpy on
+#: the asyncio loop's thread (no spin thread, no hop per message); ``"single"`` is the classic
+#: SingleThreadedExecutor in a thread of its own. ``AXCELL_ROS_EXECUTOR`` overrides it.
+EXECUTOR = os.environ.get("AXCELL_ROS_EXECUTOR", "loop")
 
 
 class RosAttachment:
@@ -76,6 +82,10 @@ class RosAttachment:
 
         set_default_transport(None)
         unfreeze_heap()
+        h = getattr(self.transport, "handoff", None)
+        hooks = getattr(getattr(self.cell, "clock", None), "advance_hooks", None)
+        if hooks is not None and h is not None and getattr(h, "passing", None) in hooks:
+            hooks.remove(h.passing)
 
 
 def make_proxy(dev: Any, transport: Any, clock: Any) -> Any:
@@ -95,8 +105,11 @@ def serve_devices(bridge: Any, devices: dict[str, Any], clock: Any, namespace: s
     from .devices import DeviceNode, sim_time_params
 
     handoff = Handoff(clock) if simulated else None
+    hooks = getattr(clock, "advance_hooks", None)
+    if handoff is not None and hooks is not None:
+        hooks.append(handoff.passing)  # joint_states while moving: sampled as time passes, no clock events
     pnode = bridge.create_node("device_proxies", namespace=f"/{namespace}",
-                               parameter_overrides=sim_time_params(simulated))
+                               parameter_overrides=sim_time_params(simulated), lean=True)
     transport = RosTransport(bridge, pnode, namespace, handoff)
     nodes = [DeviceNode(bridge, dev, namespace, handoff=handoff, simulated=simulated) for dev in devices.values()]
     proxies = {name: make_proxy(dev, transport, clock) for name, dev in devices.items()}
@@ -117,13 +130,16 @@ async def attach(cell: Any, *, record: Path | str | None = None, clock_period_s:
     from drivers.ros2.transport import set_default_transport
 
     from .bridge import RosBridge
+    from .env import limit_blas_threads
 
     ensure_ros_isolation()
+    if EXECUTOR == "loop":
+        limit_blas_threads(1)  # everything runs on the loop's thread: no BLAS workers spinning beside it
     att = RosAttachment()
     att.cell = cell
     simulated = cell.world is not None
     ns = cell.name
-    att.bridge = bridge = RosBridge(name=bridge_name or f"axcell-{ns}")
+    att.bridge = bridge = RosBridge(name=bridge_name or f"axcell-{ns}", executor=EXECUTOR)
     try:
         att.twins = dict(cell.devices)
         att.transport, proxies, att.device_nodes = serve_devices(bridge, att.twins, cell.clock, ns,
@@ -214,7 +230,7 @@ async def attach_processes(cell: Any, *, record: Path | str | None = None, clock
         else:
             procs.watch(loop, lambda e: log.error("%s", e))
         pnode = bridge.create_node("device_proxies", namespace=f"/{ns}",
-                                   parameter_overrides=sim_time_params(simulated))
+                                   parameter_overrides=sim_time_params(simulated), lean=True)
         proxies = {}
         ids = None
         for name, dev in att.twins.items():

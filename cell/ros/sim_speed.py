@@ -20,9 +20,12 @@ def ros_run(cfg: Any, inspectors: dict[str, Any], duration: float, seed: int) ->
             await cell.close()
             await att.close()
         calls = sum(n.calls for n in att.device_nodes)
+        goals = sum(getattr(n, "goals", 0) for n in att.device_nodes)
+        local = sum(getattr(p, "local_calls", 0) for p in cell.devices.values())
         return {"sim_s": report["sim_seconds"], "wall_s": report["wall_seconds"],
                 "x_real_time": report["sim_seconds"] / report["wall_seconds"], "parts": report["parts"]["arrived"],
-                "events": cell.clock.events_fired, "device_calls": calls, "report_parts": report["parts"]}
+                "events": cell.clock.events_fired, "device_calls": calls, "action_goals": goals,
+                "proxy_local_answers": local, "report_parts": report["parts"]}
 
     return asyncio.run(main())
 

@@ -15,6 +15,12 @@ channels) are read once at ``connect()`` (method ``describe``).
 
 Each request is bracketed by the clock handoff (``drivers.ros2.transport``) so simulated time
 stands still while DDS is in flight.
+
+Pure computations stay in the proxy when the device node publishes what they need: the arm's
+IK and motion-time estimates are computed here from the kinematic model the node describes
+(``describe`` → ``kinematics``, the analogue of ``robot_description``) while the arm is known
+to rest at the last commanded target (see :class:`Ros2Arm`); the conveyor's position comes from
+its latched belt state. Everything that moves or senses something still goes over the wire.
 """
 
 from __future__ import annotations
@@ -129,14 +135,44 @@ class _Proxy:
 
 
 # ------------------------------------------------------------------------------------------ arm
+class ArmProxyConfig(ProxyConfig):
+    local_kinematics: bool = Field(True, description="compute IK and motion-time estimates here from the "
+                                                     "node's kinematic model while the arm rests at a known "
+                                                     "target (else a DeviceCall each)")
+
+
 class Ros2Arm(_Proxy, Arm, kind="ros2.arm"):
-    """An arm behind a FollowJointTrajectory action server (ros2_control style)."""
+    """An arm behind a FollowJointTrajectory action server (ros2_control style).
+
+    **Local kinematics.** ``solve_ik`` and ``estimate_duration`` are pure functions of the arm's
+    kinematic model, its limits and its current state. When the device node describes the model
+    (``kinematics``: the DH table, tool, limits, base transform and speed override, as a
+    ``robot_description`` would) and the arm is known to be at rest, this proxy computes them
+    itself with the same code as the node (``drivers.kinematics.ik``; a ruckig time-optimal,
+    jerk-limited plan from rest, see :func:`rest_to_rest_duration`) instead of a DeviceCall
+    each: two thirds of the demo's arm calls. The arm is known to rest at ``q`` from the moment
+    a FollowJointTrajectory goal to ``q`` *succeeded* (a position-controlled arm settles at the
+    commanded target; the simulated twin rests there exactly) until the next goal is sent; a
+    failed, cancelled or timed-out goal, ``stop()`` or a reconnect forgets it, and the calls go
+    to the node again (also for a moving arm, a node without a model, a planning failure, or
+    ``local_kinematics: false``). This proxy assumes it is the arm's only commander, as the
+    cell's arm driver is. ``pose()`` and ``joints()`` always ask the node (they are readings,
+    and fault hooks may act on them).
+    """
+
+    Config = ArmProxyConfig
+    config: ArmProxyConfig
 
     def __init__(self, name: str, config: ProxyConfig, ctx: DeviceContext) -> None:
         super().__init__(name, config, ctx)
         self._ac = None
         self._speed: float | None = None
         self._uuids = 0
+        self._model: Any = None  # drivers.kinematics.RobotModel from the node's description
+        self._T_cell_base: np.ndarray | None = None
+        self._speed_scale = 1.0
+        self._rest_q: tuple[float, ...] | None = None  # the arm rests here (a goal to it succeeded)
+        self.local_calls = 0
 
     async def _connect(self) -> None:
         from control_msgs.action import FollowJointTrajectory
@@ -149,6 +185,14 @@ class Ros2Arm(_Proxy, Arm, kind="ros2.arm"):
         ws = d.get("workspace")
         self._workspace = Box(tuple(ws["min"]), tuple(ws["max"])) if ws else None
         self._speed = d.get("speed_scaling")
+        self._rest_q = None
+        self._model = None
+        k = d.get("kinematics")
+        if k and getattr(self.config, "local_kinematics", True):
+            try:
+                self._model, self._T_cell_base, self._speed_scale = kinematics_from_dict(k)
+            except Exception:  # noqa: BLE001 - an unknown model format: every call goes to the node
+                self._model = None
         cache = self.t.__dict__.setdefault("_clients", {})
         key = ("fjt", self._name("follow_joint_trajectory"))
         if key not in cache:
@@ -186,14 +230,42 @@ class Ros2Arm(_Proxy, Arm, kind="ros2.arm"):
     async def solve_ik(self, target: Pose) -> tuple[float, ...]:
         self._require_connected()
         self.check_pose(target)
+        q0 = self._rest_q
+        if self._model is not None and q0 is not None:
+            self.local_calls += 1
+            return self._local_ik(target, q0)
         return tuple((await self._call("solve_ik", pose=list(target.as_tuple())))[0])
 
     async def estimate_duration(self, target: Pose, *, speed: float = 1.0) -> float:
         self._require_connected()
+        q0 = self._rest_q
+        if self._model is not None and q0 is not None:
+            # the node's order of checks: speed, pose, IK, joint limits
+            s = self._check_speed(speed)
+            self.check_pose(target)
+            q = self.check_joints(self._local_ik(target, q0))
+            try:
+                t = rest_to_rest_duration(q0, q, self._model.limits, s * self._speed_scale)
+            except Exception:  # noqa: BLE001 - the node reports a planning failure its own way
+                t = None
+            if t is not None:
+                self.local_calls += 1
+                return t
         return float((await self._call("estimate_duration", pose=list(target.as_tuple()), speed=speed))[0])
+
+    def _local_ik(self, target: Pose, q0: tuple[float, ...]) -> tuple[float, ...]:
+        from drivers import kinematics as kin
+        from drivers.errors import UnreachableError
+
+        try:
+            q = kin.ik(self._model, target.matrix(), np.array(q0, dtype=float), base=self._T_cell_base)
+        except UnreachableError as e:
+            raise UnreachableError(str(e), device=self.name) from e
+        return tuple(q.tolist())
 
     async def stop(self) -> None:
         self._require_connected()
+        self._rest_q = None
         await self._call("stop")
 
     def _min_time(self, q0: tuple[float, ...] | None, q: tuple[float, ...], speed: float) -> float:
@@ -230,6 +302,7 @@ class Ros2Arm(_Proxy, Arm, kind="ros2.arm"):
         goal.trajectory.points = [JointTrajectoryPoint(positions=list(q), time_from_start=Duration(
             sec=sec, nanosec=int((tmin - sec) * 1e9)))]
         self.description["_last_q"] = q
+        self._rest_q = None  # moving from now on, until the goal succeeds
         cid = self.t.next_id()
         key = cid.to_bytes(16, "big")
         h, bridge = self.t.handoff, self.t.bridge
@@ -262,6 +335,62 @@ class Ros2Arm(_Proxy, Arm, kind="ros2.arm"):
             self.description.pop("_last_q", None)
             etype, _, msg = r.error_string.partition(": ")
             raise error_from_wire(etype, msg, self.name)
+        if res.status == 4:  # action_msgs/GoalStatus.STATUS_SUCCEEDED: settled at the target
+            self._rest_q = tuple(q)
+
+
+def kinematics_from_dict(k: dict[str, Any]) -> tuple[Any, np.ndarray, float]:
+    """(RobotModel, T_cell_base, speed_scale) from a device node's ``describe`` → ``kinematics``."""
+    from drivers import kinematics as kin
+
+    m = dict(k["model"])
+    lim = m.pop("limits")
+    limits = JointLimits(*(tuple(float(v) for v in lim[f]) for f in ("lower", "upper", "velocity", "acceleration",
+                                                                      "jerk")))
+    fields = {f: tuple(m[f]) if isinstance(m.get(f), list) else m[f] for f in m}
+    model = kin.RobotModel(limits=limits, **fields)
+    return model, np.array(k["T_cell_base"], dtype=float), float(k.get("speed_scale", 1.0))
+
+
+_RUCKIG: dict[int, Any] = {}
+
+
+def rest_to_rest_duration(q0: Any, q1: Any, limits: JointLimits, speed: float) -> float:
+    """Seconds of the time-optimal, jerk-limited move from rest at ``q0`` to rest at ``q1``.
+
+    The same computation as the simulated arm's planner (``sim.motion.plan``: ruckig, velocity
+    scaled by ``speed``, acceleration by ``speed``², jerk by ``speed``³), which a driver may not
+    import; with the same inputs ruckig returns the same duration to the bit.
+    """
+    import ruckig
+
+    if not (math.isfinite(speed) and 0.0 < speed <= 1.0):
+        raise ValueError(f"speed must be in (0, 1], got {speed}")
+    start = np.array(q0, dtype=float)
+    goal = np.array(q1, dtype=float)
+    if np.array_equal(start, goal):
+        return 0.0
+    n = limits.dof
+    got = _RUCKIG.get(n)
+    if got is None:
+        inp = ruckig.InputParameter(n)
+        inp.target_acceleration = [0.0] * n
+        got = _RUCKIG[n] = (ruckig.Ruckig(n), inp)
+    otg, inp = got
+    zeros = [0.0] * n
+    inp.current_position = start.tolist()
+    inp.current_velocity = zeros
+    inp.current_acceleration = zeros
+    inp.target_position = goal.tolist()
+    inp.target_velocity = zeros
+    inp.max_velocity = [float(v) * speed for v in limits.velocity]
+    inp.max_acceleration = [float(v) * speed * speed for v in limits.acceleration]
+    inp.max_jerk = [float(v) * speed * speed * speed for v in limits.jerk]
+    traj = ruckig.Trajectory(n)
+    result = otg.calculate(inp, traj)
+    if result not in (ruckig.Result.Working, ruckig.Result.Finished):
+        raise RuntimeError(f"ruckig could not plan the motion: {result}")
+    return float(traj.duration)
 
 
 # -------------------------------------------------------------------------------------- gripper
@@ -282,7 +411,11 @@ class Ros2Gripper(_Proxy, Gripper, kind="ros2.gripper"):
 # --------------------------------------------------------------------------------------- camera
 def image_to_numpy(msg: Any) -> np.ndarray:
     ch = 3 if msg.encoding in ("bgr8", "rgb8") else 1
-    arr = np.frombuffer(bytes(msg.data), dtype=np.uint8)
+    data = msg.data
+    try:
+        arr = np.frombuffer(data, dtype=np.uint8)  # a view of the message's array('B'): no copy
+    except (TypeError, ValueError):
+        arr = np.frombuffer(bytes(data), dtype=np.uint8)
     arr = arr.reshape(msg.height, msg.step)[:, : msg.width * ch]
     return arr.reshape(msg.height, msg.width, ch) if ch == 3 else arr.reshape(msg.height, msg.width)
 
@@ -370,7 +503,12 @@ class Ros2Conveyor(_Proxy, Conveyor, kind="ros2.conveyor"):
         h = self.t.handoff
         if h is not None:
             h.subscribe(self._topic, self)
-        self._sub = self.t.node.create_subscription(Float64MultiArray, self._topic, on_msg, belt_state_qos())
+        from rclpy.event_handler import SubscriptionEventCallbacks
+
+        # no QoS event handlers (they only log): fewer entities in the executor's wait set
+        self._sub = self.t.node.create_subscription(Float64MultiArray, self._topic, on_msg, belt_state_qos(),
+                                                    event_callbacks=SubscriptionEventCallbacks(
+                                                        use_default_callbacks=False))
 
     def _on_state(self, st: tuple[float, float, float, int, bool]) -> None:  # event loop
         if self._state is None or st[3] > self._state[3]:
@@ -492,5 +630,5 @@ class Ros2Machine(_Proxy, Machine, kind="ros2.machine"):
 PROXY_KINDS = {"arm": Ros2Arm, "gripper": Ros2Gripper, "camera": Ros2Camera, "conveyor": Ros2Conveyor,
                "io": Ros2IO, "machine": Ros2Machine}
 
-__all__ = ["PROXY_KINDS", "Ros2Arm", "Ros2Camera", "Ros2Conveyor", "Ros2Gripper", "Ros2IO", "Ros2Machine",
-           "calibration_from_dict", "image_to_numpy"]
+__all__ = ["PROXY_KINDS", "ArmProxyConfig", "Ros2Arm", "Ros2Camera", "Ros2Conveyor", "Ros2Gripper", "Ros2IO", "Ros2Machine",
+           "calibration_from_dict", "image_to_numpy", "kinematics_from_dict", "rest_to_rest_duration"]

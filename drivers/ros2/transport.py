@@ -58,6 +58,17 @@ class Handoff:
         self._tasks: dict[Any, Any] = {}
         self._latest: dict[str, int] = {}
         self._subs: dict[str, set[Any]] = {}
+        #: ``hook(t_old, t_new)`` run as the shared clock moves (:meth:`passing`, hooked into the
+        #: clock's ``advance_hooks`` by whoever builds this handoff); a device node publishes the
+        #: states an arm passes through this way instead of waking the clock every period.
+        self.time_hooks: set[Any] = set()
+
+    def passing(self, t_old: float, t_new: float) -> None:
+        for hook in list(self.time_hooks):
+            try:
+                hook(t_old, t_new)
+            except Exception:  # noqa: BLE001 - an observer must never break the clock
+                log.exception("time hook failed")
 
     async def hold(self, key: Any) -> None:
         if key in self._open or (isinstance(key, tuple) and key[0] in self._abandoned):

@@ -37,7 +37,7 @@ pytestmark = pytest.mark.timeout(60, method="thread")
 
 
 def spin_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("rclpy-spin-") and t.is_alive()]
+    return [t for t in threading.enumerate() if t.name.startswith(("rclpy-spin-", "rclpy-loopwake-")) and t.is_alive()]
 
 
 def run(coro):
@@ -121,9 +121,10 @@ def test_session_isolation_is_set(domain_id):
 # ---------------------------------------------------------------- bridge, same process
 
 
-def test_service_call_and_timeout():
+@pytest.mark.parametrize("executor", ["single", "loop"])
+def test_service_call_and_timeout(executor):
     async def main():
-        async with RosBridge(name="svc") as b:
+        async with RosBridge(name="svc", executor=executor) as b:
             node = b.create_node("svc")
 
             def trig(req, resp):
@@ -147,9 +148,10 @@ def test_service_call_and_timeout():
     assert not spin_threads()
 
 
-def test_action_round_trip_feedback_reject_and_cancel():
+@pytest.mark.parametrize("executor", ["single", "loop"])
+def test_action_round_trip_feedback_reject_and_cancel(executor):
     async def main():
-        async with RosBridge(name="act") as b:
+        async with RosBridge(name="act", executor=executor) as b:
             serve_cell(b)
             cnode = b.create_node("client")
             ac = b.create_action_client(cnode, ExecuteSkill, "/axcell_test/execute_skill")
@@ -199,11 +201,12 @@ def test_action_round_trip_feedback_reject_and_cancel():
     assert not spin_threads()
 
 
-def test_run_coroutine_from_rclpy_callback_wakes_executor():
+@pytest.mark.parametrize("executor", ["single", "loop"])
+def test_run_coroutine_from_rclpy_callback_wakes_executor(executor):
     """An rclpy coroutine callback awaits asyncio work; the reply must not wait for an unrelated wake-up."""
 
     async def main():
-        async with RosBridge(name="hop") as b:
+        async with RosBridge(name="hop", executor=executor) as b:
             node = b.create_node("hop")
             loop_thread = threading.get_ident()
             seen = {}
@@ -233,9 +236,10 @@ def test_run_coroutine_from_rclpy_callback_wakes_executor():
     run(main())
 
 
-def test_close_with_goals_in_flight_leaks_nothing():
+@pytest.mark.parametrize("executor", ["single", "loop"])
+def test_close_with_goals_in_flight_leaks_nothing(executor):
     async def main():
-        b = RosBridge(name="inflight")
+        b = RosBridge(name="inflight", executor=executor)
         serve_cell(b)
         ac = b.create_action_client(b.create_node("client"), ExecuteSkill, "/axcell_test/execute_skill")
         assert await b.wait_for_action_server(ac, 5.0)
