@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from drivers.base import Device
 from drivers.clock import Clock
-from drivers.errors import DeviceError, DeviceTimeoutError
+from drivers.errors import DeviceError, DeviceTimeoutError, NotConnectedError
 
 from .facts import CellFacts
 
@@ -179,6 +179,9 @@ class Skill:
         except asyncio.CancelledError:
             try:
                 await asyncio.shield(self.on_cancel(ctx))
+            except NotConnectedError as e:
+                # e.g. the device already disconnected because the whole cell is shutting down: one line
+                log.warning("%s: cleanup after cancel skipped: %s", self.name, e)
             except Exception:  # noqa: BLE001 - cleanup must not mask the cancel
                 log.exception("%s: on_cancel failed", self.name)
             raise

@@ -148,9 +148,11 @@ def test_a_killed_device_process_stops_the_run_with_a_clear_error(demo_config, d
 
 def test_ctrl_c_on_the_cli_takes_the_device_processes_down(tmp_path, ros_domain):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "cell.cli", "run", str(DEMO), "--duration", "3600", "--seed", "1",
-                             "--transport", "ros", "--processes", "--quiet", "--run-dir", str(tmp_path / "run")],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = tmp_path / "out.log"        # a file, not a pipe: nobody reads a pipe until the end, and a full one blocks
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "cell.cli", "run", str(DEMO), "--duration", "3600", "--seed",
+                                 "1", "--transport", "ros", "--processes", "--quiet", "--run-dir", str(tmp_path / "run")],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     children: list[int] = []
     try:
         deadline = time.monotonic() + 90
@@ -166,8 +168,11 @@ def test_ctrl_c_on_the_cli_takes_the_device_processes_down(tmp_path, ros_domain)
         assert {"axcell-robot", "axcell-top_came"} <= comms, comms  # named after their device (15 bytes)
         time.sleep(5)  # let it start and run a little
         proc.send_signal(signal.SIGINT)
-        proc.wait(60)
-        assert proc.returncode == 130, proc.stdout.read().decode()[-2000:] if proc.stdout else ""
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("no exit 60 s after Ctrl-C; output:\n" + log.read_text(errors="replace")[-3000:]) from None
+        assert proc.returncode == 130, log.read_text(errors="replace")[-2000:]
         deadline = time.monotonic() + 15
         while any(_alive(p) for p in children) and time.monotonic() < deadline:
             time.sleep(0.2)
