@@ -667,12 +667,23 @@ class RosBridge:
         rfut = client.send_goal_async(goal, feedback_callback=fb_cb, goal_uuid=goal_uuid)
 
         def abandon(f):
-            try:
-                client._remove_pending_goal_request(f)
-            except Exception:
-                pass
+            # keep the rclpy request, so the server's late answer is consumed quietly (removing it made
+            # rclpy log "Ignoring unexpected goal response" when a run closed mid-request), and cancel
+            # the goal if the server accepted it after all: nobody is waiting for it any more
+            def late(fut) -> None:
+                try:
+                    handle = fut.result()
+                except Exception:  # noqa: BLE001 - the request failed or was cancelled: nothing to undo
+                    return
+                if handle is not None and handle.accepted:
+                    try:
+                        handle.cancel_goal_async()
+                    except Exception:  # noqa: BLE001 - the client may be gone by then
+                        pass
 
-        gh: ClientGoalHandle = await self.await_future(rfut, timeout, on_abandon=abandon)
+            f.add_done_callback(late)
+
+        gh: ClientGoalHandle = await self.await_future(rfut, timeout, on_abandon=abandon, cancel_on_abandon=False)
         if gh.accepted:
             with self._lock:
                 if self._closed:
