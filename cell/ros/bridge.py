@@ -1197,29 +1197,27 @@ class _LeanExecutor(SingleThreadedExecutor):
                     got = by_ptr.get((kind, ptr))
                     if got is not None:
                         ready.add(got[0])
+            in_ready = ready.__contains__
+
+            def timer_ready(t) -> bool:
+                return t in ready and t.handle.is_timer_ready()
+
+            def guard_triggered(gc) -> bool:
+                return gc._executor_triggered
+
             for n, s_, t_, g_, c_, v_ in per_node:
                 if not ready and not any(gc._executor_triggered for gc in g_):
                     continue
-                for t in t_:
-                    if t in ready and t.handle.is_timer_ready() and t.callback_group.can_execute(t):
-                        yielded_work = True
-                        yield self._make_handler(t, n, self._take_timer), t, n
-                for e in s_:
-                    if e in ready and e.callback_group.can_execute(e):
-                        yielded_work = True
-                        yield self._make_handler(e, n, self._take_subscription), e, n
-                for gc in g_:
-                    if gc._executor_triggered and gc.callback_group.can_execute(gc):
-                        yielded_work = True
-                        yield self._make_handler(gc, n, self._take_guard_condition), gc, n
-                for e in c_:
-                    if e in ready and e.callback_group.can_execute(e):
-                        yielded_work = True
-                        yield self._make_handler(e, n, self._take_client), e, n
-                for e in v_:
-                    if e in ready and e.callback_group.can_execute(e):
-                        yielded_work = True
-                        yield self._make_handler(e, n, self._take_service), e, n
+                # rclpy's order: timers, subscriptions, guard conditions, clients, services
+                for ents, is_ready, take in ((t_, timer_ready, self._take_timer),
+                                             (s_, in_ready, self._take_subscription),
+                                             (g_, guard_triggered, self._take_guard_condition),
+                                             (c_, in_ready, self._take_client),
+                                             (v_, in_ready, self._take_service)):
+                    for e in ents:
+                        if is_ready(e) and e.callback_group.can_execute(e):
+                            yielded_work = True
+                            yield self._make_handler(e, n, take), e, n
             if not yielded_work and (timeout_nsec == 0 or (deadline is not None and time.monotonic() >= deadline)):
                 raise TimeoutException()
         if self._is_shutdown:

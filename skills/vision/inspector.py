@@ -967,14 +967,8 @@ class Inspector:
                 regions.append({"kind": label_kind, "box": _to_image_box(M, [2 * v for v in bxh])})
         fill = self.meta.get("fill")
         if fill is not None:
-            if "fill_weight" in self.arrays:
-                half_raw = cv2.resize(view, (cw // 2, ch // 2), interpolation=cv2.INTER_AREA)
-                cov = _coverage_w(_floor_map(half_raw, self.arrays["fill_band"] > 0), self.arrays["fill_weight"])
-            else:
-                if half_u8 is None:
-                    half_u8 = cv2.resize(np.clip(P, 0, 255).astype(np.uint8), (cw // 2, ch // 2),
-                                         interpolation=cv2.INTER_AREA)
-                cov = _coverage(half_u8, self.arrays["fill_well"] > 0, self.arrays["fill_band"] > 0)
+            half_raw = cv2.resize(view, (cw // 2, ch // 2), interpolation=cv2.INTER_AREA)
+            cov = _coverage_w(_floor_map(half_raw, self.arrays["fill_band"] > 0), self.arrays["fill_weight"])
             meas["fill_coverage"] = cov
             if fill["active"] and not (fill["lo"] <= cov <= fill["hi"]):
                 kind = "underfill" if cov < fill["lo"] else "overfill"
@@ -1159,13 +1153,6 @@ def _fill_weight(p_floor: np.ndarray, well: np.ndarray) -> np.ndarray:
 def _coverage_w(floor: np.ndarray, weight: np.ndarray) -> float:
     """Share of the (weighted) well covered by contents."""
     return 1.0 - float((floor * weight).sum())
-
-
-def _coverage(half_bgr: np.ndarray, well: np.ndarray, band: np.ndarray) -> float:
-    lab = cv2.cvtColor(half_bgr, cv2.COLOR_BGR2LAB)
-    band_lab = np.median(lab[band], axis=0)
-    fl = floor_like(lab, band_lab)
-    return 1.0 - float(fl[well].mean())
 
 
 def _auto_label_box(grays: np.ndarray, hmask: np.ndarray) -> tuple[int, int, int, int] | None:
