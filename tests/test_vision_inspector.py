@@ -306,3 +306,51 @@ def test_line_like_regions_are_told_from_compact_ones():
     short = np.zeros((120, 160), np.uint8)
     cv2.line(short, (78, 60), (84, 60), 1, 1)                        # a speck, not a tear
     assert not _line_like(short > 0, 160)
+
+
+def _dark_food(rng, size=(160, 120), print_box=None):
+    """Brown pieces on a dark-brown bed (Lab uint8), darkest spots well above black."""
+    w, h = size
+    im = np.empty((h, w, 3), np.uint8)
+    im[:] = (30, 50, 90)
+    for _ in range(70):
+        c = np.array([(40, 70, 130), (30, 55, 100), (200, 210, 215)][int(rng.integers(3))]) * rng.uniform(0.85, 1.1)
+        cv2.ellipse(im, (int(rng.uniform(0, w)), int(rng.uniform(0, h))), (int(rng.integers(4, 9)), int(rng.integers(2, 6))),
+                    float(rng.uniform(0, 180)), 0, 360, tuple(float(v) for v in c), -1, cv2.LINE_AA)
+    if print_box is not None:
+        x0, y0, x1, y1 = print_box
+        im[y0:y1, x0:x1] = (235, 235, 235)
+        for y in range(y0 + 3, y1 - 3, 5):
+            cv2.line(im, (x0 + 3, y), (x1 - 4, y), (20, 20, 20), 2)
+    im = cv2.add(im, rng.integers(0, 4, im.shape, dtype=np.uint8))
+    return cv2.cvtColor(im, cv2.COLOR_BGR2LAB)
+
+
+def test_dark_spots_catch_black_chip_and_thin_dark_line_amid_dark_food_not_the_goods():
+    """What the colour bins cannot tell from food shadows: a black chip, and a thin dark line (a torn film's
+    gap) which any box around it dilutes; black print the goods always show stays quiet."""
+    from skills.vision.anomaly import ColourModel, DarkSpots
+
+    rng = np.random.default_rng(3)
+    pbox = (110, 10, 150, 50)
+    goods = [_dark_food(rng, print_box=pbox) for _ in range(30)]
+    mask = np.ones(goods[0].shape[:2], np.uint8)
+    box, line = DarkSpots.sizes(160)
+    region, gy, gx = ColourModel.regions(mask, DarkSpots.GRID)
+    zmin = DarkSpots.zone_minima(np.stack([DarkSpots.spots(g, box, line) for g in goods]), region, mask, gy * gx)
+    ds = DarkSpots.fit(zmin, region, (gy, gx), mask, box, line)
+    new = [_dark_food(rng, print_box=pbox) for _ in range(20)]
+    assert max(float(ds.below(g).max()) for g in new) < 8.0
+    chip = _dark_food(rng, print_box=pbox)
+    bgr = cv2.cvtColor(chip, cv2.COLOR_LAB2BGR)
+    cv2.circle(bgr, (40, 70), 3, (15, 15, 15), -1, cv2.LINE_AA)
+    m = ds.below(cv2.cvtColor(bgr, cv2.COLOR_BGR2LAB))
+    assert m[66:75, 36:45].max() > 10.0 and m[:, 100:].max() < 8.0
+    tear = cv2.cvtColor(_dark_food(rng, print_box=pbox), cv2.COLOR_LAB2BGR)
+    cv2.line(tear, (20, 100), (70, 80), (15, 15, 15), 1, cv2.LINE_AA)          # one pixel wide
+    cv2.line(tear, (20, 98), (70, 78), (230, 230, 230), 1, cv2.LINE_AA)        # bright film edge beside it
+    m = ds.below(cv2.cvtColor(tear, cv2.COLOR_BGR2LAB))
+    assert m[78:102, 18:72].max() > 10.0
+    # the same line's box mean alone is diluted by the bright edge: the line statistic is what sees it
+    sp = DarkSpots.spots(cv2.cvtColor(tear, cv2.COLOR_BGR2LAB), box, line)
+    assert float(sp[1][78:102, 18:72].min()) < float(sp[0][78:102, 18:72].min()) - 10.0

@@ -30,7 +30,7 @@ import numpy as np
 
 __all__ = ["CELL", "cell_features", "gather_bank", "coreset", "nn_dist", "N_FEAT", "PhotoNorm", "ZoneColour", "max_pool2",
            "ColourModel", "PixelModel", "box_mean", "line_map", "blob_candidates",
-           "blob_novelty", "blob_bank", "paint_blobs", "BLOB_BANK", "BLOB_DIM"]
+           "blob_novelty", "blob_bank", "paint_blobs", "BLOB_BANK", "BLOB_DIM", "DarkSpots"]
 
 CELL = 8
 N_BASE = 10
@@ -377,6 +377,104 @@ class ZoneColour:
     def novelty(self, view_u8: np.ndarray, lab: np.ndarray | None = None) -> np.ndarray:
         """uint8 distance (bins, capped at NOV_CAP) of each pixel's colour to the colours seen in its zone."""
         return _lookup(self.lut, self.region_off, colour_codes(view_u8, lab))
+
+
+class DarkSpots:
+    """Spots and thin lines darker than anything the good parts show nearby.
+
+    A black rubber chip, or the dark gap of a torn film, on dark food is darker than any piece of the food, yet
+    the colour bins are too coarse to tell it from the darkest shadows between pieces, and its shape need not be
+    unusual.  A lower bound on lightness needs no binning.  Two local means are bounded: a small box (a compact
+    spot: a few fine pixels, so one noisy pixel is not a spot) and the darkest of four short oriented lines (a
+    thin dark line is diluted by its bright surroundings in any box, but not along itself).  Per zone (a coarse
+    grid over the contents, pooled with the neighbouring zones) the good parts' darkest value of each bounds what
+    is normal, and the map is how far a spot or line lies below its bound, in 8-bit Lab lightness units.  A zone
+    whose darkest value varies from good to good (deep shadows where pieces overlap) has its bound pushed down
+    to the level a good falls below with probability ``TAIL_P`` (a Gumbel tail fitted to the goods' minima);
+    where the goods hold black print or food the bound is low and the map stays quiet.
+
+    Dark only: the brightest spots of food under film are specular glints at full scale, so a bright bound
+    would catch nothing.
+    """
+
+    GRID = 8          # zones along the part's long side
+    TAIL_P = 0.01
+
+    def __init__(self, bound: np.ndarray, mask: np.ndarray, box: int, line: int):
+        self.bound = bound.astype(np.float32)     # (2, h, w) darkest normal box / line mean in each pixel's zone
+        self.off = mask == 0                      # where the map is not evaluated
+        self.box, self.line = int(box), int(line)
+        self._diag = _line_kernels(self.line)
+
+    @staticmethod
+    def sizes(fine_long: int) -> tuple[int, int]:
+        """Odd box side and line length (fine px): about 1.3 % and 2 % of the part's long side."""
+        return max(3, 2 * int(round(0.0065 * fine_long)) + 1), max(5, 2 * int(round(0.0094 * fine_long)) + 1)
+
+    @staticmethod
+    def spots(lab_u8: np.ndarray, box: int, line: int, diag: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """(2, h, w): box mean of lightness, and the darkest mean along four oriented lines."""
+        L = lab_u8[..., 0].astype(np.float32)
+        out = np.empty((2,) + L.shape, np.float32)
+        cv2.blur(L, (box, box), dst=out[0], borderType=cv2.BORDER_REPLICATE)
+        cv2.blur(L, (line, 1), dst=out[1], borderType=cv2.BORDER_REPLICATE)
+        tmp = cv2.blur(L, (1, line), borderType=cv2.BORDER_REPLICATE)
+        cv2.min(out[1], tmp, dst=out[1])
+        for K in (diag or _line_kernels(line)):
+            cv2.filter2D(L, -1, K, dst=tmp, borderType=cv2.BORDER_REPLICATE)
+            cv2.min(out[1], tmp, dst=out[1])
+        return out
+
+    @staticmethod
+    def zone_minima(spots: np.ndarray, region: np.ndarray, mask: np.ndarray, n_zones: int) -> np.ndarray:
+        """(N, 2, n_zones): each image's darkest box / line mean per zone inside ``mask`` (NaN: no mask pixels).
+        ``spots`` is (N, 2, h, w)."""
+        N = len(spots)
+        lo = np.full((N, 2, n_zones), np.nan, np.float32)
+        flat = spots.reshape(N, 2, -1)
+        rz = region.ravel()
+        m = mask.ravel() > 0
+        for z in range(n_zones):
+            idx = np.flatnonzero(m & (rz == z))
+            if len(idx):
+                lo[:, :, z] = flat[:, :, idx].min(axis=2)
+        return lo
+
+    @classmethod
+    def fit(cls, zmin: np.ndarray, region: np.ndarray, grid: tuple[int, int], mask: np.ndarray, box: int,
+            line: int) -> "DarkSpots":
+        """From the goods' per-zone minima (see :meth:`zone_minima`)."""
+        gy, gx = grid
+        bounds = []
+        for j in range(2):
+            zm = zmin[:, j]
+            lo = np.full(gy * gx, np.inf)
+            have = ~np.isnan(zm).any(axis=0) if len(zm) else np.zeros(gy * gx, bool)
+            if have.any():
+                m = zm[:, have].astype(np.float64)
+                lo[have] = m.min(axis=0)
+                if len(m) >= 5:
+                    beta = np.maximum(m.std(axis=0) * (math.sqrt(6.0) / math.pi), 1e-6)
+                    lo[have] = np.minimum(lo[have], m.mean(axis=0) + 0.5772 * beta - beta * math.log(1.0 / cls.TAIL_P))
+            p = np.pad(lo.reshape(gy, gx), 1, constant_values=np.inf)
+            lo_n = np.min([p[1 + dy:1 + dy + gy, 1 + dx:1 + dx + gx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
+            bounds.append(np.where(np.isfinite(lo_n), lo_n, 0.0).ravel()[region])   # no goods' pixels around: no bound
+        return cls(np.stack(bounds), mask, box, line)
+
+    def below(self, lab_u8: np.ndarray) -> np.ndarray:
+        """(h, w) how far each spot or line is darker than the goods' bound (0 above it and off the mask)."""
+        sp = self.spots(lab_u8, self.box, self.line, self._diag)
+        cv2.subtract(self.bound, sp, dst=sp)
+        out = cv2.max(sp[0], sp[1])
+        cv2.max(out, 0.0, dst=out)
+        out[self.off] = 0.0
+        return out
+
+
+def _line_kernels(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean kernels along the two diagonals of an n×n square."""
+    d = np.eye(n, dtype=np.float32) / n
+    return d, np.ascontiguousarray(d[:, ::-1])
 
 
 def max_pool2(m: np.ndarray) -> np.ndarray:

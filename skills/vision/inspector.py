@@ -17,8 +17,9 @@ Pipeline (all generic, nothing is specific to the simulator's trays):
    models compare like with like to a fraction of a pixel.
 4. *Photometric alignment*: per-channel gain, offset and gain gradient fitted
    on the part's stable pixels (see :class:`~.anomaly.PhotoNorm`).
-5. *Anomaly maps* (pixel z-score, regional colour novelty, patch texture NN),
-   each divided by a per-position scale learned from out-of-fold good images;
+5. *Anomaly maps* (pixel z-score, regional colour novelty, patch texture NN,
+   compact-blob novelty, and spots or thin lines darker than the goods' darkest
+   there), each divided by a scale learned from out-of-fold good images;
    the score is the maximum of the combined map, the threshold comes from the
    out-of-fold good scores only (no defect samples needed).
 6. *Rules* (label present / straight, fill, size) learned from the goods, with
@@ -44,7 +45,8 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from .anomaly import (CELL, PhotoNorm, PixelModel, ZoneColour, box_mean, cell_features, colour_codes, coreset,
+from .anomaly import (CELL, ColourModel, DarkSpots, PhotoNorm, PixelModel, ZoneColour, box_mean, cell_features,
+                      colour_codes, coreset,
                       gather_bank, max_pool2, nn_dist, blob_bank as make_blob_bank, blob_candidates,
                       blob_novelty, paint_blobs, BLOB_DIM)
 from .localise import Blob, InspectionError, as_bgr, find_part, warp_matrix
@@ -52,7 +54,7 @@ from .rules import LabelMatcher, ProductRules, angle_wrap, floor_like, part_to_c
 
 __all__ = ["Inspector", "InspectionResult", "InspectionError", "draw_overlay", "identify", "MODEL_VERSION"]
 
-MODEL_VERSION = 14
+MODEL_VERSION = 15
 LK_SCALE_FROM = 0.02      # the aligner also fits scale when the goods' outlines disagree on size by more than this (sd)
 MARGIN = 0.04            # canonical view margin around the part (fraction of each side)
 SEG_LONG = 200           # segmentation works on the first pyramid level with long side ≤ this
@@ -61,20 +63,22 @@ COLOUR_POOL_GRID = 8     # pooled colour zones along the long side (where the go
 FINE = 2                 # the colour / small-object channel runs at FINE × the canonical resolution
 _K3 = np.ones((3, 3), np.uint8)
 _S_FINE = np.array([[1.0 / FINE, 0.0, 0.5 / FINE - 0.5], [0.0, 1.0 / FINE, 0.5 / FINE - 0.5], [0.0, 0.0, 1.0]])
-MAP_NAMES = ("pixel", "colour", "texture", "blob")
+MAP_NAMES = ("pixel", "colour", "texture", "blob", "dark")
 N_MAPS = len(MAP_NAMES)
 # per-map smoothing (canonical px) of the per-position scale, and its floor
-MAP_SIG = (1.5, 4.0, 1.5, None)     # None: one scale for the whole part (sparse map)
-MAP_FLOOR = (1.0, 1.0, 0.0, 0.0)
+MAP_SIG = (1.5, 4.0, 1.5, None, None)     # None: one scale for the whole part (sparse map)
+# dark: 8 lightness units (8-bit Lab, about 3 L*) below the goods' darkest spot is the least that counts as 1 on
+# the map, however close the out-of-fold goods stay to the bound
+MAP_FLOOR = (1.0, 1.0, 0.0, 0.0, 8.0)
 # extra headroom of a map's scale over its out-of-fold goods (on top of the threshold margin): the blob map's
 # scale is one image-level maximum (no per-position statistics), so its tail is the least certain
-MAP_HEADROOM = (1.0, 1.0, 1.0, 1.04)
+MAP_HEADROOM = (1.0, 1.0, 1.0, 1.04, 1.04)
 # per-region sensitivity: each map is re-normalised in the seal band (a thin, plain region where the goods agree
 # closely) to the level an out-of-fold good exceeds with probability REGION_P (a Gumbel tail fitted to the goods'
 # per-image maxima there), gaining at most 1 / REGION_FLOOR.  The label box is left alone: the label floats on the
 # tray, so its statistics from ~40 goods are heavy-tailed misregistration and a sharper label gave false rejects.
 REGION_P = 0.001
-REGION_FLOOR = (0.5, 1.0, 0.5, 0.5)
+REGION_FLOOR = (0.5, 1.0, 0.5, 0.5, 1.0)
 
 @dataclass
 class InspectionResult:
@@ -419,6 +423,9 @@ class Inspector:
         bb = a["blob_bank"]
         self._blob_sq = np.einsum("md,md->m", bb, bb).astype(np.float32)
         self._inv_scale = (self._eval[None] / a["map_scale"]).astype(np.float32)      # (3, ch, cw), 0 off the part
+        self._dark = None
+        if "dark_bound" in a:
+            self._dark = DarkSpots(a["dark_bound"], a["dark_mask"], *m["dark_sizes"])
         self._label = None
         if "label_template" in a:
             self._label = LabelMatcher(a["label_template"], tuple(m["label_box_half"]))
@@ -439,8 +446,9 @@ class Inspector:
         return fine, frame.warp(M, cw, ch)
 
     def _maps(self, P: np.ndarray, F: np.ndarray, pixel: PixelModel, colour: ZoneColour, bank: np.ndarray,
-              bank_sq: np.ndarray, blob_bank: np.ndarray, blobs=None, blob_sq: np.ndarray | None = None) -> np.ndarray:
-        """Raw anomaly maps (3, ch, cw) of a photometrically aligned float view ``P`` and fine uint8 view ``F``."""
+              bank_sq: np.ndarray, blob_bank: np.ndarray, dark: DarkSpots | None, blobs=None,
+              blob_sq: np.ndarray | None = None) -> np.ndarray:
+        """Raw anomaly maps (N_MAPS, ch, cw) of a photometrically aligned float view ``P`` and fine uint8 view ``F``."""
         ch, cw = P.shape[:2]
         z = box_mean(pixel.zmap(PixelModel.lab(P)))
         labF = cv2.cvtColor(F, cv2.COLOR_BGR2LAB)
@@ -452,8 +460,9 @@ class Inspector:
         f = (f - self.arrays["feat_mean"]) * self.arrays["feat_inv"]
         nn = nn_dist(bank, bank_sq, f.reshape(gh * gw, d)).reshape(gh, gw).astype(np.float32)
         nn = cv2.resize(nn, (cw, ch), interpolation=cv2.INTER_LINEAR)
+        dk = max_pool2(dark.below(labF)) if dark is not None else np.zeros_like(nn)
         if not self.blob_channel:
-            return np.stack([z, nov, nn, np.zeros_like(nn)])
+            return np.stack([z, nov, nn, np.zeros_like(nn), dk])
         if blobs is None:
             blobs = blob_candidates(labF, F.shape[1], self.arrays["blob_mask"])
         bd, bp = blobs
@@ -462,7 +471,7 @@ class Inspector:
             keep = np.argpartition(-bn, 8)[:8]
             bn, bp = bn[keep], bp[keep]
         blob = paint_blobs(bp, bn, (ch, cw), FINE)
-        return np.stack([z, nov, nn, blob])
+        return np.stack([z, nov, nn, blob, dk])
 
     # ------------------------------------------------------------------ fit
     def fit(self, good_images: Sequence[np.ndarray], rules: ProductRules | dict | None = None) -> "Inspector":
@@ -666,8 +675,9 @@ class Inspector:
         inner_b = cv2.erode(pmask, _K3, iterations=max(2, int(round(0.06 * ch)))) > 0
         self.arrays["blob_mask"] = cv2.resize(inner_b.astype(np.uint8), (cw * FINE, ch * FINE),
                                               interpolation=cv2.INTER_NEAREST)
-        fblobs = [blob_candidates(cv2.cvtColor(f, cv2.COLOR_BGR2LAB), F.shape[2], self.arrays["blob_mask"])
-                  if self.blob_channel else (np.zeros((0, BLOB_DIM), np.float32), np.zeros((0, 3), np.float32)) for f in F]
+        labF = [cv2.cvtColor(f, cv2.COLOR_BGR2LAB) for f in F]
+        fblobs = [blob_candidates(lf, F.shape[2], self.arrays["blob_mask"])
+                  if self.blob_channel else (np.zeros((0, BLOB_DIM), np.float32), np.zeros((0, 3), np.float32)) for lf in labF]
         busy = _busy_zone(labs, pmask)
         self.meta["busy_frac"] = float(busy.sum() / max(1, pmask.sum()))
         fsz = (cw * FINE, ch * FINE)
@@ -677,6 +687,20 @@ class Inspector:
         self.arrays["colour_region"] = region.astype(np.int32)
         # ---- rules learned from the good views (the seal band and label box also name the map regions)
         self._fit_rules(P, pmask, views)
+        # ---- the goods' darkest spots, per zone of the contents (see anomaly.DarkSpots); not on and around the
+        # label: it floats on the tray, and its edge passing over dark food made spots no good had shown there
+        # (a random round product: a false reject at 3.3 on the map)
+        dsz = DarkSpots.sizes(F.shape[2])
+        self.meta["dark_sizes"] = list(dsz)
+        dmask = self.arrays["blob_mask"].copy()
+        if "label_box_half" in self.meta:
+            e = int(round(0.02 * F.shape[2]))
+            x0, y0, x1, y1 = (2 * FINE * v for v in self.meta["label_box_half"])
+            dmask[max(0, y0 - e):y1 + e, max(0, x0 - e):x1 + e] = 0
+        self.arrays["dark_mask"] = dmask
+        d_region, dgy, dgx = ColourModel.regions(dmask, DarkSpots.GRID)
+        zmin = DarkSpots.zone_minima(np.stack([DarkSpots.spots(lf, *dsz) for lf in labF]), d_region, dmask, dgy * dgx)
+        del labF
         # ---- out-of-fold maps of the good images
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(N)
@@ -701,11 +725,12 @@ class Inspector:
             # themselves, they sat a little better on edges (label, rim) than a new good does
             al_f = _Aligner(lk_gs[train].mean(axis=0).astype(np.float32), lk_mask,
                             _inverse_variance(lk_gs[train], lk_mask > 0) if mode == "free" else None, lk_scale)
+            ds = DarkSpots.fit(zmin[train], d_region, (dgy, dgx), dmask, *dsz)
             for i in test:
                 Mi = al_f.refine(frames[i], Ms[i], iters=4)[0]
                 fine_i, view_i = self._views(frames[i], Mi)
                 q = photo.params(view_i)
-                held[i] = self._maps(photo.apply_fast(view_i, q), _photo_u8(fine_i, q), pm, cm, bank, bsq, bb)
+                held[i] = self._maps(photo.apply_fast(view_i, q), _photo_u8(fine_i, q), pm, cm, bank, bsq, bb, ds)
         # ---- per-position scales: mean + 3 sd of the out-of-fold maps, smoothed, floored; then each map is
         # rescaled so that its image-level maximum on out-of-fold goods sits at about 1 (maps with sparse,
         # randomly placed responses — colour novelty in busy food — get a fair share of the threshold)
@@ -718,7 +743,7 @@ class Inspector:
             hm = held[:, j]
             if sig[j] is None:           # sparse map (blob novelty): one scale, the largest out-of-fold good value
                 r = hm.reshape(N, -1).max(axis=1)
-                g = max(float(r.max()), 1e-6) * MAP_HEADROOM[j]
+                g = max(float(r.max()), floors[j], 1e-6) * MAP_HEADROOM[j]
                 loo[:, j] = hm / g
                 scales.append(np.full((ch, cw), g, np.float32))
                 continue
@@ -774,6 +799,7 @@ class Inspector:
         self.arrays["pix_spread"] = (1.0 / pm.inv).astype(np.float32)
         self.arrays["colour_lut"] = ZoneColour.fit(codes, region, g1, g2, valid).lut
         self.arrays["blob_bank"] = make_blob_bank(np.concatenate([b[0] for b in fblobs]), seed=self.seed)
+        self.arrays["dark_bound"] = DarkSpots.fit(zmin, d_region, (dgy, dgx), dmask, *dsz).bound
         bank = coreset(gather_bank(featn), self.coreset_size, self.seed)
         self.arrays["bank"] = bank.astype(np.float32)
         self.arrays["bank_sq"] = np.einsum("pmd,pmd->pm", bank, bank).astype(np.float32)
@@ -953,7 +979,7 @@ class Inspector:
         P = self._photo.apply_fast(view, pp)
         F = _photo_u8(fine, pp)
         raw = self._maps(P, F, self._pixel, self._colour, self.arrays["bank"], self.arrays["bank_sq"],
-                         self.arrays["blob_bank"], blob_sq=self._blob_sq)
+                         self.arrays["blob_bank"], self._dark, blob_sq=self._blob_sq)
         nm = np.multiply(raw, self._inv_scale, out=raw)
         per = nm.reshape(N_MAPS, -1).max(axis=1).tolist()
         amap = nm.max(axis=0)
