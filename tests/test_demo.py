@@ -88,8 +88,9 @@ def test_same_seed_same_report_different_seed_different_report(demo_config, demo
     assert a["parts"] != c["parts"] or a["inspection"] != c["inspection"]
 
 
-def test_inspection_catches_the_sims_defects(demo_config, demo_inspectors):
-    r = _batch(demo_config, demo_inspectors, seed=3, duration=1800.0)
+@pytest.mark.parametrize("seed,duration", [(3, 1800.0), (1, 3600.0)])   # (1, 3600): the foundation issue's run
+def test_inspection_catches_the_sims_defects(demo_config, demo_inspectors, seed, duration):
+    r = _batch(demo_config, demo_inspectors, seed=seed, duration=duration)
     ins = r["inspection"]
     assert ins["true_positive"] + ins["false_negative"] >= 20, "too few defects to judge"
     assert ins["recall"] > 0.9, ins
