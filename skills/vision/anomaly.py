@@ -30,7 +30,7 @@ import numpy as np
 
 __all__ = ["CELL", "cell_features", "gather_bank", "coreset", "nn_dist", "N_FEAT", "PhotoNorm", "ZoneColour", "max_pool2",
            "ColourModel", "PixelModel", "box_mean", "line_map", "blob_candidates",
-           "blob_novelty", "blob_bank", "paint_blobs", "BLOB_BANK", "BLOB_DIM", "DarkSpots"]
+           "blob_novelty", "blob_bank", "paint_blobs", "BLOB_BANK", "BLOB_DIM", "DarkSpots", "gumbel_level"]
 
 CELL = 8
 N_BASE = 10
@@ -454,9 +454,8 @@ class DarkSpots:
             if have.any():
                 m = zm[:, have].astype(np.float64)
                 lo[have] = m.min(axis=0)
-                if len(m) >= 5:
-                    beta = np.maximum(m.std(axis=0) * (math.sqrt(6.0) / math.pi), 1e-6)
-                    lo[have] = np.minimum(lo[have], m.mean(axis=0) + 0.5772 * beta - beta * math.log(1.0 / cls.TAIL_P))
+                if len(m) >= 5:          # the minima's tail: the maxima's of the negated values
+                    lo[have] = np.minimum(lo[have], -gumbel_level(-m, cls.TAIL_P))
             p = np.pad(lo.reshape(gy, gx), 1, constant_values=np.inf)
             lo_n = np.min([p[1 + dy:1 + dy + gy, 1 + dx:1 + dx + gx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
             bounds.append(np.where(np.isfinite(lo_n), lo_n, 0.0).ravel()[region])   # no goods' pixels around: no bound
@@ -481,6 +480,14 @@ def _line_kernels(n: int) -> tuple[np.ndarray, ...]:
 
 def _box_kernel(n: int) -> np.ndarray:
     return np.full((n, n), 1.0 / (n * n), np.float32)
+
+
+def gumbel_level(x: np.ndarray, p: float) -> np.ndarray:
+    """Per column of ``x`` (samples along axis 0), the level a further sample exceeds with probability ``p``,
+    from a Gumbel distribution fitted by moments (the tail of per-image maxima)."""
+    x = np.asarray(x, np.float64)
+    beta = np.maximum(x.std(axis=0) * (math.sqrt(6.0) / math.pi), 1e-6)
+    return x.mean(axis=0) - 0.5772 * beta + beta * math.log(1.0 / p)
 
 
 def max_pool2(m: np.ndarray) -> np.ndarray:

@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from .anomaly import (CELL, ColourModel, DarkSpots, PhotoNorm, PixelModel, ZoneColour, box_mean, cell_features,
-                      colour_codes, coreset,
+                      colour_codes, coreset, gumbel_level,
                       gather_bank, max_pool2, nn_dist, blob_bank as make_blob_bank, blob_candidates,
                       blob_novelty, paint_blobs, BLOB_DIM)
 from .localise import Blob, InspectionError, as_bgr, find_part, warp_matrix
@@ -752,8 +752,7 @@ class Inspector:
                     # at least the level a good exceeds with probability SPARSE_P, from a Gumbel fit to the
                     # goods' per-image maxima (kimchi on a steel belt: false rejects 17.5 % -> 10 %; 24 random
                     # products 4.8 % -> 4.4 % at the same mean AUROC; cell seed 1 one false reject fewer)
-                    beta = float(r.std()) * math.sqrt(6.0) / math.pi
-                    top = max(top, float(r.mean()) - 0.5772 * beta + beta * math.log(1.0 / SPARSE_P))
+                    top = max(top, float(gumbel_level(r, SPARSE_P)))
                 g = max(top, floors[j], 1e-6) * MAP_HEADROOM[j]
                 loo[:, j] = hm / g
                 scales.append(np.full((ch, cw), g, np.float32))
@@ -789,10 +788,8 @@ class Inspector:
                 mx = loo[:, j][:, m].max(axis=1).astype(np.float64)     # per-image maxima in the region
                 if float(mx.max()) <= 0.0:
                     continue
-                # Gumbel tail of the per-image maxima (moments): the level a good exceeds with probability p
-                beta = max(float(mx.std()) * math.sqrt(6.0) / math.pi, 1e-6)
-                mu = float(mx.mean()) - 0.5772 * beta
-                top = max(mu + beta * math.log(1.0 / REGION_P), float(mx.max()))
+                # Gumbel tail of the per-image maxima: the level a good exceeds with probability REGION_P
+                top = max(float(gumbel_level(mx, REGION_P)), float(mx.max()))
                 gain[j, k] = float(np.clip(1.0 / max(top, REGION_FLOOR[j]), 1.0, 1.0 / REGION_FLOOR[j]))
                 scale[j][zones == k] /= gain[j, k]
         # out-of-fold score of every good on every map, with the region gains applied
