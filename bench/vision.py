@@ -58,14 +58,16 @@ def auroc(pos, neg) -> float:
 
 
 def make_set(app: ProductAppearance, n: int, kinds: list[str], rng: np.random.Generator, cal,
-             background: np.ndarray | None = None):
-    """``n`` frames of ``app`` with the given defect kinds; on the simulated belt, or on ``background``."""
+             background: np.ndarray | None = None, camera=None):
+    """``n`` frames of ``app`` with the given defect kinds; on the simulated belt, or on ``background``.
+    ``camera(frame, rng) -> frame``: what a real camera and its compression do to each frame."""
     out = []
     for _ in range(n):
         part = PartSpec(app, x=float(rng.uniform(-0.02, 0.02)), y=float(rng.uniform(-0.02, 0.02)),
                         yaw=float(rng.uniform(-math.pi, math.pi)), defects=list(kinds),
                         seed=int(rng.integers(1 << 31)))
-        out.append(render_scene([part], cal, lighting=Lighting.random(rng), rng=rng, image=background))
+        frame = render_scene([part], cal, lighting=Lighting.random(rng), rng=rng, image=background)
+        out.append(frame if camera is None else camera(frame, rng))
     return out
 
 
@@ -97,9 +99,10 @@ def make_cell_set(app: ProductAppearance, n: int, kinds: list[str], seed: int):
 
 
 def run_product(app: ProductAppearance, n_train: int, n_good: int, n_def: int, seed: int, use_rules: bool,
-                cell: bool = False, background: np.ndarray | None = None, margin_mm: float = 60.0):
+                cell: bool = False, background: np.ndarray | None = None, margin_mm: float = 60.0, camera=None):
     """Fit on ``n_train`` goods, score goods and every defect kind; ``margin_mm``: frame height = the part's
-    diagonal + this (smaller: tighter framing); ``background``: a (1024, 1280, 3) frame instead of the belt."""
+    diagonal + this (smaller: tighter framing); ``background``: a (1024, 1280, 3) frame instead of the belt;
+    ``camera``: applied to every frame (see :func:`make_set`)."""
     W, H = 1280, 1024
     mmpp = (math.hypot(app.length_mm, app.width_mm) + margin_mm) / H
     cal = make_top_down_calibration(W, H, mmpp)
@@ -110,9 +113,9 @@ def run_product(app: ProductAppearance, n_train: int, n_good: int, n_def: int, s
         goods = make_cell_set(app, n_good, [], seed + 1)
         defs = {k: make_cell_set(app, n_def, [k], seed + 2 + i) for i, k in enumerate(DEFECT_KINDS)}
     else:
-        train = make_set(app, n_train, [], rng, cal, background)
-        goods = make_set(app, n_good, [], rng, cal, background)
-        defs = {k: make_set(app, n_def, [k], rng, cal, background) for k in DEFECT_KINDS}
+        train = make_set(app, n_train, [], rng, cal, background, camera)
+        goods = make_set(app, n_good, [], rng, cal, background, camera)
+        defs = {k: make_set(app, n_def, [k], rng, cal, background, camera) for k in DEFECT_KINDS}
     gen_s = time.perf_counter() - t
     rules = ProductRules(**app.inspection_rules()) if use_rules else None
     t = time.perf_counter()

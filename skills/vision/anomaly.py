@@ -236,12 +236,12 @@ def cell_features(n: np.ndarray) -> np.ndarray:
     h, w = n.shape[:2]
     gh, gw = h // CELL, w // CELL
     mean = cv2.resize(n, (gw, gh), interpolation=cv2.INTER_AREA)
-    sq = cv2.resize(n * n, (gw, gh), interpolation=cv2.INTER_AREA)
+    sq = cv2.resize(cv2.multiply(n, n), (gw, gh), interpolation=cv2.INTER_AREA)     # cv2: the same products, faster
     std = np.sqrt(np.maximum(sq - mean * mean, 0.0))
     gray = cv2.cvtColor(n, cv2.COLOR_BGR2GRAY)
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
-    t = cv2.merge([gx * gx, gy * gy, gx * gy])
+    t = cv2.merge([cv2.multiply(gx, gx), cv2.multiply(gy, gy), cv2.multiply(gx, gy)])
     t = cv2.resize(t, (gw, gh), interpolation=cv2.INTER_AREA)
     t = np.sign(t) * np.sqrt(np.abs(t))
     mag = np.sqrt(t[..., :1] ** 2 + t[..., 1:2] ** 2)
@@ -403,8 +403,12 @@ class DarkSpots:
     def __init__(self, bound: np.ndarray, mask: np.ndarray, box: int, line: int):
         self.bound = bound.astype(np.float32)     # (2, h, w) darkest normal box / line mean in each pixel's zone
         self.off = mask == 0                      # where the map is not evaluated
+        # 1 on the mask, 0 off it: multiplying the (non-negative, finite) map by it zeroes the same pixels as
+        # ``out[off] = 0`` did, in one pass instead of a boolean scatter
+        self._on = (mask != 0).astype(np.float32)
         self.box, self.line = int(box), int(line)
         self._lines = _line_kernels(self.line)
+        self._box_k = _box_kernel(self.box)
 
     @staticmethod
     def sizes(fine_long: int) -> tuple[int, int]:
@@ -412,13 +416,17 @@ class DarkSpots:
         return max(3, 2 * int(round(0.0065 * fine_long)) + 1), max(5, 2 * int(round(0.0094 * fine_long)) + 1)
 
     @staticmethod
-    def spots(lab_u8: np.ndarray, box: int, line: int, lines: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
-        """(2, h, w): box mean of lightness, and the darkest mean along four oriented lines."""
-        L = lab_u8[..., 0].astype(np.float32)
+    def spots(lab_u8: np.ndarray, box: int, line: int, lines: tuple[np.ndarray, ...] | None = None,
+              L: np.ndarray | None = None, box_kernel: np.ndarray | None = None) -> np.ndarray:
+        """(2, h, w): box mean of lightness, and the darkest mean along four oriented lines.  ``L``:
+        ``lab_u8[..., 0]`` as float32 when the caller has it (only read)."""
+        if L is None:
+            L = lab_u8[..., 0].astype(np.float32)
         out = np.empty((2,) + L.shape, np.float32)
         ks = lines or _line_kernels(line)
         # filter2D, not blur: OpenCV's small-kernel correlation was twice as fast as its box filter here
-        cv2.filter2D(L, -1, _box_kernel(box), dst=out[0], borderType=cv2.BORDER_REPLICATE)
+        cv2.filter2D(L, -1, _box_kernel(box) if box_kernel is None else box_kernel, dst=out[0],
+                     borderType=cv2.BORDER_REPLICATE)
         cv2.filter2D(L, -1, ks[0], dst=out[1], borderType=cv2.BORDER_REPLICATE)
         tmp = np.empty_like(L)
         for K in ks[1:]:
@@ -461,14 +469,14 @@ class DarkSpots:
             bounds.append(np.where(np.isfinite(lo_n), lo_n, 0.0).ravel()[region])   # no goods' pixels around: no bound
         return cls(np.stack(bounds), mask, box, line)
 
-    def below(self, lab_u8: np.ndarray) -> np.ndarray:
-        """(h, w) how far each spot or line is darker than the goods' bound (0 above it and off the mask)."""
-        sp = self.spots(lab_u8, self.box, self.line, self._lines)
+    def below(self, lab_u8: np.ndarray, L: np.ndarray | None = None) -> np.ndarray:
+        """(h, w) how far each spot or line is darker than the goods' bound (0 above it and off the mask).
+        ``L``: see :meth:`spots`."""
+        sp = self.spots(lab_u8, self.box, self.line, self._lines, L, self._box_k)
         cv2.subtract(self.bound, sp, dst=sp)
         out = cv2.max(sp[0], sp[1])
         cv2.max(out, 0.0, dst=out)
-        out[self.off] = 0.0
-        return out
+        return cv2.multiply(out, self._on, dst=out)
 
 
 def _line_kernels(n: int) -> tuple[np.ndarray, ...]:
@@ -507,6 +515,15 @@ def _hessian(g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return a, c, b
 
 
+def _hessian4(g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """4 × :func:`_hessian`, exactly: OpenCV applies Sobel's ``scale`` to one of the separable kernels, and a
+    power of two there changes no rounding."""
+    a = cv2.Sobel(g, cv2.CV_32F, 2, 0, ksize=3)
+    c = cv2.Sobel(g, cv2.CV_32F, 0, 2, ksize=3)
+    b = cv2.Sobel(g, cv2.CV_32F, 1, 1, ksize=3)
+    return a, c, b
+
+
 def line_map(L: np.ndarray, fine_long: int) -> np.ndarray:
     """Orientation-coherent ridge energy of a fine lightness view (float32, same size as ``L``).
 
@@ -540,7 +557,8 @@ BLOB_MIN = 2.0           # weakest response (lightness units) that counts as a c
 BLOB_BANK = 512          # good-blob descriptors kept (greedy k-centre) per model
 
 
-def blob_candidates(lab: np.ndarray, fine_long: int, mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def blob_candidates(lab: np.ndarray, fine_long: int, mask: np.ndarray | None = None,
+                    L: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Compact blobs of a fine Lab view (uint8): weighted descriptors (n, BLOB_DIM) and positions (n, 3: x, y, σ).
 
     Candidates are local maxima of the scale-normalised determinant of the Hessian of lightness
@@ -556,17 +574,19 @@ def blob_candidates(lab: np.ndarray, fine_long: int, mask: np.ndarray | None = N
     neutral blobs the goods show (tray floor in a gap between pieces, label print) sit in neutral or
     mixed surroundings; with centre colour alone a black rubber chip on dark meat looked normal (cell
     audit, 1800 s, with the threshold margin 1.00: recall seed 3 0.945, seed 5 0.769 → 0.788).
+
+    ``L``: ``lab[..., 0]`` as float32 when the caller has it already (it is only read).
     """
     fl = float(fine_long)
     # the full-resolution planes are the bulk of the work: filters and arithmetic write into the arrays they
     # read where that gives the same values, which saves allocating (and, in a fresh process, page-faulting)
     # a dozen fine-view-sized temporaries per call
-    Lg = lab[..., 0].astype(np.float32)
-    cv2.GaussianBlur(Lg, (0, 0), 1.0, dst=Lg)
-    # colours are read as box means from one integral image (a box of side ≈ 3.5 σ has the spread of a
-    # Gaussian of σ): the scale-space pyramid then needs the lightness channel only
-    ii = cv2.integral(np.ascontiguousarray(lab, dtype=np.uint8))      # int32 sums
-    descs, poss = [], []
+    if L is None:
+        Lg = lab[..., 0].astype(np.float32)
+        cv2.GaussianBlur(Lg, (0, 0), 1.0, dst=Lg)
+    else:                       # the same filter into a new array (OpenCV's in-place blur gives the same values)
+        Lg = cv2.GaussianBlur(L, (0, 0), 1.0)
+    found = []                  # per scale: (si, sf, f, col_sigma, xs, ys, responses)
     s_prev = 1.0        # current blur (px of the current level)
     f = 1               # current level's pixel size in fine px
     for si, sf in enumerate((max(1.0, 0.0055 * fl), max(2.0, 0.011 * fl), max(4.0, 0.022 * fl))):
@@ -579,12 +599,15 @@ def blob_candidates(lab: np.ndarray, fine_long: int, mask: np.ndarray | None = N
         col_sigma = max(1.0, s_prev * f)   # the blob's colour is read at about half its scale: its own, not its ring's
         cv2.GaussianBlur(Lg, (0, 0), math.sqrt(max(s * s - s_prev * s_prev, 0.25)), dst=Lg)
         s_prev = s
-        a, c, b = _hessian(Lg)
+        # the Hessian at 4× unit gain (OpenCV's plain 3×3 Sobel takes a faster path than one with scale=0.25,
+        # and gives exactly 4× its values): 16·det H, its root 4·sqrt(det H), and the quarter folded into the
+        # σ² factor.  Scaling by powers of two commutes with float rounding, so r is bit for bit the unit-gain one.
+        a, c, b = _hessian4(Lg)
         r = cv2.multiply(a, c, dst=a)                               # det H, then its scaled root, in a's array
         cv2.subtract(r, cv2.multiply(b, b, dst=b), dst=r)
         cv2.max(r, 0.0, dst=r)
         cv2.sqrt(r, dst=r)
-        r *= s * s
+        r *= np.float32(s * s) * np.float32(0.25)
         k = 2 * int(round(1.5 * s)) + 1
         # local maxima above BLOB_MIN inside the mask, as uint8 masks and findNonZero (the same points in the
         # same order as numpy's boolean masks and nonzero; the function is about 10 % faster for it)
@@ -603,34 +626,56 @@ def blob_candidates(lab: np.ndarray, fine_long: int, mask: np.ndarray | None = N
             ys, xs = ys[sel], xs[sel]
         if not len(xs):
             continue
-        X = xs * f + (f - 1) // 2
-        Y = ys * f + (f - 1) // 2
-        col, ring = _box_means_at(ii, Y, X, (col_sigma, 2.7 * sf))       # ring: (n, 3) Lab of the surroundings
-        d = np.empty((len(xs), BLOB_DIM), np.float32)
-        d[:, :3] = col
-        d[:, 3] = ring[:, 0] - col[:, 0]
-        d[:, 8:10] = ring[:, 1:] - col[:, 1:]
-        d[:, 4] = r[ys, xs]
-        d[:, 5] = xs * f / (BLOB_POS * fl)
-        d[:, 6] = ys * f / (BLOB_POS * fl)
-        d[:, 7] = si
-        d[:, :5] *= BLOB_W[:5]
-        d[:, 8:] *= BLOB_W[8:]
-        descs.append(d)
-        poss.append(np.stack([xs * f + 0.5 * (f - 1), ys * f + 0.5 * (f - 1), np.full(len(xs), sf)], 1).astype(np.float32))
-    if not descs:
+        found.append((si, sf, f, col_sigma, xs, ys, r[ys, xs]))
+    if not found:
         return np.zeros((0, BLOB_DIM), np.float32), np.zeros((0, 3), np.float32)
-    return np.concatenate(descs), np.concatenate(poss)
+    # The candidates of all scales are described together: every step below is elementwise per candidate (or
+    # exact integer box sums), so one pass over the concatenated arrays gives each row the values the per-scale
+    # passes gave, in the same (scale by scale) order, at a third of the numpy calls.
+    cnt = [len(e[4]) for e in found]
+    xs = np.concatenate([e[4] for e in found])
+    ys = np.concatenate([e[5] for e in found])
+    rv = np.concatenate([e[6] for e in found])
+    fs = np.repeat([e[2] for e in found], cnt)                                # level pixel size (fine px)
+    sfs = np.repeat([e[1] for e in found], cnt)                               # scale σ (fine px)
+    half_c = np.repeat([_box_half(e[3]) for e in found], cnt)                 # centre box: about half the scale
+    half_r = np.repeat([_box_half(2.7 * e[1]) for e in found], cnt)           # ring box: the surroundings
+    X = xs * fs + (fs - 1) // 2
+    Y = ys * fs + (fs - 1) // 2
+    # colours are read as box means from one integral image (a box of side ≈ 3.5 σ has the spread of a
+    # Gaussian of σ): the scale-space pyramid then needs the lightness channel only.  Built after the scale
+    # loop (the same integer sums), so the 1.3 MB of int32 sums and the full-resolution Hessian planes are
+    # not held at once.
+    ii = cv2.integral(np.ascontiguousarray(lab, dtype=np.uint8))      # int32 sums
+    col, ring = _box_means_half(ii, Y, X, (half_c, half_r))           # (n, 3) Lab: centre, surroundings
+    d = np.empty((len(xs), BLOB_DIM), np.float32)
+    d[:, :3] = col
+    d[:, 3] = ring[:, 0] - col[:, 0]
+    d[:, 8:10] = ring[:, 1:] - col[:, 1:]
+    d[:, 4] = rv
+    d[:, 5] = xs * fs / (BLOB_POS * fl)
+    d[:, 6] = ys * fs / (BLOB_POS * fl)
+    d[:, 7] = np.repeat([e[0] for e in found], cnt)
+    d[:, :5] *= BLOB_W[:5]
+    d[:, 8:] *= BLOB_W[8:]
+    pos = np.stack([xs * fs + 0.5 * (fs - 1), ys * fs + 0.5 * (fs - 1), sfs], 1).astype(np.float32)
+    return d, pos
 
 
-def _box_means_at(ii: np.ndarray, ys: np.ndarray, xs: np.ndarray, sigmas: tuple[float, ...]) -> list[np.ndarray]:
-    """Per σ: mean of the image behind the integral image ``ii`` over a square of side ≈ 3.5 σ centred on each
-    point (clipped at the border), (n, channels) float32: a Gaussian average of spread σ, at O(1) per point.
-    All the corners are gathered at once, as flat indices."""
+def _box_half(sigma: float) -> int:
+    """Half side (px) of the box whose mean stands in for a Gaussian average of spread σ (side ≈ 3.5 σ)."""
+    return max(1, int(round(1.73 * sigma - 0.5)))
+
+
+def _box_means_half(ii: np.ndarray, ys: np.ndarray, xs: np.ndarray, halves: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    """Per box family (an array of half sides, one per point): the mean of the image behind the integral image
+    ``ii`` over the square of that half side centred on each point (clipped at the border), (n, channels)
+    float32.  All the corners are gathered at once, as flat indices.  (Was ``_box_means_at``, one σ for all
+    points: the half side now comes per point, so the candidates of all scales are read in one call; the
+    integer corner sums and areas, and so the means, are the same.)"""
     h, w = ii.shape[0] - 1, ii.shape[1] - 1
     corners, areas = [], []
-    for sigma in sigmas:
-        half = max(1, int(round(1.73 * sigma - 0.5)))
+    for half in halves:
         # the points lie inside the image, so each corner can leave it on one side only
         y0 = np.maximum(ys - half, 0)
         y1 = np.minimum(ys + half + 1, h)

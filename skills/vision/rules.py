@@ -90,7 +90,9 @@ class LabelMatcher:
         self.template = template.astype(np.float32)     # (h, w) gray, half canonical scale
         self.box = box_half
 
-    def match(self, gray_half: np.ndarray, angles=None) -> tuple[float, float]:
+    def match(self, gray_half: np.ndarray, angles=None, known: dict[float, float] | None = None) -> tuple[float, float]:
+        """Best match score and its angle.  ``known``: scores already computed for some angles on this same
+        view (each score is a deterministic function of the view and the angle, so reusing one changes nothing)."""
         x0, y0, x1, y1 = self.box
         cx, cy = (x0 + x1 - 1) / 2.0, (y0 + y1 - 1) / 2.0
         tw, th = x1 - x0, y1 - y0
@@ -108,7 +110,8 @@ class LabelMatcher:
         if angles is not None and len(angles) == 1:      # a single, unrefined hypothesis
             return score(float(angles[0])), float(angles[0])
         coarse = angles if angles is not None else np.arange(-25.0, 25.1, 5.0)
-        res = {float(a): score(float(a)) for a in coarse}
+        known = known or {}
+        res = {float(a): known[float(a)] if float(a) in known else score(float(a)) for a in coarse}
         a0 = max(res, key=res.get)
         for a in (a0 - 2.5, a0 - 1.25, a0 + 1.25, a0 + 2.5):
             res[a] = score(a)
