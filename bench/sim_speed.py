@@ -94,6 +94,9 @@ def main() -> int:
         cv2.setNumThreads(1)
     except ImportError:
         pass
+    from cell.heap import keep_heap
+
+    keep_heap()  # as `axcell run` does (see cell.heap)
     cfg = load_cell(args.cell)
     inspectors = prepare_inspectors(cfg)
     rows = {}

@@ -79,8 +79,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_cell(args.file)
     if args.duration is None and cfg.sim is not None and args.hmi_port is None and args.opcua_port is None:
         raise UserError("a simulated batch run needs --duration SIM_SECONDS", 2)
+    from .heap import keep_heap
     from .session import RunOptions, run_session
 
+    keep_heap()  # every tray is inspected in this process: reuse the frames' pages (see cell.heap)
     opts = RunOptions(
         duration=args.duration, seed=args.seed, speed=args.speed, report=args.report, transport=args.transport,
         hmi_port=args.hmi_port, opcua_port=args.opcua_port, record=args.record, quiet=args.quiet,

@@ -517,6 +517,9 @@ def _write_overlay(path: Path, img: Any) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from .heap import keep_heap
+
+    keep_heap()  # a batch of frames: reuse their pages instead of faulting fresh ones in (see cell.heap)
     ins, wh = _load_model(args.model)
     files = _list_images(args.images)
     if not files:
