@@ -104,14 +104,27 @@ class Ledger:
         return [r for r in self.records.values() if r.outcome is None]
 
     def counts(self) -> dict[str, int]:
+        # one pass over the records (the ROS cell node publishes these on every state change)
         recs = list(self.records.values())
+        inspected = 0
+        verdicts = {"good": 0, "defective": 0}
+        outcomes: dict[Any, int] = {"rejected": 0, "packed": 0, "missed": 0, None: 0}
+        for r in recs:
+            if r.inspected_at is not None:
+                inspected += 1
+            v = r.verdict
+            if v in verdicts:
+                verdicts[v] += 1
+            o = r.outcome
+            if o in outcomes:
+                outcomes[o] += 1
         return {
             "arrived": len(recs),
-            "inspected": sum(1 for r in recs if r.inspected_at is not None),
-            "good": sum(1 for r in recs if r.verdict == "good"),
-            "defective": sum(1 for r in recs if r.verdict == "defective"),
-            "rejected": sum(1 for r in recs if r.outcome == "rejected"),
-            "packed": sum(1 for r in recs if r.outcome == "packed"),
-            "missed": sum(1 for r in recs if r.outcome == "missed"),
-            "open": sum(1 for r in recs if r.outcome is None),
+            "inspected": inspected,
+            "good": verdicts["good"],
+            "defective": verdicts["defective"],
+            "rejected": outcomes["rejected"],
+            "packed": outcomes["packed"],
+            "missed": outcomes["missed"],
+            "open": outcomes[None],
         }

@@ -8,7 +8,8 @@ thread spins a leaner single-threaded executor whenever the loop would otherwise
 uses in one process. The asyncio side never blocks and never polls the executor:
 
 - asyncio -> rclpy: ``await bridge.await_future(rclpy_future)`` hooks the rclpy future with
-  ``add_done_callback`` and hops back into the event loop with ``loop.call_soon_threadsafe``.
+  ``add_done_callback`` and hops back into the event loop with ``loop.call_soon_threadsafe``
+  (with ``executor="loop"`` the future completes on the loop's own thread: no hop at all).
   ``await bridge.call(client, request, timeout=...)`` is a service call on top of it; the
   action helpers (``send_goal``, ``get_result``, ``cancel_goal``, ``execute``) likewise.
 - rclpy -> asyncio: ``bridge.run_coroutine(coro)`` (from an rclpy callback) submits the coroutine
@@ -33,22 +34,25 @@ import asyncio
 import atexit
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import os
 import select
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import rclpy
-from action_msgs.msg import GoalStatus
+from action_msgs.msg import GoalInfo, GoalStatus
 from rclpy.action import ActionClient, ActionServer, CancelResponse, GoalResponse
 from rclpy.action.client import ClientGoalHandle
 from rclpy.action.server import ServerGoalHandle
 from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.context import Context
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import (
     ConditionReachedException,
     ExternalShutdownException,
@@ -56,11 +60,15 @@ from rclpy.executors import (
     ShutdownException,
     SingleThreadedExecutor,
     TimeoutException,
+    await_or_execute,
+    timeout_sec_to_nsec,
 )
+from rclpy.logging import LoggingSeverity as _LogSeverity
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy_impl
 from rclpy.task import Future as RclpyFuture
+from rclpy.task import Task as RclpyTask
 
 _GoalEvent = _rclpy_impl.GoalEvent
 
@@ -335,6 +343,14 @@ class RosBridge:
         sp = self._spinner
         return sp is not None and sp._thread_id == threading.get_ident() and (loop is None or loop is sp.loop)
 
+    def _run_queued_now(self) -> None:
+        """With ``executor="loop"``, on the loop's thread and outside rclpy: run the executor's
+        queued tasks (e.g. the step that ends a goal after ``notify_execute``) right now instead
+        of at the next turn of the loop. Anywhere else nothing happens (the executor runs them)."""
+        sp = self._spinner
+        if sp is not None and not sp.spinning and sp._thread_id == threading.get_ident():
+            sp.run_queued()
+
     def _soon(self, loop: asyncio.AbstractEventLoop, cb: Callable[..., Any], *args: Any) -> None:
         """``loop.call_soon_threadsafe(cb, *args)``, or plain ``call_soon`` on the loop's thread."""
         if self._on_loop_thread(loop):
@@ -580,11 +596,15 @@ class RosBridge:
                 afut.set_result(rfut.result())
 
         def done_cb(_f: RclpyFuture) -> None:  # on the spin thread (or wherever rfut completed)
+            if self._on_loop_thread(loop):
+                transfer()  # the loop's own thread (spinning rclpy inside its select): no hop
+                return
             try:
-                self._soon(loop, transfer)
+                loop.call_soon_threadsafe(transfer)
             except RuntimeError:  # loop closed
                 pass
 
+        done_cb.axcell_inline = True  # type: ignore[attr-defined]  # see _LeanExecutor.create_task
         rfut.add_done_callback(done_cb)
         try:
             if timeout is None:
@@ -798,10 +818,24 @@ class RosBridge:
         """
         bridge = self
 
+        async def serve(d: _DeferredReply, request, response):
+            # the reply goes out the moment the handler returns, from its own task step (not one
+            # turn of the loop later from a done callback, which stays as the fallback)
+            try:
+                r = await handler(request, response)
+            except asyncio.CancelledError as e:
+                d.fail(e)
+                raise
+            except Exception as e:  # noqa: BLE001 - on_error fills the response
+                d.fail(e)
+                raise
+            d.succeed(r)
+            return r
+
         def callback(request, response):  # spin thread
             d = _DeferredReply(response, on_error)
             try:
-                cfut = bridge._submit(handler(request, response), bridge.loop)
+                cfut = bridge._submit(serve(d, request, response), bridge.loop)
             except RuntimeError as e:  # no loop / loop closed: answer now
                 d.fail(e)
                 return d
@@ -913,6 +947,8 @@ class RosBridge:
                     with bridge._server_goals_cv:
                         bridge._server_goals.pop(ctx.goal_id, None)
                         bridge._server_goals_cv.notify_all()
+                    return
+                bridge._run_queued_now()  # the loop's own thread: set the result now, not on a later turn
 
             sg.finish = finish
             with bridge._lock:
@@ -922,7 +958,18 @@ class RosBridge:
                 ctx._task = asyncio.current_task()
                 if ctx._cancel_requested:  # cancel arrived before we started
                     ctx._on_cancel(cancel_mode == "task")
-                return await handler(goal_handle.request, ctx)
+                # the outcome is handed over from the handler's own last step (the done callback,
+                # one turn of the loop later, stays as the fallback: finish() runs once)
+                try:
+                    r = await handler(goal_handle.request, ctx)
+                except asyncio.CancelledError:
+                    finish(("cancelled", None))
+                    raise
+                except Exception as e:
+                    finish(("error", e))
+                    raise
+                finish(("ok", r))
+                return r
 
             def done(cf: concurrent.futures.Future) -> None:
                 if cf.cancelled():
@@ -967,7 +1014,7 @@ class RosBridge:
         server_kwargs.setdefault("callback_group", ReentrantCallbackGroup())
         if goal_callback is not None:
             server_kwargs["goal_callback"] = goal_callback
-        server = ActionServer(
+        server = _QuietActionServer(
             node,
             action_type,
             name,
@@ -989,6 +1036,99 @@ class RosBridge:
         except RuntimeError:  # loop closed: the handler will never finish; finish the goal
             if sg.finish is not None:
                 sg.finish(("cancelled", None))
+
+
+class _QuietActionServer(ActionServer):
+    """``rclpy.action.ActionServer`` whose debug messages are only formatted when debug logging
+    is on.
+
+    rclpy formats the goal id (a numpy array, through numpy's array printer) into a debug
+    message at every step of every goal, whether or not anything is logged; that cost as much
+    as the rest of the server's work. These three steps do what rclpy 7.1's do (same replies,
+    same status publications, same futures and callbacks) and log the same events at the
+    same levels, in our own words, formatting them only if the logger is enabled for them.
+    """
+
+    def _debug(self, msg: Callable[[], str]) -> None:
+        lg = self._logger
+        if lg.is_enabled_for(_LogSeverity.DEBUG):
+            lg.debug(msg())
+
+    async def _execute_goal_request(self, request_header_and_message):
+        header, request = request_header_and_message
+        goal_id = request.goal_id
+        info = GoalInfo()
+        info.goal_id = goal_id
+        self._debug(lambda: f"goal {goal_id.uuid}: requested")
+        with self._lock:
+            known = self._handle.goal_exists(info)
+        accepted = False
+        if not known:
+            verdict = await await_or_execute(self._goal_callback, request.goal)
+            if isinstance(verdict, GoalResponse):
+                accepted = verdict == GoalResponse.ACCEPT
+            else:
+                self._logger.warning("the goal callback returned no GoalResponse: goal rejected")
+        handle = None
+        if accepted:
+            info.stamp = self._node.get_clock().now().to_msg()
+            try:
+                with self._lock:
+                    handle = ServerGoalHandle(self, info, request.goal)
+            except RuntimeError as e:
+                self._logger.error(f"goal {goal_id.uuid}: could not be accepted ({e})")
+                accepted = False
+            else:
+                key = bytes(goal_id.uuid)
+                self._goal_handles[key] = handle
+                fut = self._result_futures[key] = RclpyFuture()
+                self.add_future(fut)
+        reply = self._action_type.Impl.SendGoalService.Response()
+        reply.accepted = accepted
+        reply.stamp = info.stamp
+        try:
+            self._handle.send_goal_response(header, reply)
+        except _rclpy_impl.RCLError:
+            self._logger.warn("goal response not sent (the client may be gone)")
+            return
+        if not accepted:
+            self._debug(lambda: f"goal {goal_id.uuid}: rejected")
+            return
+        self._debug(lambda: f"goal {goal_id.uuid}: accepted")
+        self._handle.publish_status()  # ACCEPTED, before the accepted callback runs
+        await await_or_execute(self._handle_accepted_callback, handle)
+
+    async def _execute_goal(self, execute_callback, goal_handle):
+        uuid = goal_handle.goal_id.uuid
+        self._debug(lambda: f"goal {uuid}: executing")
+        try:
+            result = await await_or_execute(execute_callback, goal_handle)
+        except Exception as ex:  # noqa: BLE001 - still answer the client, as rclpy does
+            result = self._action_type.Result()
+            self._logger.error(f"the execute callback raised: {ex}")
+            traceback.print_exc()
+        if goal_handle.is_active:
+            self._logger.warning(f"goal {uuid}: the execute callback set no final state; aborted")
+            goal_handle.abort()
+        self._debug(lambda: f"goal {uuid}: finished in state {goal_handle.status}")
+        reply = self._action_type.Impl.GetResultService.Response()
+        reply.status = goal_handle.status
+        reply.result = result
+        self._result_futures[bytes(uuid)].set_result(reply)
+
+    async def _execute_get_result_request(self, request_header_and_message):
+        header, request = request_header_and_message
+        uuid = request.goal_id.uuid
+        key = bytes(uuid)
+        self._debug(lambda: f"goal {uuid}: result requested")
+        if key not in self._goal_handles:
+            self._debug(lambda: f"goal {uuid}: result requested for an unknown goal")
+            reply = self._action_type.Impl.GetResultService.Response()
+            reply.status = GoalStatus.STATUS_UNKNOWN
+            self._handle.send_result_response(header, reply)
+            return
+        # answered as soon as the goal's result is set
+        self._result_futures[key].add_done_callback(functools.partial(self._send_result_response, header))
 
 
 def _fine_timer_slack() -> None:
@@ -1042,6 +1182,14 @@ class _LeanExecutor(SingleThreadedExecutor):
     ready entities up by handle instead of scanning them all, and does not wake itself up
     after its own handlers (see :class:`_QuietGuard`). It relies on rclpy 7.x internals, and
     :meth:`usable` falls back to the stock executor if they are not there.
+
+    Per wait it also: knows when the entity lists change without comparing them
+    (:class:`_TrackedList`), reuses one rcl wait set (cleared and refilled, as rcl intends),
+    skips the per-entity callback-group checks while no group is busy, and hands out
+    :class:`_InlineHandler` objects instead of an ``rclpy.task.Task`` per ready entity.
+    The bridge's own done callbacks of rclpy futures run when created on the spinning thread
+    (:meth:`create_task`); every other task runs as rclpy runs it, and :class:`_LoopSpinner`
+    runs the tasks a wait's handlers queued before it returns to the loop.
     """
 
     def __init__(self, *, context: Any) -> None:
@@ -1054,6 +1202,8 @@ class _LeanExecutor(SingleThreadedExecutor):
         self._guard = _QuietGuard(self._guard, self)
         self._sig: Any = None
         self._cache: Any = None
+        self._quick: Any = None
+        self._untaken = 0  # handlers handed out (_make_handler) that have not taken their data yet
 
     @staticmethod
     def usable() -> bool:
@@ -1068,44 +1218,122 @@ class _LeanExecutor(SingleThreadedExecutor):
 
         src = inspect.getsource(_N.__init__)
         return all(f"self.{a} " in src or f"self.{a}:" in src for a in (
-            "_subscriptions", "_clients", "_services", "_timers", "_guards"))
+            "_subscriptions", "_clients", "_services", "_timers", "_guards", "__waitables"))
 
     def shutdown(self, timeout_sec: float | None = None) -> bool:
         g = self._guard
         if isinstance(g, _QuietGuard):
             self._guard = g.real
-        return super().shutdown(timeout_sec)
+        done = super().shutdown(timeout_sec)
+        c, self._cache, self._sig, self._quick = self._cache, None, None, None
+        if c is not None and c.ws is not None:
+            try:
+                c.ws.destroy_when_not_in_use()
+            except Exception:  # noqa: BLE001 - already gone with its context
+                pass
+            c.ws = None
+        return done
 
-    def _entities(self, nodes: list) -> tuple:
+    def create_task(self, callback: Any, *args: Any, **kwargs: Any) -> Any:
+        """``Executor.create_task``; a callback marked ``axcell_inline`` (the bridge's own done
+        callbacks of rclpy futures, which only hand a result to the asyncio loop) runs at once
+        when created on the spinning thread, instead of as a task of a later turn."""
+        if getattr(callback, "axcell_inline", False) and self.spin_thread_id == threading.get_ident():
+            callback(*args, **kwargs)
+            return _DONE
+        return super().create_task(callback, *args, **kwargs)
+
+    def _make_handler(self, entity: Any, node: Any, take_from_wait_list: Callable) -> "_InlineHandler":
+        """The handler of a ready entity, run by the caller at once (see :class:`_InlineHandler`)."""
+        entity._executor_event = True  # out of the wait set until taken, as with rclpy's handler
+        self._untaken += 1
+        return _InlineHandler(self, entity, node, take_from_wait_list)
+
+    async def _handle_entity(self, entity: Any, take_from_wait_list: Callable) -> None:
+        """What rclpy 7.1's handler task does for a ready entity: claim the callback group,
+        take the data, run the callback, release the group."""
+        gc = self._guard
+        if self._is_shutdown or not entity.callback_group.beginning_execution(entity):
+            entity._executor_event = False
+            self._untaken -= 1
+            gc.trigger()
+            return
+        with self._work_tracker:
+            try:
+                call = take_from_wait_list(entity)
+            finally:
+                entity._executor_event = False
+                self._untaken -= 1
+            gc.trigger()
+            try:
+                if call is not None:
+                    await call()
+            finally:
+                entity.callback_group.ending_execution(entity)
+                try:
+                    gc.trigger()
+                except InvalidHandle:  # executor shut down from the callback
+                    pass
+
+    def ready_tasks(self) -> list:
+        """Tasks queued on this executor (``create_task``, done callbacks of rclpy futures) that
+        can run now, in the order a wait would hand them out (newest first, as rclpy does)."""
+        with self._tasks_lock:
+            tasks = self._tasks
+            if not tasks:
+                return []
+            out = [t for t, _e, _n in reversed(tasks) if not t.executing() and not t.done()]
+            self._tasks = [t for t in tasks if not t[0].done() and not t[0].cancelled()]
+        return out
+
+    def _entities(self, nodes: list) -> "_EntityCache":
+        # The nodes' entity lists are swapped for _TrackedList, which counts every change, so
+        # the cache stays valid until the count or the set of nodes changes.
+        epoch = _TrackedList.epoch
+        key = tuple(nodes)
+        if self._cache is not None and self._quick == (epoch, key):
+            return self._cache
+        for n in nodes:
+            for a in _TrackedList.NODE_LISTS:
+                lst = getattr(n, a)
+                if type(lst) is not _TrackedList:
+                    setattr(n, a, _TrackedList(lst))
         sig = tuple((n, tuple(n._subscriptions), tuple(n._timers), tuple(n._guards), tuple(n._clients),
                      tuple(n._services), tuple(n.waitables)) for n in nodes)
         if sig != self._sig:
-            per_node = []
-            by_ptr: dict[Any, tuple] = {}
-            waitables = []
-            for n, subs, tmrs, gcs, clis, srvs, wts in sig:
-                per_node.append((n, subs, tmrs, gcs, clis, srvs))
-                for kind, ents in (("s", subs), ("t", tmrs), ("c", clis), ("v", srvs)):
-                    for e in ents:
-                        try:
-                            by_ptr[(kind, e.handle.pointer)] = (e, n)
-                        except Exception:  # noqa: BLE001 - destroyed: rebuilt next time
-                            pass
-                waitables.extend((w, n) for w in wts)
+            self._cache = _EntityCache(sig)
             self._sig = sig
-            self._cache = (per_node, by_ptr, waitables)
+        self._quick = (epoch, key)
         return self._cache
 
     def _pending_tasks(self) -> bool:
         with self._tasks_lock:
             return any(not t.executing() and not t.done() for t, _e, _n in self._tasks)
 
+    def _wait_set(self, c: "_EntityCache", wts: list) -> Any:
+        """A wait set big enough for every entity of ``c`` and the waitables ``wts``: rcl wait
+        sets are meant to be cleared and refilled, so one is kept until it is too small."""
+        ns, ng, nt, nc, nv, ne = c.counts
+        fixed = c.fixed_counts
+        for w, _n in wts:
+            k = fixed.get(id(w))
+            if k is None:
+                k = w.get_num_entities()
+            ns += k.num_subscriptions
+            ng += k.num_guard_conditions
+            nt += k.num_timers
+            nc += k.num_clients
+            nv += k.num_services
+            ne += k.num_events
+        need = (ns, ng, nt, nc, nv, ne)
+        ws = c.ws
+        if ws is None or any(a > b for a, b in zip(need, c.ws_size)):
+            ws = c.ws = _rclpy_impl.WaitSet(ns, ng, nt, nc, nv, ne, self._context.handle)
+            c.ws_size = need
+        return ws
+
     def _wait_for_ready_callbacks(self, timeout_sec: Any = None, nodes: Any = None,
                                   condition: Callable[[], bool] = lambda: False):
-        from rclpy.executors import timeout_sec_to_nsec
-        from rclpy.impl.implementation_singleton import rclpy_implementation as _r
-        from rclpy.waitable import NumberOfEntities
-
         timeout_nsec = timeout_sec_to_nsec(timeout_sec)
         yielded_work = False
         deadline = None if timeout_nsec < 0 else time.monotonic() + timeout_nsec * 1e-9
@@ -1125,26 +1353,34 @@ class _LeanExecutor(SingleThreadedExecutor):
                     # done for this call: the entities are looked at on the next one (a wait that
                     # would not block still costs a timed futex wait in the middleware)
                     return
-            per_node, by_ptr, waitables = self._entities(nodes_to_use)
-            can = self.can_execute
-            subs, tmrs, gcs, clis, srvs = [], [], [], [], []
-            for _n, s_, t_, g_, c_, v_ in per_node:
-                subs.extend(e for e in s_ if can(e))
-                tmrs.extend(e for e in t_ if can(e))
-                clis.extend(e for e in c_ if can(e))
-                srvs.extend(e for e in v_ if can(e))
-                for gc in g_:
-                    if can(gc):
-                        if gc._executor_triggered:
-                            gc.trigger()
-                        gcs.append(gc)
-            wts = [(w, n) for w, n in waitables if can(w)]
-            guard = self._real_guard
-            gcs.append(guard)
+            c = self._entities(nodes_to_use)
+            # Executor.can_execute(e) for every entity, by group: an entity is out while its
+            # handler is pending, or while its group says no (a mutually exclusive group while
+            # one of its callbacks runs; a reentrant group never does)
+            if c.all_free():
+                if self._untaken <= 0:  # no handler between being handed out and taking its data
+                    subs, tmrs, clis, srvs, wts = c.subs, c.tmrs, c.clis, c.srvs, c.waitables
+                else:
+                    subs = [e for e in c.subs if not e._executor_event]
+                    tmrs = [e for e in c.tmrs if not e._executor_event]
+                    clis = [e for e in c.clis if not e._executor_event]
+                    srvs = [e for e in c.srvs if not e._executor_event]
+                    wts = [wn for wn in c.waitables if not wn[0]._executor_event]
+            else:
+                can = self.can_execute
+                subs = [e for e in c.subs if can(e)]
+                tmrs = [e for e in c.tmrs if can(e)]
+                clis = [e for e in c.clis if can(e)]
+                srvs = [e for e in c.srvs if can(e)]
+                wts = [wn for wn in c.waitables if can(wn[0])]
+            gcs = []
+            for gc in c.gcs:
+                if self.can_execute(gc):
+                    if gc._executor_triggered:
+                        gc.trigger()
+                    gcs.append(gc)
+            gcs.append(self._real_guard)
             gcs.append(self._sigint_gc)
-            count = NumberOfEntities(len(subs), len(gcs), len(tmrs), len(clis), len(srvs))
-            for w, _n in wts:
-                count += w.get_num_entities()
             # block only if nothing is pending: work we queued ourselves does not trigger the guard
             if self._pending_tasks():
                 wait_ns = 0
@@ -1152,19 +1388,23 @@ class _LeanExecutor(SingleThreadedExecutor):
                 wait_ns = -1
             else:
                 wait_ns = max(0, int((deadline - time.monotonic()) * 1e9))
-            ws = _r.WaitSet(count.num_subscriptions, count.num_guard_conditions, count.num_timers,
-                            count.num_clients, count.num_services, count.num_events, self._context.handle)
+            ws = self._wait_set(c, wts)
             ws.clear_entities()
+            add = ws.add_subscription
             for e in subs:
-                ws.add_subscription(e.handle)
+                add(e.handle)
+            add = ws.add_client
             for e in clis:
-                ws.add_client(e.handle)
+                add(e.handle)
+            add = ws.add_service
             for e in srvs:
-                ws.add_service(e.handle)
+                add(e.handle)
+            add = ws.add_timer
             for e in tmrs:
-                ws.add_timer(e.handle)
+                add(e.handle)
+            add = ws.add_guard_condition
             for gc in gcs:
-                ws.add_guard_condition(gc.handle)
+                add(gc.handle)
             entered = []
             try:
                 for w, _n in wts:
@@ -1176,14 +1416,14 @@ class _LeanExecutor(SingleThreadedExecutor):
                     raise ShutdownException()
                 if not self._context.ok():
                     raise ExternalShutdownException()
-                subs_ready = ws.get_ready_entities("subscription")
-                guards_ready = ws.get_ready_entities("guard_condition")
-                timers_ready = ws.get_ready_entities("timer")
-                clients_ready = ws.get_ready_entities("client")
-                services_ready = ws.get_ready_entities("service")
-                for gc in gcs:
-                    if gc.handle.pointer in guards_ready:
-                        gc._executor_triggered = True
+                get = ws.get_ready_entities
+                ptrs = [("t", get("timer")), ("s", get("subscription")), ("c", get("client")),
+                        ("v", get("service"))]
+                guards_ready = get("guard_condition")
+                if guards_ready:
+                    for gc in gcs:
+                        if gc.handle.pointer in guards_ready:
+                            gc._executor_triggered = True
                 for w, n in wts:
                     if w.is_ready(ws) and w.callback_group.can_execute(w):
                         yielded_work = True
@@ -1191,39 +1431,225 @@ class _LeanExecutor(SingleThreadedExecutor):
             finally:
                 for w in entered:
                     w.__exit__(None, None, None)
-            ready = set()
-            for kind, ptrs in (("t", timers_ready), ("s", subs_ready), ("c", clients_ready), ("v", services_ready)):
-                for ptr in ptrs:
-                    got = by_ptr.get((kind, ptr))
-                    if got is not None:
-                        ready.add(got[0])
-            in_ready = ready.__contains__
-
-            def timer_ready(t) -> bool:
-                return t in ready and t.handle.is_timer_ready()
-
-            def guard_triggered(gc) -> bool:
-                return gc._executor_triggered
-
-            for n, s_, t_, g_, c_, v_ in per_node:
-                if not ready and not any(gc._executor_triggered for gc in g_):
-                    continue
-                # rclpy's order: timers, subscriptions, guard conditions, clients, services
-                for ents, is_ready, take in ((t_, timer_ready, self._take_timer),
-                                             (s_, in_ready, self._take_subscription),
-                                             (g_, guard_triggered, self._take_guard_condition),
-                                             (c_, in_ready, self._take_client),
-                                             (v_, in_ready, self._take_service)):
-                    for e in ents:
-                        if is_ready(e) and e.callback_group.can_execute(e):
-                            yielded_work = True
-                            yield self._make_handler(e, n, take), e, n
+            # rclpy's order: per node, timers, subscriptions, guard conditions, clients, services
+            order = c.order
+            found = []
+            for kind, got in ptrs:
+                for ptr in got:
+                    o = order.get((kind, ptr))
+                    if o is not None:
+                        found.append(o)
+            for n_i, g_ in c.node_gcs:
+                for j, gc in enumerate(g_):
+                    if gc._executor_triggered:
+                        found.append((n_i, 2, j, gc, c.nodes[n_i]))
+            if found:
+                found.sort(key=_order_key)
+                takes = (self._take_timer, self._take_subscription, self._take_guard_condition,
+                         self._take_client, self._take_service)
+                for _ni, k, _j, e, n in found:
+                    if k == 0 and not e.handle.is_timer_ready():
+                        continue
+                    if e.callback_group.can_execute(e):
+                        yielded_work = True
+                        yield self._make_handler(e, n, takes[k]), e, n
             if not yielded_work and (timeout_nsec == 0 or (deadline is not None and time.monotonic() >= deadline)):
                 raise TimeoutException()
         if self._is_shutdown:
             raise ShutdownException()
         if condition():
             raise ConditionReachedException()
+
+
+_DONE = RclpyFuture()
+_DONE.set_result(None)
+
+
+class _InlineHandler:
+    """A ready entity's handler as :class:`_LeanExecutor` hands it out: calling it runs
+    rclpy's handler steps (:meth:`_LeanExecutor._handle_entity`) right away. Nearly every
+    callback finishes in that one step, and then no ``rclpy.task.Task`` is made for it (nor
+    kept in, and pruned from, the executor's task list); a callback that awaits something
+    continues as a Task of the executor, resumed by later waits exactly as rclpy's would be.
+    Has the part of the Task interface executors use (call, ``done``, ``exception``, ``result``).
+    """
+
+    __slots__ = ("_ex", "_entity", "_node", "_take", "_state", "_exc", "_task")
+
+    def __init__(self, ex: "_LeanExecutor", entity: Any, node: Any, take: Callable) -> None:
+        self._ex, self._entity, self._node, self._take = ex, entity, node, take
+        self._state = 0  # 0 not run, 1 finished, 2 handed to a Task
+        self._exc: BaseException | None = None
+        self._task: Any = None
+
+    def __call__(self) -> None:
+        if self._state == 2:
+            self._task()
+            return
+        if self._state:
+            return
+        self._state = 1
+        coro = self._ex._handle_entity(self._entity, self._take)
+        try:
+            coro.send(None)
+        except StopIteration:
+            return
+        except Exception as e:  # noqa: BLE001 - kept for the caller, as a Task does
+            self._exc = e
+            return
+        ex = self._ex
+        task = self._task = RclpyTask(coro, executor=ex)
+        self._state = 2
+        with ex._tasks_lock:
+            ex._tasks.append((task, self._entity, self._node))
+        ex._guard.trigger()
+
+    def done(self) -> bool:
+        return self._task.done() if self._state == 2 else self._state == 1
+
+    def executing(self) -> bool:
+        return self._task.executing() if self._state == 2 else False
+
+    def cancelled(self) -> bool:
+        return self._task.cancelled() if self._state == 2 else False
+
+    def exception(self) -> BaseException | None:
+        return self._task.exception() if self._state == 2 else self._exc
+
+    def result(self) -> Any:
+        if self._state == 2:
+            return self._task.result()
+        if self._exc is not None:
+            raise self._exc
+        return None
+
+
+class _TrackedList(list):
+    """A node's list of entities (subscriptions, timers, ...) that counts its changes.
+
+    :class:`_LeanExecutor` swaps a node's lists for these (same contents, same type for every
+    use rclpy makes of them) so that it can tell in O(1) whether its cached wait-set layout is
+    still right; ``epoch`` grows by one at every change of any tracked list.
+    """
+
+    __slots__ = ()
+    epoch = 0
+    NODE_LISTS = ("_subscriptions", "_timers", "_guards", "_clients", "_services", "_Node__waitables")
+
+    @classmethod
+    def _bump(cls) -> None:
+        cls.epoch += 1
+
+    def append(self, x: Any) -> None:
+        super().append(x)
+        _TrackedList._bump()
+
+    def extend(self, xs: Any) -> None:
+        super().extend(xs)
+        _TrackedList._bump()
+
+    def insert(self, i: Any, x: Any) -> None:
+        super().insert(i, x)
+        _TrackedList._bump()
+
+    def remove(self, x: Any) -> None:
+        try:
+            super().remove(x)
+        finally:
+            _TrackedList._bump()
+
+    def pop(self, *a: Any) -> Any:
+        try:
+            return super().pop(*a)
+        finally:
+            _TrackedList._bump()
+
+    def clear(self) -> None:
+        super().clear()
+        _TrackedList._bump()
+
+    def sort(self, *a: Any, **k: Any) -> None:
+        super().sort(*a, **k)
+        _TrackedList._bump()
+
+    def reverse(self) -> None:
+        super().reverse()
+        _TrackedList._bump()
+
+    def __setitem__(self, i: Any, x: Any) -> None:
+        super().__setitem__(i, x)
+        _TrackedList._bump()
+
+    def __delitem__(self, i: Any) -> None:
+        super().__delitem__(i)
+        _TrackedList._bump()
+
+    def __iadd__(self, xs: Any) -> Any:
+        r = super().__iadd__(xs)
+        _TrackedList._bump()
+        return r
+
+    def __imul__(self, n: Any) -> Any:
+        r = super().__imul__(n)
+        _TrackedList._bump()
+        return r
+
+
+def _order_key(o: tuple) -> tuple:
+    return o[0], o[1], o[2]
+
+
+class _EntityCache:
+    """The entities of an executor's nodes, flattened for building wait sets fast, with the
+    order rclpy runs ready handlers in (per node: timers, subscriptions, guard conditions,
+    clients, services) looked up by handle pointer, and a reusable wait set."""
+
+    def __init__(self, sig: tuple) -> None:
+        from rclpy.callback_groups import MutuallyExclusiveCallbackGroup as _MX
+        from rclpy.callback_groups import ReentrantCallbackGroup as _RG
+
+        self.nodes = [s[0] for s in sig]
+        self.subs, self.tmrs, self.gcs, self.clis, self.srvs = [], [], [], [], []
+        self.waitables: list[tuple] = []
+        self.node_gcs: list[tuple] = []
+        self.order: dict[tuple, tuple] = {}
+        for n_i, (n, subs, tmrs, gcs, clis, srvs, wts) in enumerate(sig):
+            self.subs.extend(subs)
+            self.tmrs.extend(tmrs)
+            self.gcs.extend(gcs)
+            self.clis.extend(clis)
+            self.srvs.extend(srvs)
+            if gcs:
+                self.node_gcs.append((n_i, gcs))
+            for k, kind, ents in ((0, "t", tmrs), (1, "s", subs), (3, "c", clis), (4, "v", srvs)):
+                for j, e in enumerate(ents):
+                    try:
+                        self.order[(kind, e.handle.pointer)] = (n_i, k, j, e, n)
+                    except Exception:  # noqa: BLE001 - destroyed: rebuilt next time
+                        pass
+            self.waitables.extend((w, n) for w in wts)
+        every = [*self.subs, *self.tmrs, *self.clis, *self.srvs, *(w for w, _n in self.waitables)]
+        groups = {id(e.callback_group): e.callback_group for e in every}.values()
+        # mutually exclusive groups (rclpy's default group of a node): free while none of their
+        # callbacks runs; a group of any other kind is asked entity by entity
+        self.mx = [g for g in groups if type(g) is _MX]
+        self.other = any(type(g) not in (_RG, _MX) for g in groups)
+        self.counts = (len(self.subs), len(self.gcs) + 2, len(self.tmrs), len(self.clis), len(self.srvs), 0)
+        # rclpy's action servers and clients always have the same entities (their handle's)
+        from rclpy.action import ActionClient as _AC, ActionServer as _AS
+
+        self.fixed_counts = {id(w): w.get_num_entities() for w, _n in self.waitables if isinstance(w, (_AC, _AS))}
+        self.ws: Any = None
+        self.ws_size: tuple = ()
+
+    def all_free(self) -> bool:
+        """No callback group of these entities would refuse a callback now."""
+        if self.other:
+            return False
+        for g in self.mx:
+            if g._active_entity is not None:
+                return False
+        return True
 
 
 class _LoopSpinner:
@@ -1235,8 +1661,10 @@ class _LoopSpinner:
     rclpy, a helper thread watches the loop's epoll descriptor and wakes the executor (its
     guard condition) when a socket or the loop's self-pipe becomes ready, so I/O and
     ``call_soon_threadsafe`` from other threads still wake the loop at once. When the loop has
-    callbacks ready (``select(0)``) rclpy is polled too, at most every ``poll_interval_s`` of
-    wall time, so a busy loop cannot starve DDS traffic.
+    callbacks ready (``select(0)``) rclpy is polled too, every ``poll_interval_s`` of wall
+    time, so a busy loop cannot starve DDS traffic; each poll that finds nothing doubles the
+    gap to the next, up to ``max_poll_interval_s`` (in one process nearly all traffic comes
+    while the loop waits anyway: a request holds simulated time until it is served).
 
     rclpy callbacks thus run on the loop thread: ``run_coroutine_threadsafe`` and
     ``call_soon_threadsafe`` from them still work (the loop just picks the work up on its next
@@ -1244,6 +1672,7 @@ class _LoopSpinner:
     """
 
     poll_interval_s = 0.002
+    max_poll_interval_s = 0.008
 
     def __init__(self, bridge: RosBridge, loop: asyncio.AbstractEventLoop) -> None:
         inner = getattr(loop, "_selector", None)
@@ -1254,7 +1683,9 @@ class _LoopSpinner:
         self._lock = threading.RLock()  # held while this thread is inside rclpy
         self._stopped = False
         self._last_poll = 0.0
+        self._poll_gap = self.poll_interval_s
         self.in_callback = 0
+        self.spinning = False  # this thread is inside _spin/run_queued
         self.io_ready = False
         self.stats = {"blocks": 0, "io_wakes": 0}  # blocking waits, of which ended by the loop's I/O
         self._thread_id: int | None = None
@@ -1278,14 +1709,11 @@ class _LoopSpinner:
         if self._stopped:
             return self.inner.select(timeout)
         if timeout is not None and timeout <= 0:
-            now = time.monotonic()
-            if now - self._last_poll >= self.poll_interval_s:
-                self._last_poll = now
-                self._spin(0.0)
+            self._poll()
             return self.inner.select(0)
         events = self.inner.select(0)
-        if events:
-            self._spin(0.0)
+        if events:  # the loop has I/O to handle first: rclpy gets its look at the polling rate
+            self._poll()
             return events
         self._armed.set()  # the watcher wakes the executor if the loop's own fds become ready
         try:
@@ -1298,6 +1726,16 @@ class _LoopSpinner:
                 st["io_wakes"] += 1
         self._last_poll = time.monotonic()
         return self.inner.select(0)
+
+    def _poll(self) -> None:
+        """Spin rclpy without waiting if the polling gap has passed since the last look."""
+        now = time.monotonic()
+        if now - self._last_poll >= self._poll_gap:
+            self._last_poll = now
+            if self._spin(0.0):
+                self._poll_gap = self.poll_interval_s
+            else:  # nothing came: look less often, up to max_poll_interval_s
+                self._poll_gap = min(self._poll_gap * 2.0, self.max_poll_interval_s)
 
     def register(self, *a: Any, **k: Any):
         return self.inner.register(*a, **k)
@@ -1319,21 +1757,49 @@ class _LoopSpinner:
         self.inner.close()
 
     # ---- spinning
-    def _spin(self, timeout: float | None) -> None:
-        """Wait at most ``timeout`` (None: forever) for rclpy work; run everything that is ready."""
+    def _spin(self, timeout: float | None) -> bool:
+        """Wait at most ``timeout`` (None: forever) for rclpy work; run everything that is ready.
+        True if anything ran."""
         ex = self.executor
         with self._lock:
-            if self._stopped or ex._is_shutdown:
-                return
-            self.io_ready = False
+            if self._stopped or ex._is_shutdown or self.spinning:
+                return False
+            self.spinning = True
             try:
-                handler, _entity, _node = ex.wait_for_ready_callbacks(timeout, None, self._leave)
+                return self._spin_locked(ex, timeout)
+            finally:
+                self.spinning = False
+
+    def _spin_locked(self, ex: Any, timeout: float | None) -> bool:
+        self.io_ready = False
+        if isinstance(ex, _LeanExecutor):
+            # its generator loops until there is work, the timeout passes or _leave() says so
+            ran = False
+            gen = ex._wait_for_ready_callbacks(timeout, None, self._leave)
+            try:
+                for handler, _entity, _node in gen:
+                    ran = True
+                    self._run(handler)
+                    if self._stopped or ex._is_shutdown:
+                        break
             except (TimeoutException, ConditionReachedException, ShutdownException, ExternalShutdownException):
-                return
+                pass
             except Exception:  # noqa: BLE001 - e.g. a handle destroyed while closing
                 if not self.bridge._closed:
                     log.exception("bridge %s: waiting for rclpy work failed", self.bridge.name)
-                return
+            finally:
+                gen.close()
+            if not ran:
+                return False
+        else:
+            try:
+                handler, _entity, _node = ex.wait_for_ready_callbacks(timeout, None, self._leave)
+            except (TimeoutException, ConditionReachedException, ShutdownException, ExternalShutdownException):
+                return False
+            except Exception:  # noqa: BLE001 - e.g. a handle destroyed while closing
+                if not self.bridge._closed:
+                    log.exception("bridge %s: waiting for rclpy work failed", self.bridge.name)
+                return False
             self._run(handler)
             # everything else that the same wait found ready, without waiting again
             it = ex._cb_iter
@@ -1347,6 +1813,38 @@ class _LoopSpinner:
                     ex._cb_iter = None
                     break
                 self._run(handler)
+        # Tasks those handlers queued (an rclpy future's done callbacks, the action server's
+        # result and execute steps) run now, not one more turn of the loop and wait set later.
+        self._drain_tasks()
+        return True
+
+    def _drain_tasks(self) -> None:
+        """Run the executor's queued tasks, and those they queue, once each (a task that only
+        yielded, awaiting something, is left to later waits, as before). Holding ``_lock``."""
+        ex = self.executor
+        drain = getattr(ex, "ready_tasks", None)
+        if drain is None:
+            return
+        seen: set[int] = set()
+        while len(seen) < 64 and not self._stopped and not ex._is_shutdown:
+            tasks = [t for t in drain() if id(t) not in seen]
+            if not tasks:
+                break
+            for t in tasks:
+                if not t.done() and not t.executing():
+                    seen.add(id(t))
+                    self._run(t)
+
+    def run_queued(self) -> None:
+        """Run the executor's queued tasks now (the loop's thread, outside rclpy callbacks)."""
+        with self._lock:
+            if self._stopped or self.executor._is_shutdown or self.spinning:
+                return
+            self.spinning = True
+            try:
+                self._drain_tasks()
+            finally:
+                self.spinning = False
 
     def _leave(self) -> bool:
         """The wait's condition: the loop has I/O (the watcher saw it) or the spinner stops.
@@ -1434,7 +1932,7 @@ class _LoopSpinner:
 class _DeferredReply:
     """A service reply produced later on the event loop (see ``RosBridge.create_service``)."""
 
-    __slots__ = ("response", "on_error", "lock", "send", "header", "ready")
+    __slots__ = ("response", "on_error", "lock", "send", "header", "ready", "settled")
 
     def __init__(self, response: Any, on_error: Callable[[BaseException, Any], Any] | None) -> None:
         self.response = response
@@ -1442,6 +1940,21 @@ class _DeferredReply:
         self.lock = threading.Lock()
         self.send = self.header = None
         self.ready = False
+        self.settled = False  # the outcome is known (succeed/fail/on_done: the first one counts)
+
+    def _settle(self) -> bool:
+        with self.lock:
+            if self.settled:
+                return False
+            self.settled = True
+            return True
+
+    def succeed(self, r: Any) -> None:  # event loop thread, the handler returned r
+        if not self._settle():
+            return
+        if r is not None:
+            self.response = r
+        self._ready()
 
     def attach(self, send: Callable[[Any, Any], None], header: Any) -> None:  # spin thread
         with self.lock:
@@ -1451,6 +1964,8 @@ class _DeferredReply:
             self._send()
 
     def fail(self, exc: BaseException) -> None:
+        if not self._settle():
+            return
         if self.on_error is not None:
             try:
                 r = self.on_error(exc, self.response)
@@ -1463,15 +1978,16 @@ class _DeferredReply:
         self._ready()
 
     def on_done(self, cf: concurrent.futures.Future) -> None:  # event loop thread
+        if self.settled:
+            if not cf.cancelled():
+                cf.exception()  # retrieved: no "exception was never retrieved" noise
+            return
         if cf.cancelled():
             return self.fail(asyncio.CancelledError())
         exc = cf.exception()
         if exc is not None:
             return self.fail(exc)
-        r = cf.result()
-        if r is not None:
-            self.response = r
-        self._ready()
+        self.succeed(cf.result())
 
     def _ready(self) -> None:
         with self.lock:
