@@ -647,7 +647,7 @@ class RosBridge:
     # ------------------------------------------------------------------ action client
 
     def create_action_client(self, node: Node, action_type, name: str, **kwargs: Any) -> ActionClient:
-        return ActionClient(node, action_type, name, **kwargs)
+        return _LockedActionClient(node, action_type, name, **kwargs)
 
     async def send_goal(
         self,
@@ -1036,6 +1036,48 @@ class RosBridge:
         except RuntimeError:  # loop closed: the handler will never finish; finish the goal
             if sg.finish is not None:
                 sg.finish(("cancelled", None))
+
+
+class _LockedActionClient(ActionClient):
+    """``rclpy.action.ActionClient`` whose requests cannot lose their answers to another thread.
+
+    rclpy 7.1 sends a goal, cancel or result request and only then files the future that its
+    answer completes. When the executor spins in a thread of its own (``executor="single"``, as
+    the leader of a ``--processes`` run does), an answer that arrives in between is taken in,
+    found unexpected ("Ignoring unexpected goal response") and dropped, and the caller waits
+    for ever: a ``--processes`` run of the demo under heavy load stopped after 120 s this way,
+    each time a FollowJointTrajectory goal's response was lost. Here sending and filing happen
+    under one lock, and the executor matches answers to requests under the same lock. Feedback
+    callbacks run outside it (they may wait). With the executor on the caller's own thread the
+    lock is never contended.
+    """
+
+    def __init__(self, *a: Any, **k: Any) -> None:
+        super().__init__(*a, **k)
+        self._filing = threading.RLock()
+
+    def send_goal_async(self, *a: Any, **k: Any):
+        with self._filing:
+            return super().send_goal_async(*a, **k)
+
+    def _cancel_goal_async(self, *a: Any, **k: Any):
+        with self._filing:
+            return super()._cancel_goal_async(*a, **k)
+
+    def _get_result_async(self, *a: Any, **k: Any):
+        with self._filing:
+            return super()._get_result_async(*a, **k)
+
+    async def execute(self, taken_data):
+        answers = {key: taken_data[key] for key in ("goal", "cancel", "result") if key in taken_data}
+        if answers:
+            with self._filing:  # rclpy's matching of these awaits nothing: it completes under the lock
+                await super().execute(answers)
+        if "feedback" in taken_data:
+            await super().execute({"feedback": taken_data["feedback"]})
+        if "status" in taken_data:
+            with self._filing:
+                await super().execute({"status": taken_data["status"]})
 
 
 class _QuietActionServer(ActionServer):

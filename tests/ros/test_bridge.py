@@ -201,6 +201,48 @@ def test_action_round_trip_feedback_reject_and_cancel(executor):
     assert not spin_threads()
 
 
+class _SlowSend:
+    """An rclpy action client handle that pauses after sending a goal request, before rclpy files
+    the request's future: the window in which a fast answer used to be dropped."""
+
+    def __init__(self, real, pause_s: float) -> None:
+        self._real, self._pause_s = real, pause_s
+
+    def send_goal_request(self, request):
+        seq = self._real.send_goal_request(request)
+        time.sleep(self._pause_s)
+        return seq
+
+    def __enter__(self):
+        return self._real.__enter__()
+
+    def __exit__(self, *exc):
+        return self._real.__exit__(*exc)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def test_goal_answer_arriving_before_rclpy_files_the_request_is_not_lost():
+    """rclpy 7.1's ActionClient sends a goal request and files its future afterwards; with the
+    executor spinning in its own thread (``executor="single"``, the leader of a ``--processes``
+    run) an answer taken in between was dropped ("Ignoring unexpected goal response") and the
+    goal never completed: a --processes run under heavy load stalled this way. The bridge's
+    action client files and matches under one lock."""
+    async def main():
+        async with RosBridge(name="race", executor="single") as b:
+            serve_cell(b)          # goal accepted on the spin thread: the answer comes at once
+            ac = b.create_action_client(b.create_node("client"), ExecuteSkill, "/axcell_test/execute_skill")
+            assert await b.wait_for_action_server(ac, 5.0)
+            ac._client_handle = _SlowSend(ac._client_handle, 0.05)
+            for i in range(3):
+                res = await b.execute(ac, ExecuteSkill.Goal(skill=f"pick{i}"), timeout=5.0)
+                assert res.succeeded and res.result.message == f"pick{i}"
+
+    run(main())
+    assert not spin_threads()
+
+
 @pytest.mark.parametrize("executor", ["single", "loop"])
 def test_run_coroutine_from_rclpy_callback_wakes_executor(executor):
     """An rclpy coroutine callback awaits asyncio work; the reply must not wait for an unrelated wake-up."""
