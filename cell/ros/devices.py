@@ -567,19 +567,8 @@ class SimPublishers:
             msg = ClockMsg(clock=stamp(now))
             if self.clock_pub.get_subscription_count():
                 self.clock_pub.publish(msg)
-            if self._time_sources:
-                # what TimeSource.clock_callback does for each node, with one Time for all of them
-                from rclpy.time import Time
-
-                t = Time.from_msg(msg.clock)
-                for ts in self._time_sources:
-                    clocks = getattr(ts, "_associated_clocks", None)
-                    if clocks is None or not hasattr(ts, "_last_time_set"):
-                        ts.clock_callback(msg)
-                        continue
-                    ts._last_time_set = t
-                    for c in clocks:
-                        c.set_ros_time_override(t)
+            for ts in self._time_sources:
+                ts.clock_callback(msg)
 
     def _on_advance(self, t_old: float, t_new: float) -> None:
         if t_new - self._last_clock >= self.clock_period_s * (1 - 1e-9):
