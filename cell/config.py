@@ -107,6 +107,7 @@ class ProductSpec(_M):
 class LineSpec(_M):
     conveyor: str = Field(description="the conveyor that carries parts past inspection and the robot")
     exit_x: float = Field(description="cell x where parts leave the belt into the reject bin (m)")
+    flow: Literal["+x", "-x"] = Field("+x", description="the way the conveyor carries parts along the cell x axis")
     design_speed_ppm: float = Field(gt=0, le=2000, description="MachDesignSpeed: parts per minute the cell is designed for")
     tracker_period_s: float = Field(0.5, gt=0, le=10)
 
@@ -162,6 +163,9 @@ class RepeatNode(_M):
     ignore_failure: bool = True
     name: str | None = None
 
+
+PATTERN_SKILLS = ("case_not_full", "place_in_pattern")
+"""Skills whose ``station`` must have a slot pattern."""
 
 NODE_KINDS = ("skill", "sequence", "fallback", "parallel", "retry", "timeout", "repeat")
 
@@ -481,6 +485,12 @@ def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str
         add(("line", "conveyor"), "no such device", cfg.line.conveyor)
     elif classes.get(cfg.line.conveyor) is not None and contract_of(cfg.line.conveyor) != "conveyor":
         add(("line", "conveyor"), f"device is a {contract_of(cfg.line.conveyor)}, not a conveyor", cfg.line.conveyor)
+    conv = next((d for d in cfg.devices if d.name == cfg.line.conveyor), None)
+    if conv is not None and conv.kind == "sim.conveyor" and isinstance(conv.options, dict):
+        twin_flow = conv.options.get("flow", "+x")
+        if twin_flow in ("+x", "-x") and twin_flow != cfg.line.flow:
+            add(("line", "flow"), f"the conveyor {conv.name!r} runs towards {twin_flow} (its options.flow)",
+                cfg.line.flow)
     for sname, st in cfg.stations.items():
         if st.machine is not None and st.machine not in dev_names:
             add(("stations", sname, "machine"), "no such device", st.machine)
@@ -540,6 +550,13 @@ def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str
             station = node.with_.get("station")
             if isinstance(station, str) and station not in cfg.stations:
                 add(path + ("with", "station"), "no such station", station)
+            elif isinstance(station, str) and node.skill in PATTERN_SKILLS and cfg.stations[station].pattern is None:
+                add(path + ("with", "station"), "station has no pattern (rows, cols, pitch_mm)", station)
+            elif node.skill == "case_not_full" and station is None and node.with_.get("slots") is None:
+                patterned = [n for n, st in cfg.stations.items() if st.pattern is not None]
+                if len(patterned) != 1:
+                    add(path + ("with",), "give `station:` or `slots:` (the slot count comes from a station's "
+                        f"pattern; {'none has one' if not patterned else 'several have one: ' + _names(patterned)})")
             return
         for key in ("sequence", "fallback", "parallel"):
             kids = getattr(node, key, None)

@@ -112,6 +112,7 @@ class Cell:
         lookups = {
             "inspectors": self.inspectors,
             "stations": {n: s.model_dump() | {"frame": self._frame(s)} for n, s in cfg.stations.items()},
+            "line": cfg.line.model_dump(),
             "products": {n: {"height_m": p.size_mm[2] / 1000.0, "length_m": p.size_mm[0] / 1000.0,
                              "width_m": p.size_mm[1] / 1000.0} for n, p in cfg.products.items()},
         }
@@ -364,7 +365,8 @@ class Cell:
     def tracker_pass(self, encoder: float) -> None:
         exit_x = self.cfg.line.exit_x
         for part in list(self.facts.queue):
-            if part.claimed or part.x_at(encoder) <= exit_x:
+            # past the exit along the flow (flow is +1 or -1: the products are exact)
+            if part.claimed or part.flow * part.x_at(encoder) <= part.flow * exit_x:
                 continue
             self.facts.remove(part)
             rec = self.ledger.records.get(part.id)

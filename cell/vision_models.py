@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from skills.inspect import roi_box
+from skills.inspect import default_plane_z, default_roi_m, roi_box
 from skills.vision import Inspector
 from skills.vision.inspector import MODEL_VERSION
 from skills.vision.rules import ProductRules
@@ -31,13 +31,13 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AXCELL_CACHE", Path.home() / ".cache" / "axcell"))
 
 
-def _inspect_params(cfg: CellConfig) -> dict[str, Any]:
-    found: dict[str, Any] = {}
+def _first_node(cfg: CellConfig, skill: str) -> SkillNode | None:
+    found: list[SkillNode] = []
 
     def walk(n: Any) -> None:
         if isinstance(n, SkillNode):
-            if n.skill == "inspect" and not found:
-                found.update(n.with_)
+            if n.skill == skill and not found:
+                found.append(n)
             return
         for key in ("sequence", "fallback", "parallel"):
             for k in getattr(n, key, None) or []:
@@ -48,7 +48,47 @@ def _inspect_params(cfg: CellConfig) -> dict[str, Any]:
                 walk(k)
 
     walk(cfg.process)
-    return found
+    return found[0] if found else None
+
+
+def _inspect_params(cfg: CellConfig) -> dict[str, Any]:
+    node = _first_node(cfg, "inspect")
+    return dict(node.with_) if node is not None else {}
+
+
+def _product_sizes(cfg: CellConfig) -> dict[str, dict[str, float]]:
+    """The product sizes as the runtime hands them to the skills (metres)."""
+    return {n: {"length_m": p.size_mm[0] / 1000.0, "width_m": p.size_mm[1] / 1000.0, "height_m": p.size_mm[2] / 1000.0}
+            for n, p in cfg.products.items()}
+
+
+def _inspection_camera(cfg: CellConfig) -> Any:
+    """The camera the inspect skill uses: its ``camera`` role binding, else the cell's only (first) sim.camera."""
+    node = _first_node(cfg, "inspect")
+    bound = node.devices.get("camera") if node is not None else None
+    if bound is not None:
+        spec = next((d for d in cfg.devices if d.name == bound), None)
+        return spec if spec is not None and spec.kind == "sim.camera" else None
+    return next((d for d in cfg.devices if d.kind == "sim.camera"), None)
+
+
+def _belt_z(cfg: CellConfig) -> float:
+    """Surface height of the simulated belt the parts arrive on (0 when unknown)."""
+    name = cfg.sim.infeed.conveyor if cfg.sim is not None else cfg.line.conveyor
+    spec = next((d for d in cfg.devices if d.name == name and d.kind == "sim.conveyor"), None)
+    return float((spec.options or {}).get("z", 0.0)) if spec is not None else 0.0
+
+
+def _capture_point(cfg: CellConfig, cam_cfg: Any) -> tuple[float, float]:
+    """Where a part's centre is when the inspect skill captures it: the photo-eye trigger point of
+    ``wait_for_part`` (``eye_x`` + ``lead_m`` along the flow, ``lane_y``), else under the camera."""
+    node = _first_node(cfg, "wait_for_part")
+    if node is None or "eye_x" not in node.with_:
+        return float(cam_cfg.x), float(cam_cfg.y)
+    flow = -1.0 if cfg.line.flow == "-x" else 1.0
+    x = float(node.with_["eye_x"]) + flow * float(node.with_.get("lead_m", 0.0))
+    y = float(node.with_.get("lane_y", cam_cfg.y))
+    return round(x, 4), round(y, 4)  # sub-0.1 mm sums (-0.405 - 0.095) are the same point
 
 
 def _rules_for(spec: Any, appearance: Any) -> ProductRules:
@@ -79,13 +119,16 @@ def fit_in_sim(cfg: CellConfig, product: str, *, n_good: int, log: Any = None) -
 
     spec = cfg.products[product]
     app = product_appearance(product, spec, render)
-    cam = next((d for d in cfg.devices if d.kind == "sim.camera"), None)
+    cam = _inspection_camera(cfg)
     if cam is None:
-        raise ValueError("a simulated cell needs a sim.camera to fit its inspection model")
+        raise ValueError("a simulated cell needs a sim.camera (the inspect skill's camera) to fit its inspection model")
     cam_cfg = SimCamera.Config.model_validate(cam.options)
     ip = _inspect_params(cfg)
-    roi = tuple(ip.get("roi_m", (0.25, 0.22)))
-    plane_z = float(ip.get("plane_z", spec.size_mm[2] / 1000.0))
+    sizes = _product_sizes(cfg)
+    roi = tuple(ip.get("roi_m") or default_roi_m(sizes))
+    plane_z = float(ip["plane_z"]) if ip.get("plane_z") is not None else default_plane_z(sizes)
+    at = _capture_point(cfg, cam_cfg)
+    top_z = _belt_z(cfg) + spec.size_mm[2] / 1000.0  # where this product's top really is under the camera
     rules = _rules_for(spec, app)
     strength = cfg.sim.lighting.strength if cfg.sim else 1.0
     infeed = cfg.sim.infeed if cfg.sim else None
@@ -93,6 +136,8 @@ def fit_in_sim(cfg: CellConfig, product: str, *, n_good: int, log: Any = None) -
         "v": MODEL_VERSION, "app": app.model_dump(mode="json"), "cam": cam_cfg.model_dump(mode="json"),
         "roi": roi, "plane_z": plane_z, "rules": rules.model_dump(mode="json"), "n": n_good, "light": strength,
         "infeed": infeed.model_dump(mode="json") if infeed else None, "renderer": 3,
+        **({"at": at} if at != (float(cam_cfg.x), float(cam_cfg.y)) else {}),
+        **({"top_z": top_z} if top_z != plane_z else {}),
     }, sort_keys=True).encode()).hexdigest()[:16]
     path = cache_dir() / "models" / f"{product}-{key}.npz"
     if path.exists():
@@ -107,7 +152,7 @@ def fit_in_sim(cfg: CellConfig, product: str, *, n_good: int, log: Any = None) -
     images = sample_good_crops(app, cal, n=n_good, roi=roi, plane_z=plane_z, strength=strength,
                                lateral=infeed.lateral_jitter_m if infeed else 0.02,
                                yaw_deg=infeed.yaw_jitter_deg if infeed else 8.0,
-                               flip=infeed.flip_probability if infeed else 0.5, color=cam_cfg.color)
+                               flip=infeed.flip_probability if infeed else 0.5, color=cam_cfg.color, at=at, part_z=top_z)
     insp = Inspector().fit(images, rules=rules)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
@@ -118,19 +163,21 @@ def fit_in_sim(cfg: CellConfig, product: str, *, n_good: int, log: Any = None) -
 
 def sample_good_crops(app: Any, cal: Any, *, n: int, roi: tuple[float, float], plane_z: float, strength: float,
                       lateral: float, yaw_deg: float, flip: float, color: bool = True, seed: int = 12345,
-                      defects: tuple[str, ...] = ()) -> list[np.ndarray]:
-    """Render ``n`` trays under the camera and crop them as the inspect skill does."""
+                      defects: tuple[str, ...] = (), at: tuple[float, float] | None = None,
+                      part_z: float | None = None) -> list[np.ndarray]:
+    """Render ``n`` parts at ``at`` (default: under the camera) with their top at ``part_z`` (default:
+    ``plane_z``) and crop them as the inspect skill does (around ``at`` on ``plane_z``)."""
     from sim import render
 
     rng = np.random.default_rng(seed)
-    cx0, cy0 = float(cal.T_cell_cam[0, 3]), float(cal.T_cell_cam[1, 3])
+    cx0, cy0 = (float(cal.T_cell_cam[0, 3]), float(cal.T_cell_cam[1, 3])) if at is None else at
     out = []
     for i in range(n):
         yaw = math.radians(rng.uniform(-yaw_deg, yaw_deg)) + (math.pi if rng.uniform() < flip else 0.0)
         x = cx0 + rng.uniform(-0.01, 0.01)
         y = cy0 + rng.uniform(-lateral, lateral)
         part = render.PartSpec(appearance=app, x=x, y=y, yaw=yaw, defects=defects, seed=int(rng.integers(2**31)),
-                               z=plane_z)
+                               z=plane_z if part_z is None else part_z)
         light = render.Lighting.random(rng, strength) if strength > 0 else None
         img = render.render_scene([part], cal, lighting=light, rng=rng, mono=not color)
         out.append(crop_around(img, cal, cx0, cy0, roi, plane_z))

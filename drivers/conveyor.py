@@ -2,8 +2,10 @@
 
 ``position()`` is the encoder reading converted to metres of belt travel. It
 only grows while the belt runs forward, so a part seen at encoder ``e0`` and
-cell-frame x ``x0`` is at ``x0 + (position() - e0)`` later — the basis of
-conveyor tracking.  Velocity is in m/s along +x of the cell frame.
+cell-frame x ``x0`` is at ``x0 + flow * (position() - e0)`` later — the basis
+of conveyor tracking — where ``flow`` is +1 for a belt that carries parts
+towards cell +x and -1 for one that carries them towards -x (the cell file's
+``line.flow``).  Velocity is the belt speed in m/s along its flow (>= 0).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ class Conveyor(Device, contract="conveyor"):
 
     @abc.abstractmethod
     async def velocity(self) -> float:
-        """Current belt speed in m/s (0 when stopped)."""
+        """Current belt speed in m/s along the flow (0 when stopped)."""
 
     @abc.abstractmethod
     async def start(self, speed: float | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Simulated twins of the conveyor, photo-eyes, vacuum gripper, camera and case sealer.
+"""Simulated twins of the conveyor, photo-eyes, vacuum and finger grippers, camera and case sealer.
 
 Importing this module registers the ``sim.*`` kinds.  Each twin is a view onto
 the :class:`sim.world.World` found in ``ctx.resources["world"]`` and each one
@@ -49,8 +49,10 @@ class SimConveyor(Conveyor, _SimDevice, kind="sim.conveyor"):
     """A belt with an encoder; its geometry is in the cell frame (metres)."""
 
     class Config(DeviceConfig):
-        x_start: float = Field(-1.2, description="upstream end of the belt (m)")
-        x_end: float = Field(1.2, description="downstream end; trays past it fall into the reject bin")
+        x_start: float = Field(-1.2, description="low-x end of the belt (m); upstream when flow is +x")
+        x_end: float = Field(1.2, description="high-x end (m); downstream when flow is +x. Parts that pass the "
+                                              "downstream end fall into the reject bin")
+        flow: Literal["+x", "-x"] = Field("+x", description="the way the belt carries parts along the cell x axis")
         y: float = Field(0.6, description="belt centre line (m)")
         z: float = Field(0.0, description="belt surface height (m)")
         width: float = Field(0.4, gt=0, le=3)
@@ -72,7 +74,8 @@ class SimConveyor(Conveyor, _SimDevice, kind="sim.conveyor"):
         world = self._sim_init(name, ctx)
         c = config
         self.belt: Belt = world.add_belt(
-            name, x_start=c.x_start, x_end=c.x_end, y=c.y, z=c.z, width=c.width, nominal_speed=c.speed
+            name, x_start=c.x_start, x_end=c.x_end, y=c.y, z=c.z, width=c.width, nominal_speed=c.speed,
+            direction=1.0 if c.flow == "+x" else -1.0,
         )
 
     async def position(self) -> float:
@@ -256,6 +259,58 @@ class SimVacuum(Gripper, _SimDevice, kind="sim.vacuum"):
 
     def held_part(self) -> int | None:
         return self.world.held_parts.get(self.name)
+
+
+class SimParallelGripper(SimVacuum, kind="sim.gripper"):
+    """A two-finger parallel gripper on an arm's tool: closes across the part under it.
+
+    It grips when the part's centre is within ``tolerance_xy_m`` of the TCP, its top within
+    ``tolerance_z_m``, the fingers are square to the part's long axis (``tolerance_yaw_deg``, either
+    way round) and the part's width fits the open stroke.
+    """
+
+    class Config(DeviceConfig):
+        arm: str = Field(description="the arm this gripper is mounted on")
+        stroke_mm: float = Field(150.0, gt=0, le=1000, description="finger opening (mm): parts wider than this do not fit")
+        tolerance_xy_m: float = Field(0.012, gt=0, le=0.2)
+        tolerance_z_m: float = Field(0.015, gt=0, le=0.2)
+        tolerance_yaw_deg: float = Field(10.0, gt=0, le=90)
+        close_time_s: float = Field(0.25, ge=0, le=5)
+        open_time_s: float = Field(0.2, ge=0, le=5)
+
+    config: Config  # type: ignore[assignment]
+
+    async def grip(self, *, timeout: float | None = None) -> None:
+        self._require_connected()
+        await self.faults.check("grip")
+        if self.name in self.world.held_parts:
+            return
+        tcp = await self.arm.pose()
+        c = self.config
+        part = self.world.find_part_at(tcp.x, tcp.y, tcp.z, tol_xy=c.tolerance_xy_m, tol_z=c.tolerance_z_m)
+        why = None
+        if part is None:
+            why = f"no part between the fingers at ({tcp.x:.3f}, {tcp.y:.3f}, {tcp.z:.3f})"
+        elif part.variant.width_m * 1000.0 > c.stroke_mm:
+            why = f"part {part.id} ({part.variant.width_m * 1000:.0f} mm wide) does not fit the {c.stroke_mm:g} mm stroke"
+        else:
+            off = math.remainder(tcp.yaw - part.yaw, math.pi)  # fingers are symmetric: a half turn is the same
+            if abs(off) > math.radians(c.tolerance_yaw_deg):
+                why = f"fingers {math.degrees(off):.1f}° off the part's axis"
+        if why is not None:
+            await self.clock.sleep(c.close_time_s)
+            raise GraspError(why, device=self.name)
+        self.world.attach(self.name, part)  # the fingers move with the belt while they close
+        await self.clock.sleep(c.close_time_s)
+
+    async def release(self, *, timeout: float | None = None) -> None:
+        self._require_connected()
+        await self.faults.check("release")
+        if self.name not in self.world.held_parts:
+            return
+        tcp = await self.arm.pose()
+        await self.clock.sleep(self.config.open_time_s)
+        self.world.release(self.name, tcp.x, tcp.y, tcp.z)
 
 
 # ----------------------------------------------------------------------------------------------

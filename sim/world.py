@@ -6,9 +6,10 @@ Sim device twins are views onto it: a conveyor twin sets a belt's speed, a
 photo-eye reads a belt, the camera renders the trays under it, the gripper
 attaches a tray to the arm's tool, the sealer closes the case.
 
-Parts move analytically: a tray on a belt is at ``x0 + (travel - s_on)``
-where ``travel`` is the belt's encoder, so no physics stepping is needed and
-an hour of production is a few tens of thousands of events.
+Parts move analytically: a tray on a belt is at ``x0 + direction * (travel - s_on)``
+where ``travel`` is the belt's encoder and ``direction`` (+1 or -1) the way the belt
+runs along x, so no physics stepping is needed and an hour of production is a few
+tens of thousands of events.
 """
 
 from __future__ import annotations
@@ -133,9 +134,12 @@ class Belt:
 
     def __init__(
         self, world: "World", name: str, *, x_start: float, x_end: float, y: float, z: float, width: float,
-        nominal_speed: float,
+        nominal_speed: float, direction: float = 1.0,
     ) -> None:
+        if direction not in (1.0, -1.0):
+            raise ValueError(f"belt direction must be +1 or -1 (got {direction})")
         self.world = world
+        self.direction = float(direction)
         self.nominal_speed = nominal_speed
         self.name = name
         self.x_start, self.x_end, self.y, self.z, self.width = x_start, x_end, y, z, width
@@ -148,6 +152,15 @@ class Belt:
     @property
     def speed(self) -> float:
         return self._v
+
+    @property
+    def downstream_x(self) -> float:
+        """Cell x of the end parts run off (``x_end`` for a belt running towards +x, ``x_start`` for -x)."""
+        return self.x_end if self.direction > 0 else self.x_start
+
+    def travel_to(self, x_from: float, x_to: float) -> float:
+        """Belt travel that carries a part from cell x ``x_from`` to ``x_to`` (negative: it was there before)."""
+        return self.direction * (x_to - x_from)
 
     def travel(self, t: float | None = None) -> float:
         t = self.world.clock.now() if t is None else t
@@ -308,7 +321,7 @@ class World:
     # -- parts ------------------------------------------------------------------
     def part_xy(self, p: Part) -> tuple[float, float]:
         if p.belt is not None and p.state == "belt":
-            return p.x0 + (p.belt.travel() - p.s_on), p.y
+            return p.x0 + p.belt.direction * (p.belt.travel() - p.s_on), p.y
         return p.x0, p.y
 
     def parts_on_belt(self, belt: Belt | None = None) -> list[Part]:
@@ -359,16 +372,17 @@ class World:
         for eye in self.eyes:
             if eye.belt is belt:
                 self._arm_eye(part, eye)
-        # falls off the belt end into the reject bin when its centre passes x_end
-        part.timers.append(_CancelHandle(belt.at_travel(part.s_on + (belt.x_end - part.x0), lambda: self._fall_off(part))))
+        # falls off the belt's downstream end into the reject bin when its centre passes it
+        part.timers.append(_CancelHandle(belt.at_travel(part.s_on + belt.travel_to(part.x0, belt.downstream_x),
+                                                        lambda: self._fall_off(part))))
         self._emit("spawned", part)
         self._schedule_spawn(belt, s)
 
     def _arm_eye(self, part: Part, eye: Eye) -> None:
         belt = eye.belt
         half = self._half_extent_x(part)
-        s_in = part.s_on + (eye.x - half - part.x0)
-        s_out = part.s_on + (eye.x + half - part.x0)
+        s_in = part.s_on + belt.travel_to(part.x0, eye.x) - half
+        s_out = part.s_on + belt.travel_to(part.x0, eye.x) + half
         if belt.travel() > s_out:
             return
 

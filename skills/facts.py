@@ -4,7 +4,8 @@ The inspection skill appends :class:`TrackedPart` entries, the pick skill
 claims them, the place skill fills case slots, and the cell's tracker closes
 parts that leave the belt.  Positions are in the cell frame, tied to the
 conveyor encoder: a part captured at ``x`` with encoder ``encoder`` is at
-``x + (position() - encoder)`` later.
+``x + flow * (position() - encoder)`` later, ``flow`` being +1 for a belt that
+runs towards +x and -1 for one that runs towards -x.
 """
 
 from __future__ import annotations
@@ -34,10 +35,12 @@ class TrackedPart:
     placed_at: float | None = None
     case_id: int | None = None
     slot: int | None = None
+    flow: float = 1.0
+    """+1: the belt carries the part towards +x; -1: towards -x."""
     meta: dict[str, Any] = field(default_factory=dict)
 
     def x_at(self, encoder: float) -> float:
-        return self.x + (encoder - self.encoder)
+        return self.x + self.flow * (encoder - self.encoder)
 
 
 @dataclass

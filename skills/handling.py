@@ -70,26 +70,28 @@ class PickTracking(Skill, name="pick_tracking"):
     async def _choose(self, ctx: SkillContext, p: Params) -> tuple[TrackedPart, Pose, Pose] | None:
         arm, conv = ctx.device("arm", Arm), ctx.device("conveyor", Conveyor)
         enc, v = await conv.position(), await conv.velocity()
-        x_min, x_max = p.window
         for part in ctx.facts.next_pickable():
-            x_now = part.x_at(enc)
-            if x_now > x_max:
+            # plan along the flow: u = flow * x grows as the belt carries the part downstream
+            f = part.flow
+            u_min, u_max = sorted((f * p.window[0], f * p.window[1]))
+            u_now = f * part.x_at(enc)
+            if u_now > u_max:
                 continue
             z_pick = p.belt_z + _product_height(ctx, part.variant, p.default_height_m)
             yaw = _half_turn(part.yaw)
-            x_i = max(x_min, x_now)
+            u_i = max(u_min, u_now)
             try:
-                t_desc = await arm.estimate_duration(Pose(x_i, part.y, z_pick, math.pi, 0.0, yaw), speed=p.speed)
+                t_desc = await arm.estimate_duration(Pose(f * u_i, part.y, z_pick, math.pi, 0.0, yaw), speed=p.speed)
                 for _ in range(3):  # fixed-point iteration on the intercept
-                    hover = Pose(x_i, part.y, z_pick + p.approach_m, math.pi, 0.0, yaw)
+                    hover = Pose(f * u_i, part.y, z_pick + p.approach_m, math.pi, 0.0, yaw)
                     t_hover = await arm.estimate_duration(hover, speed=p.speed)
-                    x_i = max(x_min, x_now + v * (t_hover + t_desc + p.margin_s))
+                    u_i = max(u_min, u_now + v * (t_hover + t_desc + p.margin_s))
             except MotionTargetError:
                 continue
-            if x_i > x_max:
+            if u_i > u_max:
                 continue
-            hover = Pose(x_i, part.y, z_pick + p.approach_m, math.pi, 0.0, yaw)
-            pick = Pose(x_i, part.y, z_pick, math.pi, 0.0, yaw)
+            hover = Pose(f * u_i, part.y, z_pick + p.approach_m, math.pi, 0.0, yaw)
+            pick = Pose(f * u_i, part.y, z_pick, math.pi, 0.0, yaw)
             return part, hover, pick
         return None
 
@@ -115,19 +117,20 @@ class PickTracking(Skill, name="pick_tracking"):
             await arm.move_pose(hover, speed=params.speed)
             v = await conv.velocity()
             t_desc = await arm.estimate_duration(pick, speed=params.speed)
-            x_now = part.x_at(await conv.position())
+            f = part.flow
+            u_now = f * part.x_at(await conv.position())
             if v > 0:
-                wait = (pick.x - v * t_desc - x_now) / v
+                wait = (f * pick.x - v * t_desc - u_now) / v
                 if wait > 0:
                     await ctx.clock.sleep(wait)
-                else:  # arrived late: meet the tray further downstream
-                    x_new = pick.x
+                else:  # arrived late: meet the part further downstream
+                    u_new = f * pick.x
                     for _ in range(3):
-                        x_new = x_now + v * await arm.estimate_duration(
-                            Pose(x_new, pick.y, pick.z, pick.roll, pick.pitch, pick.yaw), speed=params.speed)
-                    if x_new > params.window[1]:
-                        raise MotionTargetError(f"tray {part.id} left the pick window before the cup reached it")
-                    pick = Pose(x_new, pick.y, pick.z, pick.roll, pick.pitch, pick.yaw)
+                        u_new = u_now + v * await arm.estimate_duration(
+                            Pose(f * u_new, pick.y, pick.z, pick.roll, pick.pitch, pick.yaw), speed=params.speed)
+                    if u_new > max(f * params.window[0], f * params.window[1]):
+                        raise MotionTargetError(f"part {part.id} left the pick window before the tool reached it")
+                    pick = Pose(f * u_new, pick.y, pick.z, pick.roll, pick.pitch, pick.yaw)
             ctx.feedback(0.5, "descend")
             await arm.move_pose(pick, speed=params.speed)
             await grip.grip()

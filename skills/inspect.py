@@ -35,6 +35,24 @@ def roi_box(cal: Any, cx: float, cy: float, roi_m: tuple[float, float], plane_z:
     return x0, y0, x0 + w, y0 + h
 
 
+def default_roi_m(products: dict[str, dict[str, float]]) -> tuple[float, float]:
+    """A region of interest that holds the largest product with room for yaw jitter and tracking error.
+
+    ``products``: name → ``{"length_m", "width_m", ...}`` (the cell's product sizes).  The part's long
+    axis runs along the flow, so the box is its length plus 6 cm by its width plus 8 cm.
+    """
+    if not products:
+        return (0.25, 0.22)
+    length = max(float(p["length_m"]) for p in products.values())
+    width = max(float(p["width_m"]) for p in products.values())
+    return (round(length + 0.06, 4), round(width + 0.08, 4))
+
+
+def default_plane_z(products: dict[str, dict[str, float]]) -> float:
+    """Height of the parts' top face above the belt: the tallest product (m)."""
+    return max((float(p["height_m"]) for p in products.values()), default=0.0)
+
+
 class InspectorLike(Protocol):
     """What the inspect skill needs of a fitted inspector (see :mod:`skills.vision`)."""
 
@@ -50,9 +68,11 @@ class Inspect(Skill, name="inspect"):
 
     class Params(SkillParams):
         roi: bool = Field(True, description="crop around the tray's tracked position before inspecting")
-        roi_m: tuple[float, float] = Field((0.25, 0.22), description="region of interest around the tray (m): the "
-                                           "tray at any yaw jitter plus tracking error, but no neighbour")
-        plane_z: float = Field(0.0, description="height of the tray top in the cell frame (m)")
+        roi_m: tuple[float, float] | None = Field(
+            None, description="region of interest around the part (m): the part at any yaw jitter plus tracking "
+                              "error, but no neighbour (default: the largest product + 6 cm by + 8 cm)")
+        plane_z: float | None = Field(None, description="height of the part's top in the cell frame (m; default: "
+                                                        "the tallest product's height)")
         products: list[str] | None = Field(None, description="variants to try (None: every fitted product)")
 
     roles = {"camera": Camera, "conveyor": Conveyor}
@@ -77,9 +97,12 @@ class Inspect(Skill, name="inspect"):
         cal = frame.calibration or camera.calibration
         assert cal is not None
         image = frame.image
+        products = ctx.config.get("products") or {}
+        plane_z = params.plane_z if params.plane_z is not None else default_plane_z(products)
         x0 = y0 = 0
         if params.roi:
-            x0, y0, x1, y1 = roi_box(cal, part.x_at(enc), part.y, params.roi_m, params.plane_z, image.shape)
+            roi_m = params.roi_m if params.roi_m is not None else default_roi_m(products)
+            x0, y0, x1, y1 = roi_box(cal, part.x_at(enc), part.y, roi_m, plane_z, image.shape)
             image = image[y0:y1, x0:x1]
         ctx.feedback(0.4, "inspect")
         inspectors: dict[str, InspectorLike] = ctx.config["inspectors"]
@@ -115,8 +138,8 @@ class Inspect(Skill, name="inspect"):
             part.defects = list(getattr(best, "defects", []) or ["no_part"])
         else:
             u, v, ang = float(pose_px[0]) + x0, float(pose_px[1]) + y0, math.radians(float(pose_px[2]))
-            px, py = cal.pixel_to_plane(u, v, params.plane_z)
-            qx, qy = cal.pixel_to_plane(u + 20 * math.cos(ang), v + 20 * math.sin(ang), params.plane_z)
+            px, py = cal.pixel_to_plane(u, v, plane_z)
+            qx, qy = cal.pixel_to_plane(u + 20 * math.cos(ang), v + 20 * math.sin(ang), plane_z)
             part.x, part.y, part.yaw = px, py, math.atan2(qy - py, qx - px)
             part.defects = list(getattr(best, "defects", []))
             part.verdict = "defective" if getattr(best, "defective", False) else "good"

@@ -43,13 +43,36 @@ class MachineCycle(Skill, name="machine_cycle"):
         return SkillResult.success(res.message, telemetry=res.telemetry)
 
 
+def station_slots(ctx: SkillContext, station: str | None) -> int | str:
+    """Slots of the pattern of ``station`` (or of the cell's only patterned station); a message when unknown."""
+    stations = ctx.config.get("stations") or {}
+    if station is None:
+        patterned = [n for n, st in stations.items() if st.get("pattern")]
+        if len(patterned) != 1:
+            return (f"name the station or give slots ({'no station has' if not patterned else 'several stations have'}"
+                    f" a pattern)")
+        station = patterned[0]
+    st = stations.get(station)
+    if st is None or not st.get("pattern"):
+        return f"no station {station!r} with a pattern"
+    return int(st["pattern"]["rows"]) * int(st["pattern"]["cols"])
+
+
 class CaseNotFull(Skill, name="case_not_full"):
-    """Condition: SUCCESS while the current case still has a free slot."""
+    """Condition: SUCCESS while the current case (fixture, pallet) still has a free slot.
+
+    The slot count is ``slots`` when given, else the ``rows × cols`` of ``station``'s pattern (or of the
+    cell's only station with a pattern).
+    """
 
     class Params(SkillParams):
-        slots: int = Field(6, ge=1, le=1000)
+        slots: int | None = Field(None, ge=1, le=1000, description="slots per case (default: from the pattern)")
+        station: str | None = Field(None, description="the station whose pattern gives the slot count")
 
     async def execute(self, ctx: SkillContext, params: Params) -> SkillResult:  # type: ignore[override]
-        if ctx.facts.case_fill < params.slots:
+        slots = params.slots if params.slots is not None else station_slots(ctx, params.station)
+        if isinstance(slots, str):
+            return SkillResult.precondition(slots)
+        if ctx.facts.case_fill < slots:
             return SkillResult.success()
         return SkillResult.failure("case full")

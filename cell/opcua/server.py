@@ -418,7 +418,7 @@ class NorthboundServer:
 
     def _count(self, i: int, name: str, count: int, acc: int) -> Any:
         c = self._types["PackMLCountDataType"]()
-        c.ID, c.Name, c.Unit, c.Count, c.AccCount = i, name, "trays", int(count), int(acc)
+        c.ID, c.Name, c.Unit, c.Count, c.AccCount = i, name, "parts", int(count), int(acc)
         return c
 
     def _alarm(self, a: Any) -> Any:

@@ -203,11 +203,18 @@ def test_launch_files_are_valid_and_name_existing_entry_points():
     import importlib
     import tomllib
 
+    from cell.config import load_cell
+
     scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert not (REPO_ROOT / "launch" / "__init__.py").exists()
     files = sorted((REPO_ROOT / "launch").glob("*.launch.py"))
-    assert {f.name for f in files} >= {"packaging_cell.launch.py", "device.launch.py"}
+    assert {f.name for f in files} >= {"packaging_cell.launch.py", "assembly_cell.launch.py", "device.launch.py"}
     for f in files:
+        # a cell's launch file starts the cell file of the same name, which exists and validates
+        if f.name.endswith("_cell.launch.py"):
+            cell_yaml = f.with_name(f.name.replace(".launch.py", ".yaml"))
+            assert f'with_name("{cell_yaml.name}")' in f.read_text(), f.name
+            assert load_cell(cell_yaml).cell.name == cell_yaml.stem
         tree = ast.parse(f.read_text())
         assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
         consts = {n.targets[0].id: n.value.value for n in tree.body if isinstance(n, ast.Assign)
