@@ -288,6 +288,45 @@ def test_blob_descriptor_ring_chroma_separates_neutral_object_amid_food():
     assert float(blob_novelty(grey, brown)[0]) > 1.0
 
 
+def test_weak_blob_amid_strong_food_blobs_is_scored():
+    """A grey chip amid many brighter food pieces: its blob responds more weakly than the pieces', yet it is
+    described and novel.  Its colour is no news (the goods show the same grey, as a broad strip along one side),
+    only a compact grey blob in the contents is.  (With the 48 strongest candidates per scale, such a chip was
+    never described: metal on bulgogi's onion, blue plastic on blue contents.)"""
+    from skills.vision.anomaly import blob_bank, blob_candidates, blob_novelty
+
+    h, w = 256, 384
+    grey, brown, white = (128, 128, 128), (40, 65, 120), (225, 230, 230)
+
+    def contents(rng: np.random.Generator, chip: bool) -> np.ndarray:
+        im = np.empty((h, w, 3), np.uint8)
+        im[:] = brown
+        im[:, :40] = grey                                          # the grey strip every good shows
+        for _ in range(160):                                       # bright pieces of several sizes
+            cv2.circle(im, (int(rng.integers(50, w - 6)), int(rng.integers(6, h - 6))), int(rng.integers(2, 7)),
+                       white, -1, cv2.LINE_AA)
+        if chip:
+            cv2.rectangle(im, (200, 120), (209, 129), brown, -1)       # a clear spot of contents...
+            cv2.circle(im, (205, 125), 4, grey, -1, cv2.LINE_AA)       # ...holding the chip
+        return cv2.GaussianBlur(im, (0, 0), 0.7)
+
+    def cands(im: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return blob_candidates(cv2.cvtColor(im, cv2.COLOR_BGR2LAB), w)
+
+    rng = np.random.default_rng(3)
+    bank = blob_bank(np.concatenate([cands(contents(rng, False))[0] for _ in range(12)]))
+    good_max = max(float(blob_novelty(bank, cands(contents(rng, False))[0]).max()) for _ in range(6))
+    d, p = cands(contents(rng, True))
+    near = np.hypot(p[:, 0] - 205, p[:, 1] - 125) < 4
+    assert near.any(), "the chip is no blob candidate"
+    # the chip responds more weakly than most pieces ...
+    assert float(np.median(d[:, 4])) > float(d[near, 4].max())
+    # ... and is the most novel blob of its frame, above the most novel of six further goods
+    nov = blob_novelty(bank, d)
+    assert float(nov[near].max()) == float(nov.max())
+    assert float(nov[near].max()) > 1.1 * good_max, (float(nov[near].max()), good_max)
+
+
 def test_line_like_regions_are_told_from_compact_ones():
     """Naming: a thin region in any orientation is line-like (torn film), a compact one is not."""
     from skills.vision.inspector import _line_like
