@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cliargs import UserError, positive_arg, speed_arg
+from .cliargs import UserError, port_arg, positive_arg, seed_arg, speed_arg, writable_dir, writable_file
 from .config import CellFileError, json_schema, load_cell
 
 
@@ -79,6 +79,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_cell(args.file)
     if args.duration is None and cfg.sim is not None and args.hmi_port is None and args.opcua_port is None:
         raise UserError("a simulated batch run needs --duration SIM_SECONDS", 2)
+    # outputs are checked before anything starts: a run must not end in an unwritable report
+    if args.run_dir is not None:
+        writable_dir(args.run_dir, "--run-dir")
+    if args.report is not None:
+        writable_file(args.report, "the --report JSON")
+    if args.record is not None:
+        writable_file(args.record, "the --record MCAP file")
+    _refuse_overwriting_inputs(cfg, args)
     from .heap import keep_heap
     from .session import RunOptions, run_session
 
@@ -94,6 +102,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         print(summary_table(report))
     return 0
+
+
+def _refuse_overwriting_inputs(cfg: Any, args: argparse.Namespace) -> None:
+    """--report / --record must not name the cell file, the traceability store or its run.json (data loss)."""
+    from .session import default_run_dir
+    from .store import resolve_store_path
+
+    run_dir = args.run_dir if args.run_dir is not None else default_run_dir(cfg)
+    store = resolve_store_path(cfg, run_dir)
+    if cfg.store.path:  # the cell file's store.path: checked here, not when the first part is recorded
+        writable_file(store, "the traceability store (store.path in the cell file)")
+    protected = {"the cell file": Path(args.file), "the traceability store": store,
+                 "the store's journal": store.with_name(store.name + "-wal"), "run.json": run_dir / "run.json"}
+    outs = [("--report", args.report), ("--record", args.record)]
+    for opt, out in outs:
+        if out is None:
+            continue
+        for what, q in protected.items():
+            if Path(os.path.abspath(out)) == Path(os.path.abspath(q)) or (q.exists() and out.exists()
+                                                                           and os.path.samefile(out, q)):
+                raise UserError(f"{out}: {opt} would overwrite {what}; give another file name", 2)
+    if args.report is not None and args.record is not None and \
+            Path(os.path.abspath(args.report)) == Path(os.path.abspath(args.record)):
+        raise UserError(f"{args.report}: --report and --record name the same file", 2)
 
 
 # -- parser -----------------------------------------------------------------------------------
@@ -116,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a cell")
     r.add_argument("file")
     r.add_argument("--duration", type=positive_arg, help="seconds of cell time (simulated seconds in sim)")
-    r.add_argument("--seed", type=int, default=None, help="simulation seed (default: the cell file's)")
+    r.add_argument("--seed", type=seed_arg, default=None, help="simulation seed (default: the cell file's)")
     r.add_argument("--speed", type=speed_arg, default=None, help="'max' (default) or a real-time factor, e.g. 1")
     r.add_argument("--report", type=Path, help="write the JSON report here")
     r.add_argument("--transport", choices=["local", "ros"], default="ros",
@@ -124,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--processes", action="store_true",
                    help="with --transport ros: one process per device node (a simulated cell: every process "
                         "holds a replica of the world, kept in lock-step with this one; same report as local)")
-    r.add_argument("--hmi-port", type=int, help="serve the HMI/API on 127.0.0.1:PORT")
-    r.add_argument("--opcua-port", type=int, help="serve the cell as a PackML unit on opc.tcp://127.0.0.1:PORT/axcell/")
+    r.add_argument("--hmi-port", type=port_arg, help="serve the HMI/API on 127.0.0.1:PORT")
+    r.add_argument("--opcua-port", type=port_arg, help="serve the cell as a PackML unit on opc.tcp://127.0.0.1:PORT/axcell/")
     r.add_argument("--record", type=Path, help="record every topic to this MCAP file (ROS transport)")
     r.add_argument("--run-dir", type=Path, help="where the store and images go (default: runs/<cell>-<time>)")
     r.add_argument("--quiet", action="store_true")

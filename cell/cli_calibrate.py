@@ -22,7 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from .cliargs import nonnegative_arg
+from .cliargs import _finite, seed_arg, writable_file
+
+MIN_POSES = 6   # the skill's default min_poses: fewer views can never give a calibration
 from .config import load_cell
 
 
@@ -31,9 +33,21 @@ def _poses(text: str) -> int:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 3 <= v <= 200:
-        raise argparse.ArgumentTypeError(f"--poses must be between 3 and 200, got {v}")
+    if not MIN_POSES <= v <= 200:
+        raise argparse.ArgumentTypeError(f"--poses must be between {MIN_POSES} and 200 (the solver needs "
+                                         f"{MIN_POSES} usable views), got {v}")
     return v
+
+
+def _bounded(lo: float, hi: float, *, lo_open: bool = False) -> Any:
+    """An argument type: a finite number in [lo, hi] (``(lo, hi]`` with ``lo_open``)."""
+    def parse(text: str) -> float:
+        v = _finite(text)
+        if not ((lo < v) if lo_open else (lo <= v)) or not v <= hi:
+            raise argparse.ArgumentTypeError(f"expected a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], "
+                                             f"got {text!r}")
+        return v
+    return parse
 
 
 def register(sub: Any) -> None:
@@ -44,18 +58,19 @@ def register(sub: Any) -> None:
                        description="Compute the camera-to-robot transform from ChArUco board views.")
     c.add_argument("file", help="cell file")
     c.add_argument("--poses", type=_poses, default=20, help="board views to collect (default 20)")
-    c.add_argument("--noise-px", type=nonnegative_arg, default=0.0, help="sim: image corner noise, px (default 0)")
-    c.add_argument("--noise-mm", type=nonnegative_arg, default=0.0, help="sim: robot pose noise per stop, mm (default 0)")
-    c.add_argument("--noise-deg", type=nonnegative_arg, default=None,
+    c.add_argument("--noise-px", type=_bounded(0, 50), default=0.0, help="sim: image corner noise, px (default 0)")
+    c.add_argument("--noise-mm", type=_bounded(0, 100), default=0.0, help="sim: robot pose noise per stop, mm (default 0)")
+    c.add_argument("--noise-deg", type=_bounded(0, 45), default=None,
                    help="sim: robot pose rotation noise per stop, deg (default 0.05 × --noise-mm)")
-    c.add_argument("--seed", type=int, default=0, help="pose sampling and noise seed")
+    c.add_argument("--seed", type=seed_arg, default=0, help="pose sampling and noise seed")
     c.add_argument("--method", choices=METHODS, default="shah", help="closed-form solver (default shah)")
     c.add_argument("--no-refine", action="store_true", help="report the closed-form solution only")
     c.add_argument("--arm", help="arm device (default: the only/first arm)")
     c.add_argument("--camera", help="camera device (default: the first camera)")
-    c.add_argument("--centre", type=float, nargs=3, metavar=("X", "Y", "Z"),
+    c.add_argument("--centre", type=_bounded(-50, 50), nargs=3, metavar=("X", "Y", "Z"),
                    help="TCP centre of the sampling region (m); sim default: board centre under the camera")
-    c.add_argument("--standoff", type=float, default=0.5, help="sim: camera → board distance at the centre (m)")
+    c.add_argument("--standoff", type=_bounded(0.05, 5.0, lo_open=True), default=0.5,
+                   help="sim: camera → board distance at the centre (m)")
     c.add_argument("--out", type=Path, help="write the calibration and its figures as JSON")
     c.add_argument("--json", action="store_true", help="print the JSON instead of the summary")
     c.set_defaults(func=cmd_calibrate)
@@ -159,10 +174,16 @@ def _fmt_pose(p: dict[str, Any]) -> str:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from .cliargs import UserError
 
+    if args.out is not None:
+        writable_file(args.out, "the calibration JSON")  # before the arm moves, not after
+        if args.out.resolve() == Path(args.file).resolve():
+            raise UserError(f"{args.out}: --out would overwrite the cell file; give another file name", 2)
     data = asyncio.run(_calibrate(args))
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(data, indent=2))
+        try:
+            args.out.write_text(json.dumps(data, indent=2))
+        except OSError as e:
+            raise UserError(f"{args.out}: cannot write the calibration ({e.strerror or e})", 2) from None
     if args.json:
         print(json.dumps(data, indent=2))
     else:

@@ -438,6 +438,8 @@ def _load_model(path: str):
         raise UserError(f"{p}: model file not found")
     if p.is_dir():
         raise UserError(f"{p}: is a folder, not a model file")
+    if not p.is_file():
+        raise UserError(f"{p}: not a regular file (a device, pipe or socket), not a model file")  # a pipe blocks
     try:
         with open(p, "rb") as fh:
             head = fh.read(4)

@@ -13,6 +13,7 @@ line and field path.  Validation has two layers:
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from pathlib import Path
@@ -124,7 +125,7 @@ class SkillNode(_M):
     name: str | None = None
     with_: dict[str, Any] = Field(default_factory=dict, alias="with")
     devices: dict[str, str] = Field(default_factory=dict, description="role → device name")
-    timeout_s: float | None = Field(None, gt=0)
+    timeout_s: float | None = Field(None, gt=0, le=86400)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -412,6 +413,7 @@ def _check_devices(data: dict, lines: dict) -> tuple[list[Problem], dict[str, ty
             problems.append(Problem(line=oline, path=f"devices.{i}.options",
                                     message=f"the {kind} driver rejected the options ({e.__class__.__name__}: {e})"))
             continue
+        problems += _check_sim_server(cls, cfg, i, data, lines)
         if isinstance(name, str):
             try:
                 deps = list(cls.requires(cfg))
@@ -425,6 +427,32 @@ def _check_devices(data: dict, lines: dict) -> tuple[list[Problem], dict[str, ty
                     problems.append(Problem(line=oline, path=f"devices.{i}.options",
                                             message=f"refers to device {dep!r}, which does not exist", value=dep))
     return problems, classes, unknown
+
+
+def _check_sim_server(cls: type, opts: Any, i: int, data: dict, lines: dict) -> list[Problem]:
+    """Options of the simulated protocol server a driver asks for (``sim_server``), e.g. the OPC UA sealer.
+
+    The driver keeps them as a plain mapping (drivers never import :mod:`sim`); unchecked, a bad value
+    only failed when the server started, and the cell ran on without its machine.
+    """
+    hook = getattr(cls, "sim_server", None)
+    if hook is None:
+        return []
+    try:
+        wanted = hook(opts)
+        if not wanted:
+            return []
+        profile, key = wanted
+        from sim.sim_servers import options_model
+
+        model = options_model(profile)
+        model.model_validate(getattr(opts, key) or {})
+    except ValidationError as e:
+        return _problems_from(e, data, lines, ("devices", i, "options", key))
+    except Exception as e:  # noqa: BLE001
+        return [Problem(line=yamlsafe.line_for(lines, ("devices", i, "options")), path=f"devices.{i}.options",
+                        message=f"the simulated server refused the options ({e.__class__.__name__}: {e})")]
+    return []
 
 
 def _check_products(data: dict, lines: dict, cfg: "CellConfig") -> list[Problem]:
@@ -456,7 +484,41 @@ def _check_products(data: dict, lines: dict, cfg: "CellConfig") -> list[Problem]
                 ProductRules.model_validate({**base, **spec.rules})
             except ValidationError as e:
                 problems += _problems_from(e, data, lines, ("products", name, "rules"))
+                continue
+        if cfg.sim is not None and not problems:
+            problems += _check_sized_look(name, spec, lines, render, ProductRules)
     return problems
+
+
+def _check_sized_look(name: str, spec: ProductSpec, lines: dict, render: Any, rules_model: type) -> list[Problem]:
+    """The simulator draws the product's look at ``size_mm``: the look (label, seal band) must fit that tray.
+
+    The runtime resizes the preset (or inline) look to the product's length and width; a tray too small for
+    its label or seal band would otherwise only fail when the cell starts.
+    """
+    where = ("products", name, "size_mm")
+    app = spec.appearance
+    try:
+        if app is None:
+            look = render.get_product(next(iter(render.PRODUCTS)))
+        elif isinstance(app, str):
+            look = render.get_product(app)
+        else:
+            look = render.ProductAppearance.model_validate({"name": name, **app})
+    except Exception:  # noqa: BLE001 - an unknown/bad look is reported by _check_products
+        return []
+    L, W = spec.size_mm[0], spec.size_mm[1]
+    try:
+        sized = render.ProductAppearance.model_validate(
+            {**look.model_dump(), "name": name, "length_mm": L, "width_mm": W})
+        rules_model.model_validate({**sized.inspection_rules(), **(spec.rules or {})})
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        field = ".".join(str(x) for x in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        return [Problem(line=yamlsafe.line_for(lines, where), path=".".join(where), value=list(spec.size_mm),
+                        message=f"tray too small for its look ({look.name}: {field}: {msg})")]
+    return []
 
 
 def _non_finite_problems(data: Any, lines: dict) -> list[Problem]:
@@ -494,6 +556,8 @@ def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str
     for sname, st in cfg.stations.items():
         if st.machine is not None and st.machine not in dev_names:
             add(("stations", sname, "machine"), "no such device", st.machine)
+        elif st.machine is not None and classes.get(st.machine) is not None and contract_of(st.machine) != "machine":
+            add(("stations", sname, "machine"), f"device is a {contract_of(st.machine)}, not a machine", st.machine)
     for rname, r in cfg.recipes.items():
         for j, p in enumerate(r.products or []):
             if p not in cfg.products:
@@ -570,6 +634,292 @@ def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str
                 walk(kid, path + (key,))
 
     walk(cfg.process, ("process",))
+    for extra in (_check_reach, _check_line):
+        try:
+            problems += extra(cfg, lines, classes)
+        except Exception:  # noqa: BLE001 - a geometry check that trips over an odd cell is no verdict on it
+            logging.getLogger("axcell.config").debug("%s skipped", extra.__name__, exc_info=True)
+    return problems
+
+
+def _check_line(cfg: CellConfig, lines: dict, classes: dict[str, type]) -> list[Problem]:
+    """The line's conveyor against what works on it: trays appear on it, eyes and the camera look at it.
+
+    A spawn point or photo-eye off the belt, or a camera whose image does not cover the belt, passes every
+    per-device check but makes a cell that never sees a tray.
+    """
+    problems: list[Problem] = []
+    belt_name = cfg.line.conveyor
+    if belt_name not in {d.name for d in cfg.devices}:
+        return problems
+    belt = _validated_options(cfg, belt_name, classes)
+    x0, x1, by, bw = (getattr(belt, k, None) for k in ("x_start", "x_end", "y", "width"))
+    if None in (x0, x1):
+        return problems
+
+    def add(path: tuple[Any, ...], msg: str, value: Any = None) -> None:
+        problems.append(Problem(line=yamlsafe.line_for(lines, path), path=".".join(map(str, path)), message=msg,
+                                value=value))
+
+    span = f"belt {belt_name!r} runs from x={x0:g} to x={x1:g} m"
+    if not x0 <= cfg.line.exit_x <= x1:
+        add(("line", "exit_x"), f"the exit must lie on the belt ({span})", cfg.line.exit_x)
+    top = getattr(belt, "max_speed", None)
+    for rname, r in cfg.recipes.items():
+        if top is not None and r.conveyor_speed is not None and r.conveyor_speed > top:
+            add(("recipes", rname, "conveyor_speed"), f"faster than belt {belt_name!r} can run (max_speed {top:g} m/s)",
+                r.conveyor_speed)
+    tray_mm = max(max(p.size_mm[0], p.size_mm[1]) for p in cfg.products.values())
+    if cfg.sim is not None and cfg.sim.infeed.conveyor == belt_name and not x0 <= cfg.sim.infeed.spawn_x <= x1:
+        add(("sim", "infeed", "spawn_x"), f"trays would appear off the belt ({span})", cfg.sim.infeed.spawn_x)
+    for i, d in enumerate(cfg.devices):
+        opts = _validated_options(cfg, d.name, classes)
+        for ch_name, ch in (getattr(opts, "channels", None) or {}).items():
+            eye = getattr(ch, "photo_eye", None)
+            if eye is not None and getattr(eye, "conveyor", None) == belt_name and not x0 <= eye.x <= x1:
+                add(("devices", i, "options", "channels", ch_name, "photo_eye", "x"),
+                    f"the photo-eye is off the belt ({span})", eye.x)
+        if getattr(classes.get(d.name), "contract", None) == "camera" and None not in (by, bw):
+            try:
+                cx, cy = float(opts.x), float(opts.y)
+                half_w = opts.width * opts.mm_per_px / 2000.0
+                half_h = opts.height * opts.mm_per_px / 2000.0
+            except (AttributeError, TypeError, ValueError):
+                continue  # not a top-down camera with a known footprint
+            if 2000 * min(half_w, half_h) < tray_mm:
+                add(("devices", i, "options"),
+                    f"camera {d.name!r} sees {2000 * half_w:.0f} x {2000 * half_h:.0f} mm (width, height x mm_per_px): "
+                    f"too small for the largest tray ({tray_mm:g} mm)")
+            elif cx + half_w < x0 or cx - half_w > x1 or cy + half_h < by - bw / 2 or cy - half_h > by + bw / 2:
+                add(("devices", i, "options"),
+                    f"camera {d.name!r} sees x {cx - half_w:.3f}..{cx + half_w:.3f}, y {cy - half_h:.3f}.."
+                    f"{cy + half_h:.3f} m, which misses the belt ({span}, y {by - bw / 2:.3f}..{by + bw / 2:.3f})")
+    return problems
+
+
+# -- where the robot has to go -----------------------------------------------------------------------
+_SLOT_SKILLS = ("place_in_pattern",)
+_BELT_SKILLS = ("pick_tracking",)
+_MOVE_SKILLS = ("move",)
+
+
+def _validated_options(cfg: CellConfig, name: str, classes: dict[str, type]) -> Any:
+    """The device's options parsed by its driver's ``Config`` model, or None (unknown kind, bad options)."""
+    cls = classes.get(name)
+    if cls is None or not hasattr(cls, "Config"):
+        return None
+    try:
+        return cls.Config.model_validate(cfg.device(name).options)
+    except Exception:  # noqa: BLE001 - reported by _check_devices already
+        return None
+
+
+def _arm_envelope(opts: Any) -> tuple[Any, Any]:
+    """(workspace box or None, (base xyz, reach) or None) of an arm's validated options."""
+    ws = getattr(opts, "workspace", None)
+    box = None
+    if ws is not None and hasattr(ws, "min") and hasattr(ws, "max"):
+        box = (tuple(float(v) for v in ws.min), tuple(float(v) for v in ws.max))
+    reach = None
+    model = getattr(opts, "model", None)
+    if isinstance(model, str):
+        try:
+            from drivers import kinematics
+
+            rm = kinematics.MODELS.get(model)
+        except Exception:  # noqa: BLE001 - no kinematics for this arm: no reach check
+            rm = None
+        if rm is not None and getattr(rm, "reach", None):
+            base = tuple(getattr(opts, "base", (0.0, 0.0, 0.0)))[:3]
+            reach = (tuple(float(v) for v in base), float(rm.reach) + float(getattr(opts, "tool_z", 0.0) or 0.0))
+    return box, reach
+
+
+def _m(v: float) -> str:
+    return f"{v:.3f}" if abs(v) < 1e6 else f"{v:.3g}"
+
+
+def _at(p: tuple[float, ...]) -> str:
+    return "(" + ", ".join(_m(v) for v in p) + ") m"
+
+
+def _outside(p: tuple[float, float, float], arm: str, box: Any, reach: Any) -> str | None:
+    """Why arm ``arm``'s TCP cannot go to ``p`` (workspace box, then reach), or None."""
+    if box is not None:
+        lo, hi = box
+        bad = [f"{a} {_m(v)} not in [{mn:g}, {mx:g}]" for a, v, mn, mx in zip("xyz", p, lo, hi)
+               if not mn - 1e-9 <= v <= mx + 1e-9]
+        if bad:
+            return f"outside the workspace of arm {arm!r} (" + ", ".join(bad) + ")"
+    if reach is not None:
+        base, r = reach
+        d = math.dist(p, base)
+        if d > r + 0.02:
+            return f"out of the reach of arm {arm!r} ({_m(d)} m from its base, reach {r:.3f} m)"
+    return None
+
+
+def _check_reach(cfg: CellConfig, lines: dict, classes: dict[str, type]) -> list[Problem]:
+    """Targets the handling skills will send the arm to: case slots and the pick window on the belt.
+
+    The arm refuses such targets at run time (before moving), but then every cycle fails and trays are
+    missed: a cell whose case or pick window lies outside the arm's workspace box or reach is refused here.
+    Also: a case pattern whose pitch is smaller than the largest tray (trays would overlap).
+    """
+    from skills import registry
+
+    problems: list[Problem] = []
+    if not cfg.products:
+        return problems
+    skills = registry()
+    heights = [p.size_mm[2] / 1000.0 for p in cfg.products.values()]
+    h_lo, h_hi = min(heights), max(heights)
+    longest = max(p.size_mm[0] for p in cfg.products.values())
+    widest = max(p.size_mm[1] for p in cfg.products.values())
+    arms = [d.name for d in cfg.devices if getattr(classes.get(d.name), "contract", None) == "arm"]
+    reported: set[tuple[str, ...]] = set()
+
+    def add(path: tuple[Any, ...], msg: str, value: Any = None) -> None:
+        key = (".".join(map(str, path)), msg.split(" (")[0])
+        if key in reported:
+            return
+        reported.add(key)
+        problems.append(Problem(line=yamlsafe.line_for(lines, path), path=key[0], message=msg, value=value))
+
+    for sname, st in cfg.stations.items():
+        if st.pattern is not None and (st.pattern.pitch_mm[0] < longest or st.pattern.pitch_mm[1] < widest):
+            add(("stations", sname, "pattern", "pitch_mm"),
+                f"slots are closer than the largest tray ({longest:g} x {widest:g} mm): trays would overlap",
+                list(st.pattern.pitch_mm))
+
+    def arm_for(node: SkillNode) -> str | None:
+        name = node.devices.get("arm")
+        if name is not None:
+            return name if name in arms else None
+        return arms[0] if len(arms) == 1 else None
+
+    def slots(st: StationSpec) -> list[tuple[int, float, float]]:
+        f, pat = st.frame, st.pattern
+        assert pat is not None
+        cy, sy = math.cos(math.radians(f.yaw_deg)), math.sin(math.radians(f.yaw_deg))
+        out = []
+        for k in range(pat.rows * pat.cols):
+            r, c = divmod(k, pat.cols)
+            dx = (c - (pat.cols - 1) / 2) * pat.pitch_mm[0] / 1000.0
+            dy = (r - (pat.rows - 1) / 2) * pat.pitch_mm[1] / 1000.0
+            out.append((k, f.x + cy * dx - sy * dy, f.y + sy * dx + cy * dy))
+        return out
+
+    fill_checks: list[tuple[tuple[Any, ...], int, Any]] = []
+    case_stations: set[str] = set()
+
+    def visit(node: Any, path: tuple[Any, ...]) -> None:
+        if isinstance(node, SkillNode):
+            if node.skill == "case_not_full":
+                n_slots = node.with_.get("slots")  # None: the skill counts the station's pattern itself
+                if isinstance(n_slots, int) and not isinstance(n_slots, bool):
+                    fill_checks.append((path, n_slots, node.with_.get("station")))
+                return
+            if node.skill in _SLOT_SKILLS and isinstance(node.with_.get("station"), str):
+                case_stations.add(node.with_["station"])
+            if node.skill not in _SLOT_SKILLS + _BELT_SKILLS + _MOVE_SKILLS:
+                return
+            cls = skills.get(node.skill)
+            if cls is None:
+                return
+            try:
+                params = cls.Params.model_validate(node.with_)
+            except Exception:  # noqa: BLE001 - reported by _check_semantics
+                return
+            arm = arm_for(node)
+            if arm is None:
+                return
+            arm_opts = _validated_options(cfg, arm, classes)
+            box, reach = _arm_envelope(arm_opts)
+            ik_hook = getattr(classes.get(arm), "target_problem", None)
+
+            def why_not(p: tuple[float, float, float]) -> str | None:
+                why = _outside(p, arm, box, reach)
+                if why is None and ik_hook is not None and arm_opts is not None:
+                    try:
+                        ik_why = ik_hook(arm_opts, *p)
+                    except Exception:  # noqa: BLE001 - a driver's check that fails is no verdict
+                        ik_why = None
+                    if ik_why:
+                        why = f"unreachable for arm {arm!r} ({ik_why})"
+                return why
+            approach = float(getattr(params, "approach_m", 0.0) or 0.0)
+            if node.skill in _MOVE_SKILLS:
+                pose, joints = getattr(params, "pose", None), getattr(params, "joints_deg", None)
+                if pose is not None:
+                    p = (float(pose.x), float(pose.y), float(pose.z))
+                    why = _outside(p, arm, box, reach)
+                    if why:
+                        add(path + ("with", "pose"), f"target {_at(p)} is {why}")
+                elif joints is not None:
+                    hook = getattr(classes.get(arm), "joints_problem", None)
+                    why = hook(arm_opts, [math.radians(v) for v in joints]) if hook and arm_opts is not None else None
+                    if why:
+                        add(path + ("with", "joints_deg"), f"joint target for arm {arm!r}: {why}", list(joints))
+                return
+            if node.skill in _SLOT_SKILLS:
+                st = cfg.stations.get(getattr(params, "station", None) or "")
+                if st is None or st.pattern is None:
+                    return
+                for k, x, y in slots(st):
+                    for z in (st.frame.z + h_lo, st.frame.z + h_hi + approach):
+                        why = why_not((x, y, z))
+                        if why:
+                            add(("stations", params.station, "frame"), f"case slot {k} at {_at((x, y, z))} is {why}")
+                            break
+                    else:
+                        continue
+                    break
+            else:
+                belt = node.devices.get("conveyor") or cfg.line.conveyor
+                if belt not in {d.name for d in cfg.devices}:
+                    return
+                bopts = _validated_options(cfg, belt, classes)
+                y = getattr(bopts, "y", None)
+                window = getattr(params, "window", None)
+                if y is None or window is None:
+                    return
+                x0, x1 = getattr(bopts, "x_start", None), getattr(bopts, "x_end", None)
+                if x0 is not None and x1 is not None and not (x0 <= window[0] and window[1] <= x1):
+                    add(path + ("with", "window"), f"the pick window lies off belt {belt!r} (it runs from x={x0:g} "
+                        f"to x={x1:g} m)", list(window))
+                    return
+                bz = float(getattr(params, "belt_z", 0.0))
+                for x in window:
+                    for z in (bz + h_lo, bz + h_hi + approach):
+                        p = (float(x), float(y), z)
+                        why = why_not(p)
+                        if why:
+                            add(path + ("with", "window"), f"pick point on belt {belt!r} at {_at(p)} is {why}",
+                                list(window))
+                            return
+            return
+        for key in ("sequence", "fallback", "parallel"):
+            kids = getattr(node, key, None)
+            if kids is not None:
+                for i, k in enumerate(kids):
+                    visit(k, path + (key, i))
+                return
+        for key in ("retry", "timeout", "repeat"):
+            kid = getattr(node, key, None)
+            if kid is not None:
+                visit(kid, path + (key,))
+
+    visit(cfg.process, ("process",))
+    # the "case full?" condition must count the slots of the case being filled: more, and places fail on a full
+    # case (trays missed); fewer, and half-filled cases are sealed
+    for path, n_slots, named in fill_checks:
+        sname = named if isinstance(named, str) else (next(iter(case_stations)) if len(case_stations) == 1 else None)
+        st = cfg.stations.get(sname) if sname is not None else None
+        if st is not None and st.pattern is not None and n_slots != st.pattern.rows * st.pattern.cols:
+            n = st.pattern.rows * st.pattern.cols
+            add(path + ("with", "slots"), f"the case holds {st.pattern.rows} x {st.pattern.cols} = {n} parts "
+                f"(stations.{sname}.pattern), not {n_slots} (leave slots out to count the pattern)", n_slots)
     return problems
 
 
@@ -601,9 +951,43 @@ def parse_cell(text: str, file: str = "<cell>", *, base_dir: Path | None = None)
                 where = ("products", name, "model")
                 problems.append(Problem(line=yamlsafe.line_for(lines, where), path=".".join(where), value=spec.model,
                                         message="no such model file (paths are relative to the cell file)"))
+            elif spec.model and not problems:
+                problems += _check_model_file(cfg, name, base_dir / spec.model, lines)
     if problems:
         raise CellFileError(file, _sorted(_drop_echoes(problems, non_finite)))
     return cfg
+
+
+def _check_model_file(cfg: CellConfig, name: str, path: Path, lines: dict) -> list[Problem]:
+    """A product's fitted model must load, and (in a simulated cell) fit the crops its camera will give it.
+
+    Otherwise the cell failed when it started (a file that is not a model) or every inspection failed
+    while it ran (a model fitted on images of another size).
+    """
+    from skills.vision import InspectionError, Inspector
+
+    where = ("products", name, "model")
+    line = yamlsafe.line_for(lines, where)
+    try:
+        ins = Inspector.load(path)
+    except InspectionError as e:
+        msg = str(e).removeprefix(f"{path}: ")
+        return [Problem(line=line, path=".".join(where), value=cfg.products[name].model, message=msg)]
+    except Exception as e:  # noqa: BLE001 - anything else a damaged file raises
+        return [Problem(line=line, path=".".join(where), value=cfg.products[name].model,
+                        message=f"cannot load the model ({e.__class__.__name__}: {e})")]
+    try:
+        from .vision_models import expected_crop_size
+
+        want = expected_crop_size(cfg)
+    except Exception:  # noqa: BLE001 - the camera's own problems are reported elsewhere
+        want = None
+    have = tuple(ins.meta.get("image_size") or ())
+    if want is not None and have and tuple(have) != tuple(want):
+        return [Problem(line=line, path=".".join(where), value=cfg.products[name].model,
+                        message=f"the model was fitted on {have[0]}x{have[1]} images, but this cell's camera "
+                                f"crops are {want[0]}x{want[1]} (fit it on crops from this camera)")]
+    return []
 
 
 def _drop_echoes(problems: list[Problem], non_finite: list[Problem]) -> list[Problem]:
@@ -630,7 +1014,7 @@ def load_cell(path: str | Path) -> CellConfig:
     """Read and validate a cell file. Raises CellFileError (also for unreadable files)."""
     p = Path(path)
     try:
-        text = yamlsafe.read(p)
+        text = yamlsafe.read(path if not str(path) else p)
     except yamlsafe.YamlError as e:
         raise CellFileError(str(path), [Problem(line=e.line, path=e.path, message=e.message)]) from None
     cfg = parse_cell(text, str(path), base_dir=p.resolve().parent)

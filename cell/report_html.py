@@ -32,14 +32,45 @@ class ReportError(Exception):
 
 
 # -- data ------------------------------------------------------------------------------------------
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    """A run directory's JSON file as a mapping; :class:`ReportError` naming the file when it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ReportError(f"{path}: cannot read {what} ({e.__class__.__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: {what} is not a JSON object ({type(data).__name__})")
+    return data
+
+
 def load_run(run_dir: Path, run_id: str | None = None) -> dict[str, Any]:
+    """Everything the report shows, read (read-only) from the run directory's store.
+
+    A damaged run directory (unreadable ``run.json``, a store that is not SQLite, lacks tables or holds
+    malformed rows) raises :class:`ReportError` naming the file; nothing is ever written to the store.
+    """
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: no such run directory" if not run_dir.exists()
+                          else f"{run_dir}: not a run directory (give the folder that holds run.json)")
     meta: dict[str, Any] = {}
     if (run_dir / "run.json").is_file():
-        meta = json.loads((run_dir / "run.json").read_text())
-    db = Path(meta.get("store") or run_dir / "cell.sqlite")
+        meta = _read_json(run_dir / "run.json", "run.json")
+    store = meta.get("store")
+    if store is not None and not isinstance(store, str):
+        raise ReportError(f"{run_dir / 'run.json'}: store: expected a file path, got {store!r}")
+    db = Path(store or run_dir / "cell.sqlite")
     if not db.is_file():
         raise ReportError(f"{run_dir}: no traceability store (looked for {db})")
+    try:
+        return _load_store(run_dir, db, meta, run_id)
+    except sqlite3.Error as e:
+        raise ReportError(f"{db}: unreadable traceability store ({e.__class__.__name__}: {e})") from None
+    except (ValueError, TypeError, KeyError, IndexError) as e:
+        raise ReportError(f"{db}: damaged traceability store ({e.__class__.__name__}: {e})") from None
+
+
+def _load_store(run_dir: Path, db: Path, meta: dict[str, Any], run_id: str | None) -> dict[str, Any]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     conn.row_factory = sqlite3.Row
     try:
@@ -61,12 +92,18 @@ def load_run(run_dir: Path, run_id: str | None = None) -> dict[str, Any]:
     finally:
         conn.close()
     run_meta = json.loads(run["meta"] or "{}")
-    report_json = {}
+    report_json: dict[str, Any] = {}
     if (run_dir / "report.json").is_file():
         try:
-            report_json = json.loads((run_dir / "report.json").read_text())
-        except ValueError:
-            pass
+            report_json = _read_json(run_dir / "report.json", "report.json")
+        except ReportError:
+            pass  # the store is the record; report.json only adds the run length
+    if not isinstance(report_json.get("oee"), dict):
+        report_json.pop("oee", None)
+    try:
+        float(report_json.get("sim_seconds") or 0.0)
+    except (TypeError, ValueError):
+        report_json.pop("sim_seconds", None)
     design = float(meta.get("design_speed_ppm") or run_meta.get("design_speed_ppm")
                    or (report_json.get("oee") or {}).get("design_speed_ppm") or 0.0)
     times = [s["t"] for s in states] + [p[k] for p in parts for k in ("closed_at", "arrival") if p.get(k) is not None]
@@ -344,9 +381,24 @@ cell time {end:.0f} s · store {_esc(data['db'])}</p>
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None, run_id: str | None = None) -> Path:
-    data = load_run(Path(run_dir), run_id)
     path = Path(out) if out is not None else Path(run_dir) / "report.html"
-    path.write_text(build_html(data), encoding="utf-8")
+    if path.is_dir():
+        raise ReportError(f"{path}: is a folder; give a file name for the HTML report")
+    data = load_run(Path(run_dir), run_id)
+    keep = {Path(data["db"]).resolve(), (Path(run_dir) / "run.json").resolve(), (Path(run_dir) / "report.json").resolve()}
+    if path.resolve() in keep:
+        raise ReportError(f"{path}: would overwrite the run's records; give another file name")
+    try:
+        html = build_html(data)
+    except (ValueError, TypeError, KeyError, IndexError, ZeroDivisionError) as e:
+        raise ReportError(f"{data['db']}: damaged traceability store ({e.__class__.__name__}: {e})") from None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(html, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as e:
+        raise ReportError(f"{path}: cannot write the report ({e.strerror or e.__class__.__name__})") from None
     return path
 
 

@@ -96,6 +96,24 @@ def _rules_for(spec: Any, appearance: Any) -> ProductRules:
     return ProductRules(**{**base, **(spec.rules or {})})
 
 
+def expected_crop_size(cfg: CellConfig) -> tuple[int, int] | None:
+    """(width, height) of the crops the inspect skill will hand the models in this simulated cell (its sim
+    camera, its ROI), or None when that cannot be known before the cell runs (no simulated camera)."""
+    from sim.devices import SimCamera, top_down_calibration
+
+    cam = _inspection_camera(cfg)
+    if cam is None:
+        return None
+    c = SimCamera.Config.model_validate(cam.options)
+    ip = _inspect_params(cfg)
+    sizes = _product_sizes(cfg)
+    roi = tuple(ip.get("roi_m") or default_roi_m(sizes))
+    plane_z = float(ip["plane_z"]) if ip.get("plane_z") is not None else default_plane_z(sizes)
+    cal = top_down_calibration(c.x, c.y, c.plane_z, c.height_m, c.width, c.height, c.mm_per_px)
+    x0, y0, x1, y1 = roi_box(cal, float(c.x), float(c.y), roi, plane_z, (c.height, c.width))
+    return x1 - x0, y1 - y0
+
+
 def prepare_inspectors(cfg: CellConfig, *, n_good: int | None = None, log: Any = None) -> dict[str, Inspector]:
     """Product name → fitted :class:`Inspector` (loaded, cached or freshly fitted)."""
     out: dict[str, Inspector] = {}

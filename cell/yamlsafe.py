@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import math
+import stat
 from pathlib import Path as _FsPath
 from typing import Any
 
@@ -68,10 +69,15 @@ def decode(data: bytes) -> str:
 
 def read(path: str | _FsPath, max_bytes: int = MAX_BYTES) -> str:
     """Read a YAML file as text: size-limited, decoded by :func:`decode`; :class:`YamlError` on any problem."""
+    if not str(path):
+        raise YamlError(0, "(file)", "no file name given")
     p = _FsPath(path)
     try:
         if p.is_dir():
             raise YamlError(0, "(file)", "cannot read: is a directory")
+        if p.exists() and not stat.S_ISREG(p.stat().st_mode):
+            # a named pipe would block the read forever; a device is not a configuration
+            raise YamlError(0, "(file)", "cannot read: not a regular file (a pipe, socket or device)")
         with open(p, "rb") as fh:
             data = fh.read(max_bytes + 1)
     except OSError as e:

@@ -305,6 +305,12 @@ class _SubHandler:
 class OpcuaMachine(Machine, kind="opcua.machine"):
     """A PackML machine over OPC UA (see the module docstring)."""
 
+    @classmethod
+    def sim_server(cls, config: "OpcuaMachine.Config") -> tuple[str, str] | None:
+        """(simulated server profile, options key) when ``simulate: true``: the composition root validates
+        ``config.sim`` against the profile's options model (this driver does not import :mod:`sim`)."""
+        return ("opcua.sealer", "sim") if config.simulate else None
+
     class Config(DeviceConfig):
         endpoint: str | None = Field(None, description="opc.tcp://host:port/path (not with simulate)")
         simulate: bool = Field(False, description="sim profile: the cell starts the simulated server")

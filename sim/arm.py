@@ -147,9 +147,8 @@ class SimArm(Arm, kind="sim.arm"):
 
     config: Config
 
-    def __init__(self, name: str, config: Config, ctx: DeviceContext) -> None:
-        super().__init__(name, config, ctx)
-        c = config
+    @staticmethod
+    def _model_for(c: "SimArm.Config") -> kin.RobotModel:
         model = kin.MODELS[c.model].with_tool_z(c.tool_z)
         if c.joint_limits_deg is not None:
             lim = model.limits
@@ -162,6 +161,43 @@ class SimArm(Arm, kind="sim.arm"):
                     jerk=lim.jerk,
                 )
             )
+        return model
+
+    @classmethod
+    def target_problem(cls, config: "SimArm.Config", x: float, y: float, z: float) -> str | None:
+        """Why a tool-down TCP target at cell point (x, y, z) has no IK solution within the joint limits, or
+        None.  Static (no device is built): ``axcell check`` calls it for the places the handling skills go.
+        Any tool yaw will do (trays arrive turned), so only a point no yaw reaches is refused."""
+        model = cls._model_for(config)
+        base = kin.base_transform(*config.base)
+        seed = list(config.home) if config.home is not None else list(model.home)
+        why = None
+        for yaw in (0.0, math.pi / 2, math.pi, -math.pi / 2):
+            try:
+                kin.ik(model, Pose(x, y, z, math.pi, 0.0, yaw).matrix(), seed, base=base)
+                return None
+            except UnreachableError as e:
+                why = why or str(e)
+            except ValueError as e:
+                return str(e)
+        return why
+
+    @classmethod
+    def joints_problem(cls, config: "SimArm.Config", q: list[float]) -> str | None:
+        """Why a joint target (rad) is malformed or outside the joint limits, or None (static, like
+        :meth:`target_problem`)."""
+        model = cls._model_for(config)
+        if len(q) != model.dof:
+            return f"expected {model.dof} joint values for {config.model}, got {len(q)}"
+        for name, v, lo, hi in zip(model.joint_names, q, model._lo, model._hi):
+            if not lo - 1e-9 <= v <= hi + 1e-9:
+                return f"{name} = {math.degrees(v):g}° is outside [{math.degrees(lo):g}°, {math.degrees(hi):g}°]"
+        return None
+
+    def __init__(self, name: str, config: Config, ctx: DeviceContext) -> None:
+        super().__init__(name, config, ctx)
+        c = config
+        model = self._model_for(c)
         self.model: kin.RobotModel = model
         self.T_cell_base = kin.base_transform(*c.base)
         self._workspace = Box(tuple(c.workspace.min), tuple(c.workspace.max)) if c.workspace else None

@@ -27,6 +27,14 @@ from . import arm as _arm  # noqa: F401  (registers sim.arm)
 from .faults import FaultHooks
 from .world import Belt, Eye, World
 
+# cell-frame coordinates (m): a cell is a few metres across (the arm's base is bounded the same way); a belt
+# or camera at 1e30 m passes float checks but breaks the geometry (NaN in the renderer, empty crops)
+CELL_M = 50.0
+
+
+def _coord(default: Any = ..., description: str | None = None) -> Any:
+    return Field(default, ge=-CELL_M, le=CELL_M, description=description)
+
 
 def _world(ctx: DeviceContext, name: str) -> World:
     world = ctx.resources.get("world")
@@ -49,12 +57,12 @@ class SimConveyor(Conveyor, _SimDevice, kind="sim.conveyor"):
     """A belt with an encoder; its geometry is in the cell frame (metres)."""
 
     class Config(DeviceConfig):
-        x_start: float = Field(-1.2, description="low-x end of the belt (m); upstream when flow is +x")
-        x_end: float = Field(1.2, description="high-x end (m); downstream when flow is +x. Parts that pass the "
+        x_start: float = _coord(-1.2, description="low-x end of the belt (m); upstream when flow is +x")
+        x_end: float = _coord(1.2, description="high-x end (m); downstream when flow is +x. Parts that pass the "
                                               "downstream end fall into the reject bin")
         flow: Literal["+x", "-x"] = Field("+x", description="the way the belt carries parts along the cell x axis")
-        y: float = Field(0.6, description="belt centre line (m)")
-        z: float = Field(0.0, description="belt surface height (m)")
+        y: float = _coord(0.6, description="belt centre line (m)")
+        z: float = _coord(0.0, description="belt surface height (m)")
         width: float = Field(0.4, gt=0, le=3)
         speed: float = Field(0.2, gt=0, le=2.0, description="nominal speed (m/s)")
         max_speed: float = Field(1.0, gt=0, le=5.0)
@@ -113,7 +121,7 @@ class ChannelConfig(DeviceConfig):
 
 class EyeConfig(DeviceConfig):
     conveyor: str = Field(description="sim.conveyor device the beam crosses")
-    x: float = Field(description="cell-frame x of the beam (m)")
+    x: float = _coord(description="cell-frame x of the beam (m)")
 
 
 ChannelConfig.model_rebuild()
@@ -332,9 +340,9 @@ class SimCamera(Camera, _SimDevice, kind="sim.camera"):
     """A top-down camera that renders the trays under it."""
 
     class Config(DeviceConfig):
-        x: float = Field(description="optical axis position on the belt plane (m)")
-        y: float
-        plane_z: float = Field(0.0, description="height of the imaged plane (belt surface)")
+        x: float = _coord(description="optical axis position on the belt plane (m)")
+        y: float = _coord()
+        plane_z: float = _coord(0.0, description="height of the imaged plane (belt surface)")
         height_m: float = Field(0.8, gt=0.05, le=5)
         width: int = Field(512, ge=64, le=4096)
         height: int = Field(410, ge=64, le=4096)

@@ -48,12 +48,11 @@ from typing import Any
 import numpy as np
 from asyncua import Server, ua
 from asyncua.server.user_managers import UserManager
-from pydantic import Field
 
 from drivers.clock import Clock, WallClock
 from drivers.opcua_aspace import AddressSpaceWriter
 
-from .devices import SimMachine
+from .sim_servers import SealerParams  # defined without asyncua, so `axcell check` can validate the options
 
 log = logging.getLogger("axcell.sim.opcua_sealer")
 
@@ -81,11 +80,6 @@ SC = {"Resetting": "Idle", "Starting": "Execute", "Completing": "Complete", "Hol
 COMMANDS = ("Reset", "Start", "Stop", "Hold", "Unhold", "Suspend", "Unsuspend", "Abort", "Clear")
 
 
-class SealerParams(SimMachine.Config):
-    """The twin's behaviour: the in-process twin's options, plus PackML acting and telemetry timing."""
-
-    acting_time_s: float = Field(0.0, ge=0, le=60, description="duration of each acting state but Execute")
-    telemetry_period_s: float = Field(0.0, ge=0, le=60, description="resample live telemetry (0: on events only)")
 
 
 # (signal, NodeId string, variant type) — the machine's variables

@@ -17,9 +17,27 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import BaseModel, Field
+
+from .devices import SimMachine
+
 SimServerFactory = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 
 PROFILES = ("opcua.sealer",)
+
+
+class SealerParams(SimMachine.Config):
+    """The sealer twin's behaviour: the in-process twin's options, plus PackML acting and telemetry timing."""
+
+    acting_time_s: float = Field(0.0, ge=0, le=60, description="duration of each acting state but Execute")
+    telemetry_period_s: float = Field(0.0, ge=0, le=60, description="resample live telemetry (0: on events only)")
+
+
+def options_model(profile: str) -> type[BaseModel]:
+    """The options model of a simulated server profile (validated by ``axcell check``, before any server starts)."""
+    if profile == "opcua.sealer":
+        return SealerParams
+    raise ValueError(f"no simulated server profile {profile!r} (known: {', '.join(PROFILES)})")
 
 
 def server_factory(world: Any, *, host: str = "127.0.0.1") -> SimServerFactory:

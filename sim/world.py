@@ -70,7 +70,7 @@ class OperatorConfig(_Model):
 class WorldConfig(_Model):
     """The cell file's ``sim:`` section."""
 
-    seed: int = Field(1, ge=0)
+    seed: int = Field(1, ge=0, le=2**63 - 1, description="random seed (stored as a 64-bit integer)")
     infeed: InfeedConfig
     defect_rates: dict[Literal[DEFECT_KINDS], float] = Field(default_factory=dict)  # type: ignore[valid-type]
     lighting: LightingConfig = Field(default_factory=LightingConfig)

@@ -81,9 +81,13 @@ class SkillResult:
 
 
 class SkillParams(BaseModel):
-    """Base of every skill's parameter model (unknown keys refused)."""
+    """Base of every skill's parameter model (unknown keys and NaN/infinite numbers refused).
 
-    model_config = ConfigDict(extra="forbid")
+    NaN passes every ``ge``/``le`` bound check (all comparisons are false), so without this a NaN pose or
+    speed would reach the device; refusing it here fails the skill at its precondition, before anything moves.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 Feedback = Callable[[float, str], None]

@@ -226,6 +226,36 @@ def test_damaged_or_foreign_models_are_one_line_errors(model, data, tmp_path, ca
     assert json.loads((tmp_path / "o.json").read_text())["results"][0]["error"].startswith("inspection failed")
 
 
+@pytest.mark.parametrize("key", ["bank", "feat_inv", "pix_med"])
+def test_model_with_non_finite_values_is_refused(model, data, tmp_path, capsys, key):
+    # NaN in the fitted statistics makes every comparison false: defective trays passed as good, exit 0
+    path, _ = model
+    z = dict(np.load(path))
+    z[key] = np.full_like(z[key], np.nan) if key != "pix_med" else np.where(z[key] > 0, np.inf, z[key])
+    np.savez(tmp_path / "nan.npz", **z)
+    rc = cli_vision.main(["inspect", "--model", str(tmp_path / "nan.npz"), str(data / "test"),
+                          "--json", str(tmp_path / "o.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"NaN or infinite values in {key!r}" in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_a_cell_whose_model_does_not_fit_its_camera_is_refused_by_check(model, tmp_path, capsys):
+    # a model fitted on 480x384 frames in a cell whose camera crops 294x259: check said ok, and then every
+    # inspection of the run crashed ("image is 294x259, the model was fitted on 480x384")
+    import shutil
+
+    path, _ = model
+    shutil.copy(path, tmp_path / "salad.npz")
+    cell = tmp_path / "cell.yaml"
+    cell.write_text((ROOT / "launch" / "packaging_cell.yaml").read_text().replace(
+        "    appearance: kimchi", "    appearance: kimchi\n    model: salad.npz", 1))
+    assert axcell_main(["check", str(cell)]) == 2
+    err = capsys.readouterr().err
+    assert f"{cell}:15: products.kimchi_tray.model: the model was fitted on 480x384 images, but this cell's camera " \
+           f"crops are 294x259" in err, err
+
+
 def test_outputs_are_checked_before_work_and_never_clobber_inputs(model, data, tmp_path, capsys):
     path, _ = model
     before = path.read_bytes()

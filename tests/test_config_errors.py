@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -43,6 +44,10 @@ EXPECTED = {
     "bad_name.yaml": (6, "cell.name", "should match pattern"),
     "empty.yaml": (1, "(top)", "must be a mapping"),
     "not_a_mapping.yaml": (1, "(top)", "must be a mapping"),
+    "case_outside_workspace.yaml": (50, "stations.case_out.frame",
+                                    "case slot 2 at (1.450, -0.125, 0.045) m is outside the workspace of arm 'robot'"),
+    "tray_too_small.yaml": (11, "products.bulgogi_tray.size_mm", "tray too small for its look (beef_bulgogi: label_box"),
+    "pattern_overlap.yaml": (51, "stations.case_out.pattern.pitch_mm", "trays would overlap"),
 }
 
 
@@ -166,6 +171,59 @@ MUTANTS = {  # name → (text, line, field path, words)
     "bad_rules": (_mutate("appearance: kimchi", "appearance: kimchi\n    rules: {fill_range: [0.9, 0.1]}"), 15,
                   "products.kimchi_tray.rules.fill_range", "min < max"),
     "top_list": ("- cell\n- devices\n", 1, "(top)", "must be a mapping"),
+    "pick_window_off_belt": (_mutate("window: [0.15, 0.85]", "window: [0.15, 1.6]"), 83,
+                             "process.parallel.1.repeat.sequence.1.with.window",
+                             "the pick window lies off belt 'infeed' (it runs from x=-1.2 to x=1.2 m)"),
+    "pick_outside_workspace": (_mutate("max: [1.3, 1.0, 1.0]", "max: [1.3, 0.5, 1.0]"), 83,
+                               "process.parallel.1.repeat.sequence.1.with.window",
+                               "pick point on belt 'infeed' at (0.150, 0.600, 0.045) m is outside the workspace"),
+    "camera_off_belt": (_mutate("{x: -0.5, y: 0.6, height_m: 0.8,", "{x: -0.5, y: 1.6, height_m: 0.8,"), 36,
+                        "devices.4.options", "camera 'top_camera' sees x -0.730..-0.270, y 1.416..1.784 m, which misses"),
+    "camera_far_away": (_mutate("{x: -0.5, y: 0.6, height_m: 0.8,", "{x: 1.0e+30, y: 0.6, height_m: 0.8,"), 36,
+                        "devices.4.options.x", "less than or equal to 50"),
+    "eye_off_belt": (_mutate("photo_eye: {conveyor: infeed, x: -0.405}", "photo_eye: {conveyor: infeed, x: -2.5}"), 32,
+                     "devices.3.options.channels.infeed_eye.photo_eye.x", "the photo-eye is off the belt"),
+    "spawn_off_belt": (_mutate("spawn_x: -1.1", "spawn_x: -3"), 93, "sim.infeed.spawn_x",
+                       "trays would appear off the belt (belt 'infeed' runs from x=-1.2 to x=1.2 m) (-3.0)"),
+    "pick_beyond_reach": (_mutate("model: ur10e", "model: ur5e"), 49, "stations.case_out.frame",
+                          "is out of the reach of arm 'robot' (0.959 m from its base, reach 0.850 m)"),
+    "workspace_below_trays": (_mutate("max: [1.3, 1.0, 1.0]", "max: [1.3, 1.0, 0.0]"), 49, "stations.case_out.frame",
+                              "(z 0.045 not in [-0.05, 0])"),
+    "tiny_tray": (_mutate("size_mm: [190, 140, 45]", "size_mm: [1, 2, 3]"), 10, "products.bulgogi_tray.size_mm",
+                  "length_mm: Input should be greater than 10"),
+    "huge_sim_seed": (_mutate("  seed: 1\n", "  seed: 99999999999999999999\n"), 88, "sim.seed",
+                      "less than or equal to 9223372036854775807"),
+    "sim_server_option": (_mutate("cycle_time_s: 1.5", "cycle_time_s: fast"), 41,
+                          "devices.5.options.sim.cycle_time_s", "valid number"),
+    "sim_server_unknown_option": (_mutate("jam_probability: 0.01}", "jam_probability: 0.01, jam_rate: 2}"), 41,
+                                  "devices.5.options.sim.jam_rate", "unknown key"),
+    "recipe_too_fast": (_mutate("conveyor_speed: 0.2}", "conveyor_speed: 4.9}"), 60, "recipes.default.conveyor_speed",
+                        "faster than belt 'infeed' can run (max_speed 1 m/s) (4.9)"),
+    "station_machine_is_a_belt": (_mutate("    machine: sealer", "    machine: infeed"), 51, "stations.case_out.machine",
+                                  "device is a conveyor, not a machine ('infeed')"),
+    "exit_off_belt": (_mutate("exit_x: 1.2", "exit_x: -5"), 56, "line.exit_x", "the exit must lie on the belt"),
+    "camera_too_narrow": (_mutate("mm_per_px: 0.9}", "mm_per_px: 0.02}"), 36, "devices.4.options",
+                          "camera 'top_camera' sees 10 x 8 mm (width, height x mm_per_px): too small for the largest"),
+    "skill_timeout_huge": (_mutate("          - skill: reject_decision\n",
+                                   "          - {skill: reject_decision, timeout_s: 1.0e+300}\n"), 72,
+                           "process.parallel.0.repeat.sequence.2.timeout_s", "less than or equal to 86400"),
+    "case_on_the_robot_base": (_mutate("    frame: {x: 0.75, y: -0.05, z: 0.0, yaw_deg: 0}",
+                                       "    frame: {x: 0.0, y: -0.05, z: 0.0, yaw_deg: 0}"), 49,
+                               "stations.case_out.frame", "is unreachable for arm 'robot' (TCP target"),
+    "move_outside_workspace": (_mutate("          - skill: reject_decision\n", "          - skill: reject_decision\n"
+                                       "          - {skill: move, with: {pose: {x: 5, y: 0, z: 0.3}}}\n"), 73,
+                               "process.parallel.0.repeat.sequence.3.with.pose",
+                               "target (5.000, 0.000, 0.300) m is outside the workspace of arm 'robot'"),
+    "move_joints_beyond_limits": (_mutate("          - skill: reject_decision\n", "          - skill: reject_decision\n"
+                                          "          - {skill: move, with: {joints_deg: [720, -90, 90, 0, 0, 0]}}\n"),
+                                  73, "process.parallel.0.repeat.sequence.3.with.joints_deg",
+                                  "shoulder_pan_joint = 720° is outside [-360°, 360°]"),
+    "move_joints_count": (_mutate("          - skill: reject_decision\n", "          - skill: reject_decision\n"
+                                  "          - {skill: move, with: {joints_deg: [0, -90, 90, 0, 0]}}\n"),
+                          73, "process.parallel.0.repeat.sequence.3.with.joints_deg", "expected 6 joint values"),
+    "case_slots_mismatch": (_mutate("pattern: {rows: 2, cols: 3,", "pattern: {rows: 1, cols: 3,"), 79,
+                            "process.parallel.1.repeat.sequence.0.fallback.0.with.slots",
+                            "the case holds 1 x 3 = 3 parts (stations.case_out.pattern), not 6 (leave slots out"),
     "tab_indent": (_mutate("  name: packaging_cell", "\tname: packaging_cell"), 5, "(syntax)", "'\\t'"),
 }
 
@@ -226,7 +284,8 @@ def test_missing_model_file_is_found_by_check(tmp_path: Path, capsys: pytest.Cap
     assert f"{f}:15: products.kimchi_tray.model: no such model file" in capsys.readouterr().err
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / "kimchi.npz").write_bytes(b"PK")
-    assert main(["check", str(f)]) == 0
+    assert main(["check", str(f)]) == 2  # the file is there now, but it is no model: said by check, not at run
+    assert f"{f}:15: products.kimchi_tray.model: not an inspector model" in capsys.readouterr().err
 
 
 def test_a_flood_of_problems_is_capped(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
@@ -249,3 +308,23 @@ def test_merge_keys_may_be_overridden_but_keys_not_repeated():
     with pytest.raises(CellFileError) as ei:
         parse_cell(text.replace("kind: pick, frame", "kind: pick, kind: pick, frame"), "merge.yaml")
     assert "duplicate key 'kind'" in ei.value.problems[0].message
+
+
+@pytest.mark.timeout(30)
+def test_pipes_devices_and_empty_names_are_refused_without_blocking(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    # a named pipe used to block `axcell check` forever (open + read waits for a writer)
+    fifo = tmp_path / "cell.yaml"
+    os.mkfifo(fifo)
+    assert main(["check", str(fifo)]) == 2
+    assert f"{fifo}:0: (file): cannot read: not a regular file" in capsys.readouterr().err
+    assert main(["check", os.devnull]) == 2
+    assert "not a regular file" in capsys.readouterr().err
+    assert main(["check", ""]) == 2
+    assert ":0: (file): no file name given" in capsys.readouterr().err
+    # the vision model too (np.load on a pipe blocks the same way)
+    from cell import cli_vision
+
+    img = tmp_path / "a.png"
+    img.write_bytes(b"\x89PNG")
+    assert cli_vision.main(["inspect", "--model", str(fifo), str(img), "--json", str(tmp_path / "o.json")]) == 2
+    assert "not a regular file" in capsys.readouterr().err

@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Path as PathParam, Query, Request, WebSocket
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
@@ -106,6 +108,21 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+def _json_safe(v: Any, depth: int = 0) -> Any:
+    """``v`` with NaN/infinities and non-JSON objects turned into strings (bounded depth)."""
+    if depth > 20:
+        return "..."
+    if isinstance(v, float):
+        return v if math.isfinite(v) else str(v)
+    if v is None or isinstance(v, (str, int, bool)):
+        return v
+    if isinstance(v, dict):
+        return {str(k): _json_safe(x, depth + 1) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_json_safe(x, depth + 1) for x in v]
+    return str(v)
+
+
 # -- the app -------------------------------------------------------------------------------------------
 def create_app(cell: "Cell", *, token: str | None, open_reads: bool = True) -> FastAPI:
     """The API for ``cell`` (its ``operations`` attribute, set by the session, gives store and OEE)."""
@@ -119,6 +136,12 @@ def create_app(cell: "Cell", *, token: str | None, open_reads: bool = True) -> F
     app.state.cell, app.state.hub, app.state.feed, app.state.trend = cell, hub, feed, trend
     app.state.closing = asyncio.Event()
     app.state.auth_failures = 0
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422 with the problems; values echoed back are made JSON-safe (a body ``{"command": NaN}`` is
+        valid to Python's parser but cannot be rendered as JSON: FastAPI's own handler answered 500)."""
+        return JSONResponse(status_code=422, content={"detail": _json_safe(exc.errors())})
 
     def audit(action: str, ok: bool, actor: str, detail: str) -> None:
         if ops is not None:

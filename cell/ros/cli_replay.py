@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,27 +17,41 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from .record import read_bag
+    from ..cliargs import UserError
+    from .record import BagError, read_bag
 
     if not args.file.is_file():
-        from ..cliargs import UserError
-
-        raise UserError(f"no such file: {args.file}", 2)
+        raise UserError(f"no such file: {args.file}" if not args.file.exists() else f"{args.file}: not a file", 2)
     last_status = None
     n = 0
-    for topic, t, msg in read_bag(args.file):
-        if topic.endswith("/parts"):
-            n += 1
-            ev = {"t": round(t, 3), "part": msg.part_id, "variant": msg.variant, "verdict": msg.verdict,
-                  "outcome": msg.outcome, "defects": list(msg.defects), "case": msg.case_id, "slot": msg.slot}
-            if args.json:
-                print(json.dumps(ev))
-            else:
-                extra = f" case {msg.case_id} slot {msg.slot}" if msg.outcome == "packed" else (
-                    f" ({', '.join(msg.defects)})" if msg.defects else "")
-                print(f"{t:9.2f} s  {msg.part_id:<10} {msg.variant:<14} {msg.verdict:<10} {msg.outcome}{extra}")
-        elif topic.endswith("/status"):
-            last_status = msg
+    try:
+        for topic, t, msg in read_bag(args.file):
+            last_status = _show(args, topic, t, msg, last_status)
+            n += topic.endswith("/parts")
+    except BagError as e:
+        if not e.messages:
+            raise UserError(f"{args.file}: {e}", 2) from None
+        print(f"axcell: warning: {args.file}: {e}", file=sys.stderr)  # what was read is shown above
+    return _final(args, last_status, n)
+
+
+def _show(args: argparse.Namespace, topic: str, t: float, msg: Any, last_status: Any) -> Any:
+    """Print one part event (or remember the latest cell status); returns the latest status."""
+    if topic.endswith("/parts"):
+        ev = {"t": round(t, 3), "part": msg.part_id, "variant": msg.variant, "verdict": msg.verdict,
+              "outcome": msg.outcome, "defects": list(msg.defects), "case": msg.case_id, "slot": msg.slot}
+        if args.json:
+            print(json.dumps(ev))
+        else:
+            extra = f" case {msg.case_id} slot {msg.slot}" if msg.outcome == "packed" else (
+                f" ({', '.join(msg.defects)})" if msg.defects else "")
+            print(f"{t:9.2f} s  {msg.part_id:<10} {msg.variant:<14} {msg.verdict:<10} {msg.outcome}{extra}")
+    elif topic.endswith("/status"):
+        last_status = msg
+    return last_status
+
+
+def _final(args: argparse.Namespace, last_status: Any, n: int) -> int:
     if last_status is None:
         print(f"{args.file}: no cell status recorded ({n} part events)")
         return 1

@@ -156,15 +156,51 @@ class Recorder:
 
 # --------------------------------------------------------------------------- reading back
 
+class BagError(Exception):
+    """An MCAP file that cannot be read (to its end); ``messages`` were yielded before the problem."""
+
+    def __init__(self, message: str, messages: int = 0) -> None:
+        super().__init__(message)
+        self.messages = messages
+
+
 def read_bag(path: str | Path, topics: list[str] | None = None):
-    """Yield (topic, log_time_s, decoded message) from an MCAP written by :class:`Recorder`."""
-    from mcap.reader import make_reader
+    """Yield (topic, log_time_s, decoded message) from an MCAP written by :class:`Recorder`.
+
+    A recording cut short (the run was killed before the MCAP summary was written) is read record by
+    record up to the damage, so nothing recorded is lost; then :class:`BagError` says where it stopped.
+    A file that is not MCAP at all raises :class:`BagError` before yielding anything.
+    """
+    from mcap.reader import NonSeekingReader, make_reader
     from mcap_ros2.decoder import DecoderFactory
 
-    with open(path, "rb") as f:
-        reader = make_reader(f, decoder_factories=[DecoderFactory()])
-        for _schema, channel, message, decoded in reader.iter_decoded_messages(topics=topics):
-            yield channel.topic, message.log_time / 1e9, decoded
+    n = 0
+    try:
+        with open(path, "rb") as f:
+            reader = make_reader(f, decoder_factories=[DecoderFactory()])
+            for _schema, channel, message, decoded in reader.iter_decoded_messages(topics=topics):
+                n += 1
+                yield channel.topic, message.log_time / 1e9, decoded
+        return
+    except OSError as e:
+        raise BagError(f"cannot read: {e.strerror or e}", n) from None
+    except Exception as e:  # noqa: BLE001 - the mcap readers raise McapError, struct.error, EOFError, ...
+        first = e
+    if n:
+        raise BagError(f"damaged after {n} messages ({first.__class__.__name__}: {first})", n)
+    # no summary (a run that was killed): stream the records that are there, in file order
+    try:
+        with open(path, "rb") as f:
+            reader = NonSeekingReader(f, decoder_factories=[DecoderFactory()])
+            for _schema, channel, message, decoded in reader.iter_decoded_messages(topics=topics,
+                                                                                   log_time_order=False):
+                n += 1
+                yield channel.topic, message.log_time / 1e9, decoded
+    except Exception as e:  # noqa: BLE001
+        if not n:
+            raise BagError(f"not a readable MCAP recording ({first.__class__.__name__}: {first})") from None
+        raise BagError(f"the recording ends early after {n} messages (the run was cut short or the file is "
+                       f"damaged: {e.__class__.__name__})", n) from None
 
 
 def summary(path: str | Path) -> dict[str, Any]:

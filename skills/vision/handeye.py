@@ -42,7 +42,7 @@ METHODS: tuple[str, ...] = ("shah", "li", "tsai", "park", "horaud", "andreff", "
 class BoardSpec(BaseModel):
     """A ChArUco board: squares across × down, square and marker side (m), ArUco dictionary."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     squares_x: int = Field(7, ge=3, le=40)
     squares_y: int = Field(5, ge=3, le=40)
     square_m: float = Field(0.020, gt=0.001, le=0.5)

@@ -1151,6 +1151,13 @@ class Inspector:
     def load(cls, path: str | Path) -> "Inspector":
         p = Path(path)
         try:
+            with open(p, "rb") as fh:
+                if fh.read(2) != b"PK":  # np.load would try to unpickle anything else (refused, confusingly)
+                    raise InspectionError(f"{p}: not an inspector model (not an .npz archive; write one with "
+                                          f"`axcell vision fit`)")
+        except OSError:
+            pass  # reported by np.load below, as before
+        try:
             with np.load(p, allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
         except FileNotFoundError:
@@ -1168,6 +1175,10 @@ class Inspector:
         if header.get("version") != MODEL_VERSION:
             raise InspectionError(f"{p}: model version {header.get('version')} is not supported "
                                   f"(this build reads version {MODEL_VERSION}); refit the model")
+        for k, a in arrays.items():
+            if a.dtype.kind in "fc" and not np.isfinite(a).all():
+                # a fitted model never holds them; with them every comparison is false and defects pass as good
+                raise InspectionError(f"{p}: damaged inspector model (NaN or infinite values in {k!r}); refit it")
         try:
             obj = cls(**header["params"])
             obj.meta = header["meta"]

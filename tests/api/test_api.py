@@ -183,6 +183,19 @@ async def test_big_bodies_get_413(live: Live) -> None:
     assert live.cell.fsm.state.label == "Stopped"
 
 
+@pytest.mark.parametrize("body", [b'{"command": NaN}', b'{"command": Infinity}', b'{"command": -Infinity}',
+                                  b'{"command": [NaN, {"x": Infinity}]}', b'{"command": "reset", "x": NaN}'])
+async def test_non_finite_json_numbers_get_422_not_500(live: Live, body: bytes) -> None:
+    # Python's JSON parser accepts NaN/Infinity; echoing them back in the 422 made the error handler fail (500)
+    for path in ("/api/cell/command", "/api/alarms/1/ack"):
+        r = await live.client.post(path, content=body.replace(b"command", b"by") if "ack" in path else body,
+                                   headers=H | {"content-type": "application/json"})
+        assert r.status_code == 422, (path, body, r.status_code, r.text)
+        detail = r.json()["detail"]
+        assert detail and all("loc" in d and "msg" in d for d in detail)
+    assert live.cell.fsm.state.label == "Stopped"
+
+
 @pytest.mark.parametrize("path", [
     "/api/parts/..%2F..%2F..%2Fetc%2Fpasswd/image",
     "/api/parts/%2e%2e/image",
