@@ -456,69 +456,75 @@ def _check_sim_server(cls: type, opts: Any, i: int, data: dict, lines: dict) -> 
 
 
 def _check_products(data: dict, lines: dict, cfg: "CellConfig") -> list[Problem]:
-    """Each product's simulator look (preset name or parameters) and vision rules (``ProductRules``)."""
+    """Each product's simulator look (preset name or parameters) and vision rules (``ProductRules``).
+
+    The look is checked as the simulator draws it (``runtime.product_appearance``): sized by ``size_mm``,
+    a preset's (or the default) label shrunk to fit the tray, an explicit label kept as given.  A tray too
+    small for its look, or an explicit label that does not fit on it, would otherwise only fail when the
+    cell starts.
+    """
     problems: list[Problem] = []
-    if not any(p.appearance is not None or p.rules for p in cfg.products.values()):
+    if cfg.sim is None and not any(p.appearance is not None or p.rules for p in cfg.products.values()):
         return problems
     from sim import render
     from skills.vision.rules import ProductRules
 
+    from .runtime import product_appearance
+
     for name, spec in cfg.products.items():
-        base: dict[str, Any] = {}
+        base: dict[str, Any] | None = {}
         app = spec.appearance
         where = ("products", name, "appearance")
-        if isinstance(app, str):
-            if app not in render.PRODUCTS:
-                known = ", ".join(sorted(render.PRODUCTS))
-                problems.append(Problem(line=yamlsafe.line_for(lines, where), path=".".join(where), value=app,
-                                        message=f"unknown appearance (built-ins: {known})"))
-            else:
-                base = render.PRODUCTS[app].inspection_rules()
+        if isinstance(app, str) and app not in render.PRODUCTS:
+            known = ", ".join(sorted(render.PRODUCTS))
+            problems.append(Problem(line=yamlsafe.line_for(lines, where), path=".".join(where), value=app,
+                                    message=f"unknown appearance (built-ins: {known})"))
+            base = None
         elif isinstance(app, dict):
             try:
-                base = render.ProductAppearance.model_validate({"name": name, **app}).inspection_rules()
+                render.ProductAppearance.model_validate({"name": name, **app})
             except ValidationError as e:
                 problems += _problems_from(e, data, lines, where)
+                base = None
+        if base is not None and (cfg.sim is not None or app is not None or spec.rules):
+            size_at = ("products", name, "size_mm")
+            look_name = app if isinstance(app, str) else name if isinstance(app, dict) else next(iter(render.PRODUCTS))
+
+            def too_small(e: ValidationError) -> Problem:
+                err = e.errors(include_url=False)[0]
+                field = ".".join(str(x) for x in err["loc"])
+                msg = err["msg"].removeprefix("Value error, ")
+                return Problem(line=yamlsafe.line_for(lines, size_at), path=".".join(size_at),
+                               value=list(spec.size_mm),
+                               message=f"tray too small for its look ({look_name}: {field}: {msg})")
+
+            try:
+                sized = product_appearance(name, spec, render)
+                sized = render.ProductAppearance.model_validate(sized.model_dump())
+            except ValidationError as e:
+                problems.append(too_small(e))
+                continue
+            base = sized.inspection_rules()
+            if spec.rules is None or "label_box" not in spec.rules:
+                try:
+                    ProductRules.model_validate(base)
+                except ValidationError as e:
+                    if isinstance(app, dict) and "label" in app:  # kept as given: the label is at fault
+                        lab, at = sized.label, where + ("label",)
+                        problems.append(Problem(
+                            line=yamlsafe.line_for(lines, at), path=".".join(map(str, at)),
+                            message=f"the label ({lab.length_mm:g} x {lab.width_mm:g} mm at offset "
+                                    f"{lab.offset_mm:g} mm) does not fit on the {spec.size_mm[0]:g} x "
+                                    f"{spec.size_mm[1]:g} mm product"))
+                    else:  # even shrunk, the look does not fit: the tray is at fault
+                        problems.append(too_small(e))
+                    continue
         if spec.rules:
             try:
-                ProductRules.model_validate({**base, **spec.rules})
+                ProductRules.model_validate({**(base or {}), **spec.rules})
             except ValidationError as e:
                 problems += _problems_from(e, data, lines, ("products", name, "rules"))
-                continue
-        if cfg.sim is not None and not problems:
-            problems += _check_sized_look(name, spec, lines, render, ProductRules)
     return problems
-
-
-def _check_sized_look(name: str, spec: ProductSpec, lines: dict, render: Any, rules_model: type) -> list[Problem]:
-    """The simulator draws the product's look at ``size_mm``: the look (label, seal band) must fit that tray.
-
-    The runtime resizes the preset (or inline) look to the product's length and width; a tray too small for
-    its label or seal band would otherwise only fail when the cell starts.
-    """
-    where = ("products", name, "size_mm")
-    app = spec.appearance
-    try:
-        if app is None:
-            look = render.get_product(next(iter(render.PRODUCTS)))
-        elif isinstance(app, str):
-            look = render.get_product(app)
-        else:
-            look = render.ProductAppearance.model_validate({"name": name, **app})
-    except Exception:  # noqa: BLE001 - an unknown/bad look is reported by _check_products
-        return []
-    L, W = spec.size_mm[0], spec.size_mm[1]
-    try:
-        sized = render.ProductAppearance.model_validate(
-            {**look.model_dump(), "name": name, "length_mm": L, "width_mm": W})
-        rules_model.model_validate({**sized.inspection_rules(), **(spec.rules or {})})
-    except ValidationError as e:
-        err = e.errors(include_url=False)[0]
-        field = ".".join(str(x) for x in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        return [Problem(line=yamlsafe.line_for(lines, where), path=".".join(where), value=list(spec.size_mm),
-                        message=f"tray too small for its look ({look.name}: {field}: {msg})")]
-    return []
 
 
 def _non_finite_problems(data: Any, lines: dict) -> list[Problem]:
@@ -643,11 +649,15 @@ def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str
 
 
 def _check_line(cfg: CellConfig, lines: dict, classes: dict[str, type]) -> list[Problem]:
-    """The line's conveyor against what works on it: trays appear on it, eyes and the camera look at it.
+    """The line's conveyor against what works on it, and the layout along the flow.
 
-    A spawn point or photo-eye off the belt, or a camera whose image does not cover the belt, passes every
-    per-device check but makes a cell that never sees a tray.
+    Trays appear on the belt, the photo-eyes and the camera look at it (a spawn point or photo-eye off the
+    belt, or a camera whose image does not cover the belt, passes every per-device check but makes a cell
+    that never sees a tray); and where parts appear, the photo-eyes, the camera's view where the inspect
+    step captures a part, the pick window and the exit must come in an order in which parts can pass them.
     """
+    from .runtime import line_geometry
+
     problems: list[Problem] = []
     belt_name = cfg.line.conveyor
     if belt_name not in {d.name for d in cfg.devices}:
@@ -661,40 +671,124 @@ def _check_line(cfg: CellConfig, lines: dict, classes: dict[str, type]) -> list[
         problems.append(Problem(line=yamlsafe.line_for(lines, path), path=".".join(map(str, path)), message=msg,
                                 value=value))
 
+    # the order along the flow is only checked when the belt and line.flow agree (else reported as line.flow)
+    in_order = getattr(belt, "flow", cfg.line.flow) == cfg.line.flow
+    f = -1.0 if cfg.line.flow == "-x" else 1.0
+    geo = line_geometry(cfg)
+    nodes = _skill_nodes(cfg.process, ("process",))
     span = f"belt {belt_name!r} runs from x={x0:g} to x={x1:g} m"
-    if not x0 <= cfg.line.exit_x <= x1:
+    exit_on_belt = x0 <= cfg.line.exit_x <= x1
+    if not exit_on_belt:
         add(("line", "exit_x"), f"the exit must lie on the belt ({span})", cfg.line.exit_x)
+    elif in_order:
+        # the exit must not lie upstream of a whole pick window (every good part would be closed as missed
+        # before it could be picked; an exit inside the window only shortens it)
+        for node, path in nodes:
+            win = node.with_.get("window") if node.skill == "pick_tracking" else None
+            if (isinstance(win, (list, tuple)) and len(win) == 2 and all(isinstance(v, (int, float)) for v in win)
+                    and f * cfg.line.exit_x <= min(f * win[0], f * win[1]) + 1e-9):
+                add(("line", "exit_x"), f"the exit is upstream of the pick window {list(win)} (the belt runs "
+                    f"towards {cfg.line.flow}): every part would be closed as missed before it could be picked",
+                    cfg.line.exit_x)
+                break
     top = getattr(belt, "max_speed", None)
     for rname, r in cfg.recipes.items():
         if top is not None and r.conveyor_speed is not None and r.conveyor_speed > top:
             add(("recipes", rname, "conveyor_speed"), f"faster than belt {belt_name!r} can run (max_speed {top:g} m/s)",
                 r.conveyor_speed)
     tray_mm = max(max(p.size_mm[0], p.size_mm[1]) for p in cfg.products.values())
-    if cfg.sim is not None and cfg.sim.infeed.conveyor == belt_name and not x0 <= cfg.sim.infeed.spawn_x <= x1:
-        add(("sim", "infeed", "spawn_x"), f"trays would appear off the belt ({span})", cfg.sim.infeed.spawn_x)
+    spawn = None
+    if cfg.sim is not None and cfg.sim.infeed.conveyor == belt_name:
+        spawn = cfg.sim.infeed.spawn_x
+        if not x0 <= spawn <= x1:
+            add(("sim", "infeed", "spawn_x"), f"trays would appear off the belt ({span})", spawn)
+            spawn = None
+    eyes_on_belt: set[str] = set()
     for i, d in enumerate(cfg.devices):
         opts = _validated_options(cfg, d.name, classes)
         for ch_name, ch in (getattr(opts, "channels", None) or {}).items():
             eye = getattr(ch, "photo_eye", None)
-            if eye is not None and getattr(eye, "conveyor", None) == belt_name and not x0 <= eye.x <= x1:
-                add(("devices", i, "options", "channels", ch_name, "photo_eye", "x"),
-                    f"the photo-eye is off the belt ({span})", eye.x)
-        if getattr(classes.get(d.name), "contract", None) == "camera" and None not in (by, bw):
-            try:
-                cx, cy = float(opts.x), float(opts.y)
-                half_w = opts.width * opts.mm_per_px / 2000.0
-                half_h = opts.height * opts.mm_per_px / 2000.0
-            except (AttributeError, TypeError, ValueError):
-                continue  # not a top-down camera with a known footprint
-            if 2000 * min(half_w, half_h) < tray_mm:
-                add(("devices", i, "options"),
-                    f"camera {d.name!r} sees {2000 * half_w:.0f} x {2000 * half_h:.0f} mm (width, height x mm_per_px): "
-                    f"too small for the largest tray ({tray_mm:g} mm)")
-            elif cx + half_w < x0 or cx - half_w > x1 or cy + half_h < by - bw / 2 or cy - half_h > by + bw / 2:
-                add(("devices", i, "options"),
-                    f"camera {d.name!r} sees x {cx - half_w:.3f}..{cx + half_w:.3f}, y {cy - half_h:.3f}.."
-                    f"{cy + half_h:.3f} m, which misses the belt ({span}, y {by - bw / 2:.3f}..{by + bw / 2:.3f})")
+            if eye is not None and getattr(eye, "conveyor", None) == belt_name:
+                if not x0 <= eye.x <= x1:
+                    add(("devices", i, "options", "channels", ch_name, "photo_eye", "x"),
+                        f"the photo-eye is off the belt ({span})", eye.x)
+                else:
+                    eyes_on_belt.add(str(ch_name))
+    # a photo-eye the process waits on, upstream of where parts appear: no part would ever trip it
+    for node, path in nodes:
+        ch = node.with_.get("channel") if node.skill == "wait_for_part" else None
+        eye = (geo.get("eyes") or {}).get(ch)
+        if in_order and spawn is not None and ch in eyes_on_belt and eye is not None and f * eye <= f * spawn:
+            add(path + ("with", "channel"), f"the photo-eye of {ch!r} (x={eye:g}) is upstream of where parts appear "
+                f"(sim.infeed.spawn_x {spawn:g}, the belt runs towards {cfg.line.flow}): no part would ever trip it",
+                ch)
+    # where the inspect step captures a part: the trigger (photo-eye + lead) on the lane, per camera
+    cams = [d.name for d in cfg.devices if getattr(classes.get(d.name), "contract", None) == "camera"]
+    captured: dict[str, tuple[float, float]] = {}
+    wfp = next((n for n, _ in nodes if n.skill == "wait_for_part"), None)
+    if in_order and wfp is not None:
+        eye = wfp.with_.get("eye_x")
+        if eye is None:
+            eye = (geo.get("eyes") or {}).get(wfp.with_.get("channel"))
+        lead = wfp.with_.get("lead_m", geo.get("lead_m", 0.0))
+        lane = wfp.with_.get("lane_y", geo.get("y"))
+        if isinstance(eye, (int, float)) and isinstance(lane, (int, float)):
+            for node, _ in nodes:
+                if node.skill == "inspect":
+                    cam = node.devices.get("camera") or (cams[0] if len(cams) == 1 else None)
+                    if cam is not None:
+                        captured[cam] = (float(eye) + f * float(lead if lead is not None else 0.0), float(lane))
+    big_l = max(p.size_mm[0] for p in cfg.products.values()) / 1000.0
+    big_w = max(p.size_mm[1] for p in cfg.products.values()) / 1000.0
+    tallest = max(p.size_mm[2] for p in cfg.products.values()) / 1000.0
+    for i, d in enumerate(cfg.devices):
+        if getattr(classes.get(d.name), "contract", None) != "camera" or None in (by, bw):
+            continue
+        opts = _validated_options(cfg, d.name, classes)
+        try:
+            cx, cy = float(opts.x), float(opts.y)
+            half_w = opts.width * opts.mm_per_px / 2000.0
+            half_h = opts.height * opts.mm_per_px / 2000.0
+        except (AttributeError, TypeError, ValueError):
+            continue  # not a top-down camera with a known footprint
+        if 2000 * min(half_w, half_h) < tray_mm:
+            add(("devices", i, "options"),
+                f"camera {d.name!r} sees {2000 * half_w:.0f} x {2000 * half_h:.0f} mm (width, height x mm_per_px): "
+                f"too small for the largest tray ({tray_mm:g} mm)")
+        elif cx + half_w < x0 or cx - half_w > x1 or cy + half_h < by - bw / 2 or cy - half_h > by + bw / 2:
+            add(("devices", i, "options"),
+                f"camera {d.name!r} sees x {cx - half_w:.3f}..{cx + half_w:.3f}, y {cy - half_h:.3f}.."
+                f"{cy + half_h:.3f} m, which misses the belt ({span}, y {by - bw / 2:.3f}..{by + bw / 2:.3f})")
+        elif d.name in captured and getattr(opts, "height_m", None):
+            # the view on the parts' top face (a top-down camera: the footprint shrinks with height)
+            px, py = captured[d.name]
+            plane = float(getattr(opts, "plane_z", 0.0) or 0.0)
+            part_top = float(geo.get("z", plane)) + tallest
+            scale = max(0.0, (opts.height_m - (part_top - plane)) / opts.height_m)
+            hx, hy = half_w * scale, half_h * scale
+            over_x = abs(px - cx) + big_l / 2 - hx
+            over_y = abs(py - cy) + big_w / 2 - hy
+            if over_x > 0.01 + 0.2 * big_l or over_y > 0.01 + 0.2 * big_w:  # more than a fifth of the part out
+                add(("devices", i, "options"), f"camera {d.name!r} sees x {cx - hx:.3f}..{cx + hx:.3f}, "
+                    f"y {cy - hy:.3f}..{cy + hy:.3f} m on the parts' top; the inspect step captures a part centred "
+                    f"at ({px:.3f}, {py:.3f}) m and up to {big_l * 1000:g} x {big_w * 1000:g} mm: it would not be "
+                    f"in view")
     return problems
+
+
+def _skill_nodes(node: Any, path: tuple[Any, ...]) -> list[tuple[SkillNode, tuple[Any, ...]]]:
+    """Every skill node of the process tree with its field path."""
+    if isinstance(node, SkillNode):
+        return [(node, path)]
+    out: list[tuple[SkillNode, tuple[Any, ...]]] = []
+    for key in ("sequence", "fallback", "parallel"):
+        for i, k in enumerate(getattr(node, key, None) or []):
+            out += _skill_nodes(k, path + (key, i))
+    for key in ("retry", "timeout", "repeat"):
+        kid = getattr(node, key, None)
+        if kid is not None:
+            out += _skill_nodes(kid, path + (key,))
+    return out
 
 
 # -- where the robot has to go -----------------------------------------------------------------------
@@ -760,10 +854,12 @@ def _outside(p: tuple[float, float, float], arm: str, box: Any, reach: Any) -> s
 
 
 def _check_reach(cfg: CellConfig, lines: dict, classes: dict[str, type]) -> list[Problem]:
-    """Targets the handling skills will send the arm to: case slots and the pick window on the belt.
+    """Targets the handling skills will send the arm to: case slots, the pick window on the belt, ``move`` targets.
 
     The arm refuses such targets at run time (before moving), but then every cycle fails and trays are
-    missed: a cell whose case or pick window lies outside the arm's workspace box or reach is refused here.
+    missed: a cell with a case slot out of the arm's workspace box, reach or IK (the driver's
+    ``target_problem``), or a pick window no point of which the arm can reach, is refused here; so is a
+    ``move`` pose (in its own orientation) or joint target the arm cannot take.
     Also: a case pattern whose pitch is smaller than the largest tray (trays would overlap).
     """
     from skills import registry
@@ -812,105 +908,125 @@ def _check_reach(cfg: CellConfig, lines: dict, classes: dict[str, type]) -> list
 
     fill_checks: list[tuple[tuple[Any, ...], int, Any]] = []
     case_stations: set[str] = set()
+    geo: dict[str, Any] | None = None
 
-    def visit(node: Any, path: tuple[Any, ...]) -> None:
-        if isinstance(node, SkillNode):
-            if node.skill == "case_not_full":
-                n_slots = node.with_.get("slots")  # None: the skill counts the station's pattern itself
-                if isinstance(n_slots, int) and not isinstance(n_slots, bool):
-                    fill_checks.append((path, n_slots, node.with_.get("station")))
-                return
-            if node.skill in _SLOT_SKILLS and isinstance(node.with_.get("station"), str):
-                case_stations.add(node.with_["station"])
-            if node.skill not in _SLOT_SKILLS + _BELT_SKILLS + _MOVE_SKILLS:
-                return
-            cls = skills.get(node.skill)
-            if cls is None:
-                return
-            try:
-                params = cls.Params.model_validate(node.with_)
-            except Exception:  # noqa: BLE001 - reported by _check_semantics
-                return
-            arm = arm_for(node)
-            if arm is None:
-                return
-            arm_opts = _validated_options(cfg, arm, classes)
-            box, reach = _arm_envelope(arm_opts)
-            ik_hook = getattr(classes.get(arm), "target_problem", None)
-
-            def why_not(p: tuple[float, float, float]) -> str | None:
-                why = _outside(p, arm, box, reach)
-                if why is None and ik_hook is not None and arm_opts is not None:
-                    try:
-                        ik_why = ik_hook(arm_opts, *p)
-                    except Exception:  # noqa: BLE001 - a driver's check that fails is no verdict
-                        ik_why = None
-                    if ik_why:
-                        why = f"unreachable for arm {arm!r} ({ik_why})"
-                return why
-            approach = float(getattr(params, "approach_m", 0.0) or 0.0)
-            if node.skill in _MOVE_SKILLS:
-                pose, joints = getattr(params, "pose", None), getattr(params, "joints_deg", None)
-                if pose is not None:
-                    p = (float(pose.x), float(pose.y), float(pose.z))
-                    why = _outside(p, arm, box, reach)
-                    if why:
-                        add(path + ("with", "pose"), f"target {_at(p)} is {why}")
-                elif joints is not None:
-                    hook = getattr(classes.get(arm), "joints_problem", None)
-                    why = hook(arm_opts, [math.radians(v) for v in joints]) if hook and arm_opts is not None else None
-                    if why:
-                        add(path + ("with", "joints_deg"), f"joint target for arm {arm!r}: {why}", list(joints))
-                return
-            if node.skill in _SLOT_SKILLS:
-                st = cfg.stations.get(getattr(params, "station", None) or "")
-                if st is None or st.pattern is None:
-                    return
-                for k, x, y in slots(st):
-                    for z in (st.frame.z + h_lo, st.frame.z + h_hi + approach):
-                        why = why_not((x, y, z))
-                        if why:
-                            add(("stations", params.station, "frame"), f"case slot {k} at {_at((x, y, z))} is {why}")
-                            break
-                    else:
-                        continue
-                    break
-            else:
-                belt = node.devices.get("conveyor") or cfg.line.conveyor
-                if belt not in {d.name for d in cfg.devices}:
-                    return
-                bopts = _validated_options(cfg, belt, classes)
-                y = getattr(bopts, "y", None)
-                window = getattr(params, "window", None)
-                if y is None or window is None:
-                    return
-                x0, x1 = getattr(bopts, "x_start", None), getattr(bopts, "x_end", None)
-                if x0 is not None and x1 is not None and not (x0 <= window[0] and window[1] <= x1):
-                    add(path + ("with", "window"), f"the pick window lies off belt {belt!r} (it runs from x={x0:g} "
-                        f"to x={x1:g} m)", list(window))
-                    return
-                bz = float(getattr(params, "belt_z", 0.0))
-                for x in window:
-                    for z in (bz + h_lo, bz + h_hi + approach):
-                        p = (float(x), float(y), z)
-                        why = why_not(p)
-                        if why:
-                            add(path + ("with", "window"), f"pick point on belt {belt!r} at {_at(p)} is {why}",
-                                list(window))
-                            return
+    def visit(node: SkillNode, path: tuple[Any, ...]) -> None:
+        nonlocal geo
+        if node.skill == "case_not_full":
+            n_slots = node.with_.get("slots")  # None: the skill counts the station's pattern itself
+            if isinstance(n_slots, int) and not isinstance(n_slots, bool):
+                fill_checks.append((path, n_slots, node.with_.get("station")))
             return
-        for key in ("sequence", "fallback", "parallel"):
-            kids = getattr(node, key, None)
-            if kids is not None:
-                for i, k in enumerate(kids):
-                    visit(k, path + (key, i))
-                return
-        for key in ("retry", "timeout", "repeat"):
-            kid = getattr(node, key, None)
-            if kid is not None:
-                visit(kid, path + (key,))
+        if node.skill in _SLOT_SKILLS and isinstance(node.with_.get("station"), str):
+            case_stations.add(node.with_["station"])
+        if node.skill not in _SLOT_SKILLS + _BELT_SKILLS + _MOVE_SKILLS:
+            return
+        cls = skills.get(node.skill)
+        if cls is None:
+            return
+        try:
+            params = cls.Params.model_validate(node.with_)
+        except Exception:  # noqa: BLE001 - reported by _check_semantics
+            return
+        arm = arm_for(node)
+        if arm is None:
+            return
+        arm_opts = _validated_options(cfg, arm, classes)
+        box, reach = _arm_envelope(arm_opts)
+        ik_hook = getattr(classes.get(arm), "target_problem", None)
 
-    visit(cfg.process, ("process",))
+        def why_not(p: tuple[float, float, float], rpy: tuple[float, float, float] | None = None) -> str | None:
+            """Outside the workspace box; else, for an arm whose driver solves IK (``target_problem``), no IK
+            solution (said as out of reach when the point is beyond the published reach); else (no IK) beyond
+            the published reach."""
+            why = _outside(p, arm, box, None)
+            if why is not None:
+                return why
+            if ik_hook is None or arm_opts is None:
+                return _outside(p, arm, None, reach)
+            try:
+                ik_why = ik_hook(arm_opts, *p) if rpy is None else ik_hook(arm_opts, *p, rpy=rpy)
+            except Exception:  # noqa: BLE001 - a driver's check that fails is no verdict
+                return None
+            if ik_why:
+                return _outside(p, arm, None, reach) or f"unreachable for arm {arm!r} ({ik_why})"
+            return None
+        approach = float(getattr(params, "approach_m", 0.0) or 0.0)
+        if node.skill in _MOVE_SKILLS:
+            pose, joints = getattr(params, "pose", None), getattr(params, "joints_deg", None)
+            if pose is not None:
+                p = (float(pose.x), float(pose.y), float(pose.z))
+                rpy = tuple(math.radians(float(getattr(pose, k, d)))
+                            for k, d in (("roll_deg", 180.0), ("pitch_deg", 0.0), ("yaw_deg", 0.0)))
+                why = why_not(p, rpy)  # the pose's own orientation
+                if why:
+                    add(path + ("with", "pose"), f"target {_at(p)} is {why}")
+            elif joints is not None:
+                hook = getattr(classes.get(arm), "joints_problem", None)
+                why = hook(arm_opts, [math.radians(v) for v in joints]) if hook and arm_opts is not None else None
+                if why:
+                    add(path + ("with", "joints_deg"), f"joint target for arm {arm!r}: {why}", list(joints))
+            return
+        if node.skill in _SLOT_SKILLS:
+            # every slot must be reachable (at the lowest tray's top and the tallest's approach height)
+            st = cfg.stations.get(getattr(params, "station", None) or "")
+            if st is None or st.pattern is None:
+                return
+            n = st.pattern.rows * st.pattern.cols
+            for k, x, y in slots(st):
+                for z in (st.frame.z + h_lo, st.frame.z + h_hi + approach):
+                    why = why_not((x, y, z))
+                    if why:
+                        add(("stations", params.station, "frame"),
+                            f"case slot {k + 1} of {n} ({st.pattern.rows} x {st.pattern.cols} pattern) at "
+                            f"{_at((x, y, z))} is {why}")
+                        break
+                else:
+                    continue
+                break
+            return
+        belt = node.devices.get("conveyor") or cfg.line.conveyor
+        if belt not in {d.name for d in cfg.devices}:
+            return
+        bopts = _validated_options(cfg, belt, classes)
+        y = getattr(bopts, "y", None)
+        window = getattr(params, "window", None)
+        if y is None or window is None:
+            return
+        x0, x1 = getattr(bopts, "x_start", None), getattr(bopts, "x_end", None)
+        if x0 is not None and x1 is not None and not (x0 <= window[0] and window[1] <= x1):
+            add(path + ("with", "window"), f"the pick window lies off belt {belt!r} (it runs from x={x0:g} "
+                f"to x={x1:g} m)", list(window))
+            return
+        bz = getattr(params, "belt_z", None)
+        if bz is None:  # the skill's default: the line conveyor's surface
+            if geo is None:
+                from .runtime import line_geometry
+
+                geo = line_geometry(cfg)
+            bz = geo.get("z", 0.0)
+        bz = float(bz)
+        # refused when no point of the window can be reached (the skill intercepts a part where it can: a
+        # window reaching a little past the arm only loses the parts it cannot plan for)
+        lo, hi = float(window[0]), float(window[1])
+        first = None
+        for j in range(9):
+            x = lo + (hi - lo) * j / 8
+            why = None
+            for z in (bz + h_lo, bz + h_hi + approach):
+                p = (x, float(y), z)
+                why = why_not(p)
+                if why:
+                    first = first or (p, why)
+                    break
+            if why is None:
+                return
+        p, why = first
+        add(path + ("with", "window"), f"no point of the pick window can be reached: pick point on belt {belt!r} "
+            f"at {_at(p)} is {why}", list(window))
+
+    for node, path in _skill_nodes(cfg.process, ("process",)):
+        visit(node, path)
     # the "case full?" condition must count the slots of the case being filled: more, and places fail on a full
     # case (trays missed); fewer, and half-filled cases are sealed
     for path, n_slots, named in fill_checks:

@@ -113,6 +113,8 @@ class Cell:
             "inspectors": self.inspectors,
             "stations": {n: s.model_dump() | {"frame": self._frame(s)} for n, s in cfg.stations.items()},
             "line": cfg.line.model_dump(),
+            "line_geometry": line_geometry(cfg),
+            "inspects": uses_skill(cfg, "inspect"),
             "products": {n: {"height_m": p.size_mm[2] / 1000.0, "length_m": p.size_mm[0] / 1000.0,
                              "width_m": p.size_mm[1] / 1000.0} for n, p in cfg.products.items()},
         }
@@ -439,4 +441,76 @@ def product_appearance(name: str, spec: Any, render: Any) -> Any:
         base = render.get_product(app)
     else:
         base = render.ProductAppearance.model_validate({"name": name, **app})
-    return base.model_copy(update={"name": name, "length_mm": spec.size_mm[0], "width_mm": spec.size_mm[1]})
+    sized = base.model_copy(update={"name": name, "length_mm": spec.size_mm[0], "width_mm": spec.size_mm[1]})
+    if isinstance(app, dict) and "label" in app:
+        return sized  # a label the file gave explicitly is kept as given (the check says when it does not fit)
+    return fit_label(sized)
+
+
+def fit_label(app: Any) -> Any:
+    """Shrink a preset's (or the default) label, about the tray centre, to fit inside the seal band.
+
+    A preset look keeps its own label size; on a smaller tray that label would hang over the edge.
+    Labels that fit are left exactly as they are.
+    """
+    lab = app.label
+    half_l, half_w = app.length_mm / 2 - app.rim_mm, app.width_mm / 2 - app.rim_mm
+    need_l, need_w = abs(lab.offset_mm) + lab.length_mm / 2, lab.width_mm / 2
+    if need_l <= half_l and need_w <= half_w:
+        return app
+    s = max(0.1, min(half_l / need_l if need_l > 0 else 1.0, half_w / need_w if need_w > 0 else 1.0, 1.0))
+    label = lab.model_copy(update={"length_mm": lab.length_mm * s, "width_mm": lab.width_mm * s,
+                                   "offset_mm": lab.offset_mm * s})
+    return app.model_copy(update={"label": label})
+
+
+def uses_skill(cfg: CellConfig, skill: str) -> bool:
+    """Whether the process tree runs ``skill`` anywhere."""
+    def walk(n: Any) -> bool:
+        if getattr(n, "skill", None) is not None:
+            return n.skill == skill
+        for key in ("sequence", "fallback", "parallel"):
+            if any(walk(k) for k in getattr(n, key, None) or []):
+                return True
+        for key in ("retry", "timeout", "repeat"):
+            k = getattr(n, key, None)
+            if k is not None and walk(k):
+                return True
+        return False
+
+    return walk(cfg.process)
+
+
+def line_geometry(cfg: CellConfig) -> dict[str, Any]:
+    """What the cell file says of the line's geometry, for skill parameters left out of the process tree.
+
+    ``y``/``z``: the line conveyor's centre line and surface height; ``eyes``: photo-eye channel → beam x
+    (channels of IO devices whose beam crosses the line conveyor); ``lead_m``: beam → part centre at the
+    trigger along the flow (half the mean product length, upstream).  Only what a device's options state
+    is given (a real conveyor's geometry is not known here): a skill falls back to its own default.
+    """
+    out: dict[str, Any] = {}
+    conv = next((d for d in cfg.devices if d.name == cfg.line.conveyor), None)
+    if conv is not None and isinstance(conv.options, dict):
+        try:
+            opts = load_kind(conv.kind).Config.model_validate(conv.options)
+        except Exception:  # noqa: BLE001 - an unknown or invalid device: no geometry
+            opts = None
+        for k in ("y", "z"):
+            v = getattr(opts, k, None)
+            if isinstance(v, (int, float)):
+                out[k] = float(v)
+    eyes: dict[str, float] = {}
+    for d in cfg.devices:
+        chans = (d.options or {}).get("channels") if isinstance(d.options, dict) else None
+        if not isinstance(chans, dict):
+            continue
+        for ch, c in chans.items():
+            eye = c.get("photo_eye") if isinstance(c, dict) else None
+            if (isinstance(eye, dict) and eye.get("conveyor") == cfg.line.conveyor
+                    and isinstance(eye.get("x"), (int, float))):
+                eyes[str(ch)] = float(eye["x"])
+    out["eyes"] = eyes
+    if cfg.products:
+        out["lead_m"] = -sum(p.size_mm[0] for p in cfg.products.values()) / len(cfg.products) / 2000.0
+    return out

@@ -82,12 +82,20 @@ def _belt_z(cfg: CellConfig) -> float:
 def _capture_point(cfg: CellConfig, cam_cfg: Any) -> tuple[float, float]:
     """Where a part's centre is when the inspect skill captures it: the photo-eye trigger point of
     ``wait_for_part`` (``eye_x`` + ``lead_m`` along the flow, ``lane_y``), else under the camera."""
+    from .runtime import line_geometry
+
     node = _first_node(cfg, "wait_for_part")
-    if node is None or "eye_x" not in node.with_:
+    geo = line_geometry(cfg)
+    eye_x = node.with_.get("eye_x") if node is not None else None
+    if node is not None and eye_x is None:
+        eye_x = (geo.get("eyes") or {}).get(node.with_.get("channel"))
+    if node is None or eye_x is None:
         return float(cam_cfg.x), float(cam_cfg.y)
     flow = -1.0 if cfg.line.flow == "-x" else 1.0
-    x = float(node.with_["eye_x"]) + flow * float(node.with_.get("lead_m", 0.0))
-    y = float(node.with_.get("lane_y", cam_cfg.y))
+    lead = node.with_.get("lead_m")
+    x = float(eye_x) + flow * float(lead if lead is not None else geo.get("lead_m", 0.0))
+    lane = node.with_.get("lane_y")
+    y = float(lane if lane is not None else cam_cfg.y)
     return round(x, 4), round(y, 4)  # sub-0.1 mm sums (-0.405 - 0.095) are the same point
 
 
@@ -118,6 +126,10 @@ def prepare_inspectors(cfg: CellConfig, *, n_good: int | None = None, log: Any =
     """Product name → fitted :class:`Inspector` (loaded, cached or freshly fitted)."""
     out: dict[str, Inspector] = {}
     base_dir = cfg.source.parent if cfg.source else Path.cwd()
+    from .runtime import uses_skill
+
+    if not uses_skill(cfg, "inspect"):
+        return out  # no inspection step: nothing to fit
     for name, spec in cfg.products.items():
         if spec.model:
             out[name] = Inspector.load(base_dir / spec.model)
@@ -144,7 +156,7 @@ def fit_in_sim(cfg: CellConfig, product: str, *, n_good: int, log: Any = None) -
     ip = _inspect_params(cfg)
     sizes = _product_sizes(cfg)
     roi = tuple(ip.get("roi_m") or default_roi_m(sizes))
-    plane_z = float(ip["plane_z"]) if ip.get("plane_z") is not None else default_plane_z(sizes)
+    plane_z = float(ip["plane_z"]) if ip.get("plane_z") is not None else _belt_z(cfg) + default_plane_z(sizes)
     at = _capture_point(cfg, cam_cfg)
     top_z = _belt_z(cfg) + spec.size_mm[2] / 1000.0  # where this product's top really is under the camera
     rules = _rules_for(spec, app)

@@ -164,17 +164,21 @@ class SimArm(Arm, kind="sim.arm"):
         return model
 
     @classmethod
-    def target_problem(cls, config: "SimArm.Config", x: float, y: float, z: float) -> str | None:
+    def target_problem(cls, config: "SimArm.Config", x: float, y: float, z: float,
+                       rpy: tuple[float, float, float] | None = None) -> str | None:
         """Why a tool-down TCP target at cell point (x, y, z) has no IK solution within the joint limits, or
         None.  Static (no device is built): ``axcell check`` calls it for the places the handling skills go.
-        Any tool yaw will do (trays arrive turned), so only a point no yaw reaches is refused."""
+        Any tool yaw will do (trays arrive turned), so only a point no yaw reaches is refused; ``rpy``
+        (roll, pitch, yaw in rad, e.g. a ``move`` pose's) checks that one orientation instead."""
         model = cls._model_for(config)
         base = kin.base_transform(*config.base)
         seed = list(config.home) if config.home is not None else list(model.home)
         why = None
-        for yaw in (0.0, math.pi / 2, math.pi, -math.pi / 2):
+        orients = [tuple(rpy)] if rpy is not None else [(math.pi, 0.0, yaw)
+                                                        for yaw in (0.0, math.pi / 2, math.pi, -math.pi / 2)]
+        for roll, pitch, yaw in orients:
             try:
-                kin.ik(model, Pose(x, y, z, math.pi, 0.0, yaw).matrix(), seed, base=base)
+                kin.ik(model, Pose(x, y, z, roll, pitch, yaw).matrix(), seed, base=base)
                 return None
             except UnreachableError as e:
                 why = why or str(e)

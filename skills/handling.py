@@ -31,9 +31,17 @@ def _half_turn(a: float) -> float:
     return a
 
 
-def _product_height(ctx: SkillContext, variant: str | None, default: float) -> float:
-    prod = (ctx.config.get("products") or {}).get(variant or "")
-    return float(prod["height_m"]) if prod and "height_m" in prod else default
+def _product_height(ctx: SkillContext, variant: str | None, default: float | None) -> float:
+    """The part's height: its product's, else ``default``, else (unknown variant, e.g. a cell without
+    inspection and several products) the mean of the cell's products, else 5 cm."""
+    products = ctx.config.get("products") or {}
+    prod = products.get(variant or "")
+    if prod and "height_m" in prod:
+        return float(prod["height_m"])
+    if default is not None:
+        return default
+    heights = [float(p["height_m"]) for p in products.values() if "height_m" in p]
+    return sum(heights) / len(heights) if heights else 0.05
 
 
 class PickTracking(Skill, name="pick_tracking"):
@@ -47,8 +55,10 @@ class PickTracking(Skill, name="pick_tracking"):
 
     class Params(SkillParams):
         window: tuple[float, float] = Field(description="cell-frame x range (m) where picking is allowed")
-        belt_z: float = Field(0.0, description="belt surface height (m)")
-        default_height_m: float = Field(0.05, gt=0, le=0.5)
+        belt_z: float | None = Field(None, description="belt surface height (m; default: the line conveyor's z, "
+                                                       "else 0)")
+        default_height_m: float | None = Field(None, gt=0, le=0.5, description="height of a part of unknown "
+                                               "product (m; default: the mean of the cell's products)")
         approach_m: float = Field(0.06, gt=0, le=0.5)
         speed: float = Field(1.0, gt=0, le=1)
         wait_s: float = Field(3.0, gt=0, description="fail when no pickable tray arrives in this time")
@@ -77,7 +87,8 @@ class PickTracking(Skill, name="pick_tracking"):
             u_now = f * part.x_at(enc)
             if u_now > u_max:
                 continue
-            z_pick = p.belt_z + _product_height(ctx, part.variant, p.default_height_m)
+            belt_z = p.belt_z if p.belt_z is not None else float((ctx.config.get("line_geometry") or {}).get("z", 0.0))
+            z_pick = belt_z + _product_height(ctx, part.variant, p.default_height_m)
             yaw = _half_turn(part.yaw)
             u_i = max(u_min, u_now)
             try:
@@ -167,7 +178,8 @@ class PlaceInPattern(Skill, name="place_in_pattern"):
         station: str = Field(description="case station name (stations: section of the cell file)")
         approach_m: float = Field(0.08, gt=0, le=0.5)
         speed: float = Field(1.0, gt=0, le=1)
-        default_height_m: float = Field(0.05, gt=0, le=0.5)
+        default_height_m: float | None = Field(None, gt=0, le=0.5, description="height of a part of unknown "
+                                               "product (m; default: the mean of the cell's products)")
 
     roles = {"arm": Arm, "gripper": Gripper}
 

@@ -72,7 +72,8 @@ class Inspect(Skill, name="inspect"):
             None, description="region of interest around the part (m): the part at any yaw jitter plus tracking "
                               "error, but no neighbour (default: the largest product + 6 cm by + 8 cm)")
         plane_z: float | None = Field(None, description="height of the part's top in the cell frame (m; default: "
-                                                        "the tallest product's height)")
+                                                        "the line conveyor's surface plus the tallest product's "
+                                                        "height)")
         products: list[str] | None = Field(None, description="variants to try (None: every fitted product)")
 
     roles = {"camera": Camera, "conveyor": Conveyor}
@@ -98,7 +99,8 @@ class Inspect(Skill, name="inspect"):
         assert cal is not None
         image = frame.image
         products = ctx.config.get("products") or {}
-        plane_z = params.plane_z if params.plane_z is not None else default_plane_z(products)
+        belt_z = float((ctx.config.get("line_geometry") or {}).get("z", 0.0))
+        plane_z = params.plane_z if params.plane_z is not None else belt_z + default_plane_z(products)
         x0 = y0 = 0
         if params.roi:
             roi_m = params.roi_m if params.roi_m is not None else default_roi_m(products)

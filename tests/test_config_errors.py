@@ -45,9 +45,19 @@ EXPECTED = {
     "empty.yaml": (1, "(top)", "must be a mapping"),
     "not_a_mapping.yaml": (1, "(top)", "must be a mapping"),
     "case_outside_workspace.yaml": (50, "stations.case_out.frame",
-                                    "case slot 2 at (1.450, -0.125, 0.045) m is outside the workspace of arm 'robot'"),
+                                    "case slot 3 of 6 (2 x 3 pattern) at (1.450, -0.125, 0.045) m is outside the "
+                                    "workspace of arm 'robot'"),
     "tray_too_small.yaml": (11, "products.bulgogi_tray.size_mm", "tray too small for its look (beef_bulgogi: label_box"),
     "pattern_overlap.yaml": (51, "stations.case_out.pattern.pitch_mm", "trays would overlap"),
+    # physically impossible layouts, refused before the run (they used to run with every part missed)
+    "unreachable_pick.yaml": (50, "stations.case_out.frame", "is out of the reach of arm 'robot' (0.566 m from its "
+                                                              "base, reach 0.500 m)"),
+    "pattern_out_of_reach.yaml": (50, "stations.case_out.frame", "case slot 1 of 18 (2 x 9 pattern)"),
+    "camera_blind.yaml": (37, "devices.4.options", "it would not be in view"),
+    "eye_off_belt.yaml": (33, "devices.3.options.channels.infeed_eye.photo_eye.x", "the photo-eye is off the belt "
+                                                                                    "(belt 'infeed'"),
+    "exit_upstream.yaml": (57, "line.exit_x", "upstream of the pick window [0.15, 0.85]"),
+    "label_too_big.yaml": (16, "products.kimchi_tray.appearance.label", "does not fit on the 190 x 140 mm product"),
 }
 
 
@@ -176,7 +186,8 @@ MUTANTS = {  # name → (text, line, field path, words)
                              "the pick window lies off belt 'infeed' (it runs from x=-1.2 to x=1.2 m)"),
     "pick_outside_workspace": (_mutate("max: [1.3, 1.0, 1.0]", "max: [1.3, 0.5, 1.0]"), 83,
                                "process.parallel.1.repeat.sequence.1.with.window",
-                               "pick point on belt 'infeed' at (0.150, 0.600, 0.045) m is outside the workspace"),
+                               "no point of the pick window can be reached: pick point on belt 'infeed' at "
+                               "(0.150, 0.600, 0.045) m is outside the workspace"),
     "camera_off_belt": (_mutate("{x: -0.5, y: 0.6, height_m: 0.8,", "{x: -0.5, y: 1.6, height_m: 0.8,"), 36,
                         "devices.4.options", "camera 'top_camera' sees x -0.730..-0.270, y 1.416..1.784 m, which misses"),
     "camera_far_away": (_mutate("{x: -0.5, y: 0.6, height_m: 0.8,", "{x: 1.0e+30, y: 0.6, height_m: 0.8,"), 36,
@@ -328,3 +339,38 @@ def test_pipes_devices_and_empty_names_are_refused_without_blocking(tmp_path: Pa
     img.write_bytes(b"\x89PNG")
     assert cli_vision.main(["inspect", "--model", str(fifo), str(img), "--json", str(tmp_path / "o.json")]) == 2
     assert "not a regular file" in capsys.readouterr().err
+
+
+def test_unreachable_pick_window_is_named_too():
+    # the same file's pick window (line 84) is reported beside the case pattern
+    with pytest.raises(CellFileError) as ei:
+        load_cell(BAD / "unreachable_pick.yaml")
+    assert any(p.path == "process.parallel.1.repeat.sequence.1.with.window"
+               and "no point of the pick window can be reached" in p.message and "out of the reach" in p.message
+               for p in ei.value.problems)
+
+
+def test_spawn_off_the_belt_and_eye_upstream_of_spawn_are_refused():
+    with pytest.raises(CellFileError) as ei:
+        parse_cell(_mutate("spawn_x: -1.1", "spawn_x: -1.5"), "x.yaml")
+    assert [p.path for p in ei.value.problems] == ["sim.infeed.spawn_x"]
+    with pytest.raises(CellFileError) as ei:
+        parse_cell(_mutate("spawn_x: -1.1", "spawn_x: -0.3"), "x.yaml")
+    assert [p.path for p in ei.value.problems] == ["process.parallel.0.repeat.sequence.0.with.channel"]
+    assert "upstream of where parts appear" in ei.value.problems[0].message
+
+
+def test_move_target_out_of_reach_is_refused():
+    text = _mutate("            with: {station: case_out}\n",
+                   "            with: {station: case_out}\n"
+                   "          - skill: move\n            with: {pose: {x: 1.25, y: 0.95, z: 0.95}}\n")
+    with pytest.raises(CellFileError) as ei:
+        parse_cell(text, "x.yaml")
+    [p] = ei.value.problems
+    assert p.path == "process.parallel.1.repeat.sequence.3.with.pose" and "out of the reach of arm 'robot'" in p.message
+    # a reachable one is fine
+    parse_cell(text.replace("x: 1.25, y: 0.95, z: 0.95", "x: 0.4, y: 0.6, z: 0.4"), "x.yaml")
+    # outside the workspace box: said so
+    with pytest.raises(CellFileError) as ei:
+        parse_cell(text.replace("z: 0.95", "z: 1.5"), "x.yaml")
+    assert "outside the workspace of arm 'robot'" in ei.value.problems[0].message

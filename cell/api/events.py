@@ -109,7 +109,16 @@ def inspect_plane_z(cfg: Any) -> float:
 
     def walk(node: Any) -> None:
         if getattr(node, "skill", None) == "inspect":
-            found.append(float((getattr(node, "with_", None) or {}).get("plane_z", 0.0)))
+            z = (getattr(node, "with_", None) or {}).get("plane_z")
+            if z is None:  # the skill's default: the line conveyor's surface plus the tallest product
+                from cell.runtime import line_geometry
+
+                try:
+                    z = float(line_geometry(cfg).get("z", 0.0)) + max(
+                        (p.size_mm[2] / 1000.0 for p in cfg.products.values()), default=0.0)
+                except (AttributeError, TypeError):
+                    z = 0.0
+            found.append(float(z))
         for key in ("sequence", "fallback", "parallel"):
             for kid in getattr(node, key, None) or []:
                 walk(kid)
