@@ -135,6 +135,7 @@ async def _calibrate(args: argparse.Namespace) -> dict[str, Any]:
             params["centre"] = tuple(float(v) for v in board_centre - start.rotation() @ offset)
     if args.centre is not None:
         params["centre"] = tuple(args.centre)
+        await _check_centre(arm, tuple(args.centre))
     ctx = SkillContext(devices={"arm": arm, "camera": cam}, clock=cell.clock, facts=CellFacts())
     skill = HandEyeCalibration()
     wall0 = time.perf_counter()
@@ -163,6 +164,29 @@ async def _calibrate(args: argparse.Namespace) -> dict[str, Any]:
         mm, deg = pose_error(np.asarray(result.data["T_tcp_board"]["matrix"]), mount.T_tcp_board)
         out["T_tcp_board_vs_truth"] = {"trans_mm": round(mm, 4), "rot_deg": round(deg, 5)}
     return out
+
+
+async def _check_centre(arm: Any, centre: tuple[float, float, float]) -> None:
+    """Refuse a ``--centre`` the arm cannot reach (workspace, IK, joint limits) before anything moves.
+
+    The skill holds the tool at the arm's current orientation around the centre, so that is the pose checked,
+    with the arm's own checks (the ones ``move_pose`` applies): an unreachable centre would only have every
+    sampled view skipped and end in "0 usable views".
+    """
+    from drivers.errors import MotionTargetError
+    from drivers.types import Pose
+
+    from .cliargs import UserError
+
+    start = await arm.pose()
+    target = Pose(*centre, start.roll, start.pitch, start.yaw)
+    try:
+        arm.check_pose(target)
+        arm.check_joints(await arm.solve_ik(target))
+    except MotionTargetError as e:
+        x, y, z = centre
+        raise UserError(f"--centre {x:g} {y:g} {z:g}: arm {arm.name!r} cannot reach it with the tool as it is now "
+                        f"({e}); give a point within reach under the camera (nothing moved)", 2) from None
 
 
 def _fmt_pose(p: dict[str, Any]) -> str:

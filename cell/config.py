@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator,
 )
 
+from drivers.configmodel import MIXUP, ConfigModel
 from sim.world import WorldConfig
 
 from . import yamlsafe
@@ -31,7 +32,7 @@ from .plugins import KindError, load_kind
 NAME = r"^[a-z][a-z0-9_]{0,62}$"
 
 
-class _M(BaseModel):
+class _M(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
 
@@ -313,8 +314,13 @@ def _problems_from(e: ValidationError, data: Any, lines: dict, prefix: tuple[Any
     seen: set[tuple[str, str]] = set()
     for err in e.errors(include_url=False):
         loc = prefix + _clean_loc(tuple(err["loc"]), _dig(data, prefix))
-        path = ".".join(str(p) for p in loc)
         msg = err["msg"]
+        if err["type"] == MIXUP:     # point at the item inside the field (size_mm.1), not the whole field
+            ctx = err.get("ctx") or {}
+            loc += tuple(ctx.get("where") or ())
+            msg = ctx.get("message", msg)
+            err = {**err, "input": ctx.get("bad", err.get("input"))}
+        path = ".".join(str(p) for p in loc)
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         elif err["type"] == "missing" and err["loc"] and isinstance(err["loc"][-1], int):

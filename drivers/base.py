@@ -19,13 +19,14 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
 from .clock import Clock
+from .configmodel import ConfigModel
 from .errors import ConfigurationError, NotConnectedError
 
 
-class DeviceConfig(BaseModel):
+class DeviceConfig(ConfigModel):
     """Base of every driver's options model.  Unknown keys are refused."""
 
     model_config = ConfigDict(extra="forbid")

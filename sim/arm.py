@@ -30,11 +30,12 @@ import math
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from drivers import kinematics as kin
 from drivers.arm import Arm
 from drivers.base import DeviceConfig, DeviceContext
+from drivers.configmodel import ConfigModel
 from drivers.errors import DeviceFaultError, DeviceTimeoutError, UnreachableError
 from drivers.types import Box, JointLimits, Pose
 
@@ -46,7 +47,7 @@ __all__ = ["JointLimitsDeg", "SimArm", "WorkspaceConfig"]
 _Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 
-class WorkspaceConfig(BaseModel):
+class WorkspaceConfig(ConfigModel):
     """An axis-aligned box (cell frame, metres) the TCP must stay in."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -64,7 +65,7 @@ class WorkspaceConfig(BaseModel):
         return v
 
 
-class JointLimitsDeg(BaseModel):
+class JointLimitsDeg(ConfigModel):
     """A site-configured joint position range in degrees, inside the model's hard limits."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)

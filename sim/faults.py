@@ -13,15 +13,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from drivers.clock import Clock
+from drivers.configmodel import ConfigModel
 from drivers.errors import DeviceFaultError, DeviceOfflineError, DeviceTimeoutError
 
 FaultKind = Literal["timeout", "disconnect", "fault"]
 
 
-class FaultSpec(BaseModel):
+class FaultSpec(ConfigModel):
     """A fault scheduled from the cell file's ``sim.faults`` list."""
 
     model_config = ConfigDict(extra="forbid")

@@ -35,8 +35,9 @@ from typing import Literal, Sequence
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from drivers.configmodel import ConfigModel
 from drivers.types import CameraCalibration
 
 __all__ = [
@@ -58,7 +59,7 @@ DEFECT_KINDS: tuple[str, ...] = (
 
 
 # --------------------------------------------------------------------------- models
-class LabelAppearance(BaseModel):
+class LabelAppearance(ConfigModel):
     """The printed label on the lidding film."""
 
     model_config = ConfigDict(extra="forbid")
@@ -72,7 +73,7 @@ class LabelAppearance(BaseModel):
     stripes: int = Field(5, ge=0, le=20, description="lines of text-like marks")
 
 
-class ProductAppearance(BaseModel):
+class ProductAppearance(ConfigModel):
     """Everything that defines how one product variant looks from above."""
 
     model_config = ConfigDict(extra="forbid")
@@ -156,7 +157,7 @@ def get_product(name: str) -> ProductAppearance:
         raise KeyError(f"unknown product {name!r}; built-ins: {', '.join(sorted(PRODUCTS))}") from None
 
 
-class Defect(BaseModel):
+class Defect(ConfigModel):
     """A defect on one part; ``severity`` in [0, 1] (None: drawn from the part seed)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -166,7 +167,7 @@ class Defect(BaseModel):
     severity: float | None = Field(None, ge=0.0, le=1.0)
 
 
-class Lighting(BaseModel):
+class Lighting(ConfigModel):
     """Per-frame lighting: ``out = clip((img * gain * channel_gain * gradient) + offset + noise)``."""
 
     model_config = ConfigDict(extra="forbid")

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from drivers.configmodel import ConfigModel
 
 from .clock import SimClock, TimerHandle
 from .faults import FaultSpec
@@ -29,7 +31,7 @@ from .faults import FaultSpec
 DEFECT_KINDS = ("missing_label", "skewed_label", "seal_contamination", "torn_film", "foreign_body", "underfill")
 
 
-class _Model(BaseModel):
+class _Model(ConfigModel):
     model_config = ConfigDict(extra="forbid")
 
 

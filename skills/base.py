@@ -33,10 +33,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 
 from drivers.base import Device
 from drivers.clock import Clock
+from drivers.configmodel import ConfigModel
 from drivers.errors import DeviceError, DeviceTimeoutError, NotConnectedError
 
 from .facts import CellFacts
@@ -80,7 +81,7 @@ class SkillResult:
         return cls(Status.PRECONDITION_FAILURE, message)
 
 
-class SkillParams(BaseModel):
+class SkillParams(ConfigModel):
     """Base of every skill's parameter model (unknown keys and NaN/infinite numbers refused).
 
     NaN passes every ``ge``/``le`` bound check (all comparisons are false), so without this a NaN pose or

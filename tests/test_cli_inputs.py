@@ -225,6 +225,24 @@ def test_calibrate_output_is_checked_before_the_arm_moves(tmp_path: Path, capsys
     assert cell.read_text() == DEMO.read_text()
 
 
+@pytest.mark.parametrize("centre, words", [
+    (["5", "5", "5"], "outside workspace"),             # the arm's workspace box
+    (["1.2", "0.9", "0.9"], "out of reach"),            # inside the box, beyond the arm's IK reach
+])
+def test_calibrate_centre_out_of_reach_is_a_usage_error_before_the_arm_moves(
+        centre: list[str], words: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    # used to run the skill: every sampled view was refused, "only 0 usable views", exit 1
+    from sim.arm import SimArm
+
+    async def no_motion(self, *a, **k):  # noqa: ANN001, ANN002, ANN003
+        raise AssertionError("the arm was asked to move")
+
+    monkeypatch.setattr(SimArm, "move_pose", no_motion)
+    monkeypatch.setattr(SimArm, "move_joints", no_motion)
+    err = _user_error(capsys, ["calibrate", str(DEMO), "--centre", *centre], f"--centre {' '.join(centre)}: ")
+    assert "arm 'robot' cannot reach it" in err and words in err, err
+
+
 # --------------------------------------------------------------------------- skills: NaN targets
 @pytest.mark.parametrize("params", [
     {"pose": {"x": math.nan, "y": 0.0, "z": 0.3}},

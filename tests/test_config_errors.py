@@ -49,6 +49,7 @@ EXPECTED = {
                                     "workspace of arm 'robot'"),
     "tray_too_small.yaml": (11, "products.bulgogi_tray.size_mm", "tray too small for its look (beef_bulgogi: label_box"),
     "pattern_overlap.yaml": (51, "stations.case_out.pattern.pitch_mm", "trays would overlap"),
+    "bool_for_number.yaml": (28, "devices.2.options.speed", "expected a number, got a boolean"),
     # physically impossible layouts, refused before the run (they used to run with every part missed)
     "unreachable_pick.yaml": (50, "stations.case_out.frame", "is out of the reach of arm 'robot' (0.566 m from its "
                                                               "base, reach 0.500 m)"),
@@ -374,3 +375,68 @@ def test_move_target_out_of_reach_is_refused():
     with pytest.raises(CellFileError) as ei:
         parse_cell(text.replace("z: 0.95", "z: 1.5"), "x.yaml")
     assert "outside the workspace of arm 'robot'" in ei.value.problems[0].message
+
+
+# --------------------------------------------------------------------------- booleans vs numbers
+DEMO = REPO / "launch" / "packaging_cell.yaml"
+
+
+@pytest.mark.parametrize("old, new, path, words, value", [
+    # YAML 1.1 reads yes/no/on/off/true/false as booleans; pydantic used to take True as 1 and False as 0
+    ("speed: 0.2}", "speed: true}", "devices.2.options.speed", "expected a number, got a boolean", "(True)"),
+    ("jam_probability: 0.01", "jam_probability: on", "devices.5.options.sim.jam_probability",
+     "expected a number, got a boolean", "(True)"),
+    ("size_mm: [190, 140, 45]", "size_mm: [190, yes, 45]", "products.bulgogi_tray.size_mm.1",
+     "expected a number, got a boolean", "(True)"),
+    ("workspace: {min: [-0.4, -0.8, -0.05]", "workspace: {min: [-0.4, no, -0.05]",
+     "devices.0.options.workspace.min.1", "expected a number, got a boolean", "(False)"),
+    ("yaw_deg: 0", "yaw_deg: off", "stations.case_out.frame.yaw_deg", "expected a number, got a boolean", "(False)"),
+    ("with: {plane_z: 0.045}", "with: {plane_z: no}", "process.parallel.0.repeat.sequence.1.with.plane_z",
+     "expected a number, got a boolean", "(False)"),
+    ("seed: 1", "seed: true", "sim.seed", "expected a number, got a boolean", "(True)"),
+    # and a boolean field takes a boolean only, not 1/0 or a quoted word
+    ("simulate: true", "simulate: 1", "devices.5.options.simulate", "expected a boolean: true or false", "(1)"),
+    ("allow_anonymous_read: true", "allow_anonymous_read: 'yes'", "opcua.allow_anonymous_read",
+     "expected a boolean: true or false", "('yes')"),
+])
+def test_a_boolean_is_never_read_as_a_number(old: str, new: str, path: str, words: str, value: str):
+    text = DEMO.read_text()
+    assert old in text
+    with pytest.raises(CellFileError) as ei:
+        parse_cell(text.replace(old, new, 1), "c.yaml")
+    first = str(ei.value).splitlines()[0]
+    assert first.startswith("c.yaml:") and f": {path}: {words}" in first and first.endswith(value), first
+
+
+def test_booleans_and_numbers_still_read_as_written():
+    text = DEMO.read_text()
+    cfg = parse_cell(text.replace("allow_anonymous_read: true", "allow_anonymous_read: off")
+                     .replace("speed: 0.2}", "speed: 1}"), "c.yaml")
+    assert cfg.opcua.allow_anonymous_read is False
+    assert cfg.devices[2].options["speed"] == 1
+
+
+def test_config_model_checks_inside_unions_mappings_and_plain_models():
+    from typing import Optional
+
+    from pydantic import BaseModel, ValidationError
+
+    from drivers.configmodel import ConfigModel
+
+    class Plain(BaseModel):
+        gain: float = 1.0
+
+    class M(ConfigModel):
+        a: Optional[float] = None
+        b: dict[str, tuple[float, ...]] = {}
+        c: Plain = Plain()
+        d: bool | None = None
+        e: float | str = 0.0
+        f: int | bool = 0
+
+    assert M(a=None, b={"k": (1, 2.5)}, c={"gain": 2}, d=True, e="x", f=True).f is True
+    for kw, where in [({"a": True}, "a"), ({"b": {"k": [1.0, False]}}, "at k.1:"), ({"c": {"gain": True}}, "at gain:"),
+                      ({"d": 0}, "true or false"), ({"e": True}, "got a boolean")]:
+        with pytest.raises(ValidationError) as ei:
+            M(**kw)
+        assert "bool_number_mixup" in str(ei.value.errors()[0]["type"]) and where in str(ei.value), (kw, str(ei.value))

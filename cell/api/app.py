@@ -63,11 +63,12 @@ class BodyLimit:
             return
         for k, v in scope.get("headers", []):
             if k == b"content-length":
-                try:
-                    too_big = int(v) > self.max_bytes
-                except ValueError:
-                    too_big = True
-                if too_big:
+                # RFC 9110: 1*DIGIT.  uvicorn's own parser already answers a malformed one with a plain-text 400
+                # before the app runs; this covers servers and transports that pass it through.
+                if not (v.isdigit() and v.isascii()):
+                    await self._reject(send, 400, b'{"detail":"Content-Length header is not a number of bytes"}')
+                    return
+                if int(v) > self.max_bytes:
                     await self._reject(send)
                     return
         if scope.get("method") in ("GET", "HEAD", "OPTIONS"):
@@ -100,9 +101,9 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     @staticmethod
-    async def _reject(send: Any) -> None:
-        body = b'{"detail":"request body too large (limit 1 MiB)"}'
-        await send({"type": "http.response.start", "status": 413,
+    async def _reject(send: Any, status: int = 413,
+                      body: bytes = b'{"detail":"request body too large (limit 1 MiB)"}') -> None:
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 ]})
         await send({"type": "http.response.body", "body": body})

@@ -26,7 +26,9 @@ from typing import Any, Literal, Sequence
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
+
+from drivers.configmodel import ConfigModel
 
 __all__ = [
     "BoardSpec", "Detection", "BoardView", "HandEyeResult", "METHODS",
@@ -39,7 +41,7 @@ Method = Literal["shah", "li", "tsai", "park", "horaud", "andreff", "daniilidis"
 METHODS: tuple[str, ...] = ("shah", "li", "tsai", "park", "horaud", "andreff", "daniilidis")
 
 
-class BoardSpec(BaseModel):
+class BoardSpec(ConfigModel):
     """A ChArUco board: squares across × down, square and marker side (m), ArUco dictionary."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from drivers.configmodel import ConfigModel
 
 __all__ = ["ProductRules", "RULE_KINDS"]
 
 RULE_KINDS = ("missing_label", "skewed_label", "seal_contamination", "underfill", "wrong_size")
 
 
-class ProductRules(BaseModel):
+class ProductRules(ConfigModel):
     """Rule checks for one product.  Every check can be switched off with ``null``."""
 
     model_config = ConfigDict(extra="forbid")

@@ -183,6 +183,31 @@ async def test_big_bodies_get_413(live: Live) -> None:
     assert live.cell.fsm.state.label == "Stopped"
 
 
+@pytest.mark.parametrize("value", [b"abc", b"-1", b"1_0", b" 12", b"+5", b"\xd9\xa1"])
+async def test_malformed_content_length_is_a_json_400_not_a_413(value: bytes) -> None:
+    # uvicorn's own parser answers these with a plain-text 400 before the app runs (nothing in-app can
+    # change that); for a server or transport that passes them through, the app says what is wrong
+    # (a non-number used to be taken as "too large": 413)
+    from cell.api.app import BodyLimit
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]  # noqa: ANN001
+        raise AssertionError("the request reached the app")
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent: list[dict] = []
+
+    async def send(msg: dict) -> None:
+        sent.append(msg)
+
+    scope = {"type": "http", "method": "POST", "path": "/api/cell/command",
+             "headers": [(b"host", b"x"), (b"content-length", value)]}
+    await BodyLimit(app)(scope, receive, send)
+    assert sent[0]["status"] == 400
+    assert b"Content-Length header is not a number" in sent[1]["body"]
+
+
 @pytest.mark.parametrize("body", [b'{"command": NaN}', b'{"command": Infinity}', b'{"command": -Infinity}',
                                   b'{"command": [NaN, {"x": Infinity}]}', b'{"command": "reset", "x": NaN}'])
 async def test_non_finite_json_numbers_get_422_not_500(live: Live, body: bytes) -> None:
