@@ -83,11 +83,15 @@ class StationSpec(_M):
     frame: FrameSpec = Field(default_factory=FrameSpec)
     pattern: PatternSpec | None = None
     machine: str | None = Field(None, description="device serving this station (e.g. the case sealer)")
+    products: list[str] | None = Field(None, description="case station: the products it takes (place_in_pattern "
+                                                         "without `station:` sends each part to its product's station)")
 
     @model_validator(mode="after")
     def _case(self) -> "StationSpec":
         if self.kind == "case" and self.pattern is None:
             raise ValueError("a case station needs a pattern (rows, cols, pitch_mm)")
+        if self.products is not None and self.pattern is None:
+            raise ValueError("only a station with a pattern (a case station) takes products")
         return self
 
 
@@ -570,6 +574,7 @@ def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str
             add(("stations", sname, "machine"), "no such device", st.machine)
         elif st.machine is not None and classes.get(st.machine) is not None and contract_of(st.machine) != "machine":
             add(("stations", sname, "machine"), f"device is a {contract_of(st.machine)}, not a machine", st.machine)
+    problems += _check_case_routing(cfg, add)
     for rname, r in cfg.recipes.items():
         for j, p in enumerate(r.products or []):
             if p not in cfg.products:
@@ -624,10 +629,26 @@ def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str
                 elif classes.get(dev) is not None and contract_of(dev) != contract.contract:
                     add(path + ("devices", role), f"device is a {contract_of(dev)}, role needs a {contract.contract}", dev)
             station = node.with_.get("station")
+            if node.skill == "machine_cycle":
+                _check_machine_cycle(cfg, node, path, add)
+            if node.skill == "place_in_pattern" and station is None:
+                patterned = [n for n, st in cfg.stations.items() if st.pattern is not None]
+                if not patterned:
+                    add(path + ("with",), "give `station:` (no station has a pattern)")
+                elif len(patterned) > 1 and all(cfg.stations[n].products is None for n in patterned):
+                    add(path + ("with",), "give `station:`, or list in each case station the `products:` it takes "
+                        f"(several case stations: {_names(patterned)})")
+            if node.skill == "part_is" and isinstance(node.with_.get("product"), str) \
+                    and node.with_["product"] not in cfg.products:
+                add(path + ("with", "product"), "no such product", node.with_["product"])
             if isinstance(station, str) and station not in cfg.stations:
                 add(path + ("with", "station"), "no such station", station)
             elif isinstance(station, str) and node.skill in PATTERN_SKILLS and cfg.stations[station].pattern is None:
                 add(path + ("with", "station"), "station has no pattern (rows, cols, pitch_mm)", station)
+            elif (node.skill == "case_not_full" and station is None and node.with_.get("slots") is not None
+                  and sum(st.pattern is not None for st in cfg.stations.values()) > 1):
+                add(path + ("with",), "give `station:`: each case station has a case of its own (several have a "
+                    "pattern: " + _names([n for n, st in cfg.stations.items() if st.pattern is not None]) + ")")
             elif node.skill == "case_not_full" and station is None and node.with_.get("slots") is None:
                 patterned = [n for n, st in cfg.stations.items() if st.pattern is not None]
                 if len(patterned) != 1:
@@ -652,6 +673,77 @@ def _check_semantics(cfg: CellConfig, data: dict, lines: dict, classes: dict[str
         except Exception:  # noqa: BLE001 - a geometry check that trips over an odd cell is no verdict on it
             logging.getLogger("axcell.config").debug("%s skipped", extra.__name__, exc_info=True)
     return problems
+
+
+def _check_case_routing(cfg: CellConfig, add: Any) -> list[Problem]:
+    """Case stations' ``products:`` lists (routing by product) and their machines.
+
+    Refused: a product in no case station's list when some station has one (unless exactly one case station
+    has no list and so takes the rest), a product two stations claim, an unknown product, and one machine
+    named by two case stations (the simulator cannot tell which case a shared machine closes).
+    """
+    patterned = {n: st for n, st in cfg.stations.items() if st.pattern is not None}
+    claims: dict[str, list[str]] = {}
+    for sname, st in patterned.items():
+        for j, p in enumerate(st.products or []):
+            if p not in cfg.products:
+                add(("stations", sname, "products", j), "no such product", p)
+            elif sname in claims.get(p, []):
+                add(("stations", sname, "products", j), "listed twice", p)
+            else:
+                claims.setdefault(p, []).append(sname)
+    if any(st.products is not None for st in patterned.values()):
+        for p, owners in claims.items():
+            if len(owners) > 1:
+                j = (patterned[owners[1]].products or []).index(p)
+                add(("stations", owners[1], "products", j), f"product {p!r} is taken by several case stations "
+                    f"({_names(owners)}): a part could go to either", p)
+        open_ = [n for n, st in patterned.items() if st.products is None]
+        if len(open_) > 1:
+            add(("stations", open_[0]), f"several case stations have no `products:` list ({_names(open_)}) "
+                "while others have one: list the products each takes")
+        elif not open_:
+            for p in cfg.products:
+                if p not in claims:
+                    first = next(iter(n for n, st in patterned.items() if st.products is not None))
+                    add(("stations", first, "products"), f"no case station takes product {p!r} (list it in a case "
+                        "station's `products:`)", p)
+    served: dict[str, str] = {}
+    for sname, st in patterned.items():
+        if st.machine is None:
+            continue
+        if st.machine in served:
+            add(("stations", sname, "machine"), f"machine {st.machine!r} already serves case station "
+                f"{served[st.machine]!r}: one machine per case station", st.machine)
+        else:
+            served[st.machine] = sname
+    return []
+
+
+def _check_machine_cycle(cfg: CellConfig, node: "SkillNode", path: tuple[Any, ...], add: Any) -> None:
+    """The case a ``machine_cycle`` closes must be known: its ``station:``, or the one station its machine serves."""
+    if node.with_.get("new_case") is False:
+        return
+    patterned = {n: st for n, st in cfg.stations.items() if st.pattern is not None}
+    station = node.with_.get("station")
+    if isinstance(station, str) and station in cfg.stations and station not in patterned:
+        add(path + ("with", "station"), "station has no pattern (rows, cols, pitch_mm)", station)
+        return
+    if len(patterned) <= 1:
+        return
+    machine = node.devices.get("machine")
+    if machine is None:
+        machines = [d.name for d in cfg.devices if any(st.machine == d.name for st in patterned.values())]
+        add(path + ("devices",), "several case stations: bind the machine (`devices: {machine: ...}`) "
+            f"(machines named by case stations: {_names(machines) if machines else 'none'})")
+        return
+    served = [n for n, st in patterned.items() if st.machine == machine]
+    if not served:
+        add(path + ("devices", "machine"), "no case station names this machine (`machine:`), so which case its "
+            f"cycle closes is unknown (case stations: {_names(list(patterned))})", machine)
+    elif isinstance(station, str) and station in patterned and station not in served:
+        add(path + ("with", "station"), f"the cycle of {machine!r} closes the case of {_names(served)}, not of this "
+            "station", station)
 
 
 def _check_line(cfg: CellConfig, lines: dict, classes: dict[str, type]) -> list[Problem]:
@@ -914,6 +1006,7 @@ def _check_reach(cfg: CellConfig, lines: dict, classes: dict[str, type]) -> list
 
     fill_checks: list[tuple[tuple[Any, ...], int, Any]] = []
     case_stations: set[str] = set()
+    reach_checked: set[tuple[str, str]] = set()
     geo: dict[str, Any] | None = None
 
     def visit(node: SkillNode, path: tuple[Any, ...]) -> None:
@@ -974,22 +1067,27 @@ def _check_reach(cfg: CellConfig, lines: dict, classes: dict[str, type]) -> list
                     add(path + ("with", "joints_deg"), f"joint target for arm {arm!r}: {why}", list(joints))
             return
         if node.skill in _SLOT_SKILLS:
-            # every slot must be reachable (at the lowest tray's top and the tallest's approach height)
-            st = cfg.stations.get(getattr(params, "station", None) or "")
-            if st is None or st.pattern is None:
-                return
-            n = st.pattern.rows * st.pattern.cols
-            for k, x, y in slots(st):
-                for z in (st.frame.z + h_lo, st.frame.z + h_hi + approach):
-                    why = why_not((x, y, z))
-                    if why:
-                        add(("stations", params.station, "frame"),
-                            f"case slot {k + 1} of {n} ({st.pattern.rows} x {st.pattern.cols} pattern) at "
-                            f"{_at((x, y, z))} is {why}")
-                        break
-                else:
+            # every slot must be reachable (at the lowest tray's top and the tallest's approach height); without
+            # `station:` the part may go to any case station (routing by product)
+            named = getattr(params, "station", None)
+            targets = [named] if named else [n for n, s in cfg.stations.items() if s.pattern is not None]
+            for sname in targets:
+                st = cfg.stations.get(sname or "")
+                if st is None or st.pattern is None or (sname, arm) in reach_checked:
                     continue
-                break
+                reach_checked.add((sname, arm))
+                n = st.pattern.rows * st.pattern.cols
+                for k, x, y in slots(st):
+                    for z in (st.frame.z + h_lo, st.frame.z + h_hi + approach):
+                        why = why_not((x, y, z))
+                        if why:
+                            add(("stations", sname, "frame"),
+                                f"case slot {k + 1} of {n} ({st.pattern.rows} x {st.pattern.cols} pattern) at "
+                                f"{_at((x, y, z))} is {why}")
+                            break
+                    else:
+                        continue
+                    break
             return
         belt = node.devices.get("conveyor") or cfg.line.conveyor
         if belt not in {d.name for d in cfg.devices}:

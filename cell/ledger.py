@@ -37,6 +37,8 @@ class PartRecord:
     truth_defects: list[str] | None = None
     image_path: str | None = None
     image_sha256: str | None = None
+    station: str | None = None
+    """The case station the part was packed at."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +52,8 @@ class Ledger:
         self.records: dict[str, PartRecord] = {}
         self.listeners: list[Callable[[str, PartRecord], None]] = []
         self.cases_completed = 0
+        self.cases_by_station: dict[str, int] = {}
+        """Completed cases per case station (their sum is ``cases_completed``)."""
         self.latest_telemetry: dict[str, float] = {}
 
     def _notify(self, what: str, rec: PartRecord) -> None:
@@ -60,10 +64,14 @@ class Ledger:
         part: TrackedPart | None = data.get("part")
         if kind == "case_completed":
             self.cases_completed += 1
+            station = data.get("station")
+            if station is not None:
+                self.cases_by_station[station] = self.cases_by_station.get(station, 0) + 1
             self.latest_telemetry = dict(data.get("telemetry") or {})
             case_id = data.get("case_id")
             for rec in self.records.values():  # the seal that closed their case
-                if rec.case_id == case_id and rec.outcome == "packed":
+                if (rec.case_id == case_id and rec.outcome == "packed"
+                        and (station is None or rec.station is None or rec.station == station)):
                     rec.telemetry = dict(self.latest_telemetry)
                     self._notify("telemetry", rec)
             return
@@ -87,6 +95,7 @@ class Ledger:
             self._notify("picked", rec)
         elif kind == "part_placed":
             rec.place_time, rec.case_id, rec.slot = part.placed_at, part.case_id, part.slot
+            rec.station = part.station
             rec.telemetry = dict(self.latest_telemetry)
             self.close(rec.id, "packed", "placed in case")
 

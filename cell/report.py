@@ -57,6 +57,14 @@ def inspection_truth(cell: Any) -> dict[str, Any] | None:
     }
 
 
+def _packed_by_station(cell: Any) -> dict[str, int]:
+    out = {n: 0 for n in cell.ledger.cases_by_station}
+    for r in cell.ledger.records.values():
+        if r.outcome == "packed" and r.station is not None:
+            out[r.station] = out.get(r.station, 0) + 1
+    return out
+
+
 def build_report(cell: Any, *, wall_seconds: float, sim_seconds: float) -> dict[str, Any]:
     c = _counts(cell)
     recs = sorted(cell.ledger.records.values(), key=lambda r: r.arrival)
@@ -75,7 +83,8 @@ def build_report(cell: Any, *, wall_seconds: float, sim_seconds: float) -> dict[
             "arrived": c["arrived"], "inspected": c["inspected"], "good": c["good"], "defective": c["defective"],
             "rejected": c["rejected"], "packed": c["packed"], "missed": c["missed"], "on_belt_at_end": c["open"],
         },
-        "cases": {"completed": cell.ledger.cases_completed},
+        "cases": {"completed": cell.ledger.cases_completed, "by_station": dict(cell.ledger.cases_by_station),
+                  "packed_by_station": _packed_by_station(cell)},
         "throughput_ppm": round(c["packed"] / (run_s / 60.0), 4) if run_s > 0 else 0.0,
         "cycle_time_s": {
             "mean": round(float(gaps.mean()), 4) if gaps.size else None,
@@ -110,6 +119,8 @@ def summary_table(report: dict[str, Any]) -> str:
         ("  missed", p["missed"]),
         ("  on belt at end", p["on_belt_at_end"]),
         ("cases completed", report["cases"]["completed"]),
+        *((f"  at {n}", f"{k} (packed {report['cases'].get('packed_by_station', {}).get(n, 0)})")
+          for n, k in (report["cases"].get("by_station") or {}).items() if len(report["cases"]["by_station"]) > 1),
         ("throughput", f"{report['throughput_ppm']:.1f} packed/min"),
         ("cycle time", f"mean {ct['mean'] if ct['mean'] is not None else '-'} s, p95 {ct['p95'] if ct['p95'] is not None else '-'} s"),
         ("OEE", f"{o['oee']:.3f}  (A {o['availability']:.3f} × P {o['performance']:.3f} × Q {o['quality']:.3f})"),

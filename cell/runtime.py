@@ -97,8 +97,11 @@ class Cell:
             self.devices[spec.name] = cls(spec.name, opts, ctx)
         if self.world is not None:
             self._place_case_station()
-        self.facts = CellFacts()
+        self.facts = CellFacts(case_stations=[n for n, st in cfg.stations.items() if st.pattern is not None])
         self.ledger = Ledger(self.clock.now)
+        for n, st in cfg.stations.items():  # every case station is counted, also one that completed none
+            if st.pattern is not None:
+                self.ledger.cases_by_station.setdefault(n, 0)
         self.alarms = AlarmList(self.clock.now)
         self.fsm = PackMLStateMachine(self.clock.now)
         self.fsm.subscribe(self._on_transition)
@@ -137,13 +140,13 @@ class Cell:
         from sim.world import CaseGeometry
 
         assert self.world is not None
-        for st in self.cfg.stations.values():
+        for name, st in self.cfg.stations.items():  # every case station has a case of its own
             if st.kind == "case" and st.pattern is not None:
                 self.world.set_case_station(CaseGeometry(
                     x=st.frame.x, y=st.frame.y, z=st.frame.z, yaw=math.radians(st.frame.yaw_deg),
                     rows=st.pattern.rows, cols=st.pattern.cols,
-                    pitch_x=st.pattern.pitch_mm[0] / 1000.0, pitch_y=st.pattern.pitch_mm[1] / 1000.0))
-                return
+                    pitch_x=st.pattern.pitch_mm[0] / 1000.0, pitch_y=st.pattern.pitch_mm[1] / 1000.0),
+                    name, machine=st.machine)
 
     @staticmethod
     def _frame(st: Any) -> dict[str, float]:
@@ -399,6 +402,7 @@ class Cell:
             "mode": "Production",
             "time": self.clock.now(),
             "counts": self.ledger.counts() | {"cases_completed": self.ledger.cases_completed},
+            "cases_by_station": dict(self.ledger.cases_by_station),
             "oee": self.oee().to_dict(),
             "current_skill": sorted(self.tctx.running),
             "legal_commands": self.legal_commands(),

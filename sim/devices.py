@@ -480,11 +480,12 @@ class SimMachine(Machine, _SimDevice, kind="sim.machine"):
             self._jams += 1
             raise DeviceFaultError("jam in the sealing head", device=self.name)
         await self.clock.sleep(c.cycle_time_s)
-        case = self.world.seal_case()
+        station = self.world.machine_station(self.name)
+        case = self.world.seal_case(station)
         self._tape = max(0.0, self._tape - c.tape_per_case_m)
         self._cycles += 1
         tele = self._telemetry()
         await self.clock.sleep(c.index_time_s)
-        self.world.index_new_case()
+        self.world.index_new_case(station)
         self._state, self._current = "Idle", 0.3
         return CycleResult(True, start, self.clock.now(), f"sealed case {case.id if case else '-'}", tele)

@@ -611,8 +611,14 @@ class SealerServer:
 async def start_for_world(world: Any, name: str, params: dict[str, Any], *, host: str = "127.0.0.1",
                           port: int = 0) -> SealerServer:
     """Start a sealer server whose time, randomness, seal and index are the world's."""
+    def sealed() -> Any:  # the case station this machine serves (the first one when none names it)
+        return world.seal_case(world.machine_station(name))
+
+    def indexed() -> Any:
+        return world.index_new_case(world.machine_station(name))
+
     model = SealerModel(SealerParams.model_validate(params), world.clock, name=name, rng=world.rng,
-                        on_sealed=world.seal_case, on_indexed=world.index_new_case)
+                        on_sealed=sealed, on_indexed=indexed)
     return await SealerServer(model, host=host, port=port).start()
 
 

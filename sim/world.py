@@ -124,6 +124,8 @@ class Part:
     fate_time: float | None = None
     case_id: int | None = None
     slot: int | None = None
+    station: str | None = None
+    """The case station whose case holds the part (state ``case``)."""
     timers: list[TimerHandle] = field(default_factory=list)
 
     @property
@@ -262,6 +264,22 @@ class Case:
     id: int
     slots: dict[int, int] = field(default_factory=dict)  # slot → part id
     sealed_at: float | None = None
+    station: str = "case"
+
+
+@dataclass
+class CaseStation:
+    """One case station of the cell: where its case sits, the case in progress and the cases it completed.
+
+    Case ids count per station (1, 2, … at each), as the skills' facts do.
+    """
+
+    name: str
+    geometry: CaseGeometry
+    machine: str | None = None
+    case: Case | None = None
+    done: list[Case] = field(default_factory=list)
+    seq: int = 0
 
 
 class World:
@@ -278,10 +296,9 @@ class World:
         self.belts: dict[str, Belt] = {}
         self.eyes: list[Eye] = []
         self.parts: dict[int, Part] = {}
-        self.case_geometry: CaseGeometry | None = None
-        self.case: Case | None = None
+        self.case_stations: dict[str, CaseStation] = {}
         self.cases_done: list[Case] = []
-        self._case_seq = 0
+        """Every completed case of every station, in the order they were sealed."""
         self._part_seq = 0
         self._rngs: dict[str, np.random.Generator] = {}
         self.listeners: list[Callable[[str, Part], None]] = []
@@ -311,14 +328,45 @@ class World:
                 self._arm_eye(p, eye)
         return eye
 
-    def set_case_station(self, geom: CaseGeometry) -> None:
-        self.case_geometry = geom
-        self.index_new_case()
+    def set_case_station(self, geom: CaseGeometry, name: str = "case", *, machine: str | None = None) -> None:
+        """Add (or replace) the case station ``name``, served by the machine device ``machine``."""
+        self.case_stations[name] = CaseStation(name, geom, machine)
+        self.index_new_case(name)
 
-    def index_new_case(self) -> Case:
-        self._case_seq += 1
-        self.case = Case(self._case_seq)
-        return self.case
+    def _station(self, station: str | None) -> CaseStation | None:
+        if station is None:
+            return next(iter(self.case_stations.values()), None)
+        return self.case_stations.get(station)
+
+    def machine_station(self, machine: str) -> str | None:
+        """The case station the machine device ``machine`` serves (the only station when none names it)."""
+        for st in self.case_stations.values():
+            if st.machine == machine:
+                return st.name
+        if len(self.case_stations) == 1 and next(iter(self.case_stations.values())).machine is None:
+            return next(iter(self.case_stations))
+        return None
+
+    @property
+    def case_geometry(self) -> CaseGeometry | None:
+        """The first case station's geometry (cells with one case station)."""
+        st = self._station(None)
+        return st.geometry if st is not None else None
+
+    @property
+    def case(self) -> Case | None:
+        """The first case station's case in progress (cells with one case station)."""
+        st = self._station(None)
+        return st.case if st is not None else None
+
+    def index_new_case(self, station: str | None = None) -> Case | None:
+        """Put an empty case at ``station`` (default: the first case station)."""
+        st = self._station(station)
+        if st is None:
+            return None
+        st.seq += 1
+        st.case = Case(st.seq, station=st.name)
+        return st.case
 
     # -- parts ------------------------------------------------------------------
     def part_xy(self, p: Part) -> tuple[float, float]:
@@ -444,26 +492,31 @@ class World:
         part = self.parts[pid]
         part.x0, part.y, part.z = x, y, z
         part.fate_time = self.clock.now()
-        g, case = self.case_geometry, self.case
-        if g is not None and case is not None and abs(z - (g.z + part.variant.height_m)) < 0.03:
+        for st in self.case_stations.values():
+            g, case = st.geometry, st.case
+            if case is None or abs(z - (g.z + part.variant.height_m)) >= 0.03:
+                continue
             for slot in range(g.slots):
                 sx, sy = g.slot_xy(slot)
                 if slot not in case.slots and math.hypot(sx - x, sy - y) <= g.tolerance_m:
                     case.slots[slot] = pid
-                    part.state, part.case_id, part.slot = "case", case.id, slot
+                    part.state, part.case_id, part.slot, part.station = "case", case.id, slot, st.name
                     self._emit("cased", part)
                     return part
         part.state = "dropped"
         self._emit("dropped", part)
         return part
 
-    def seal_case(self) -> Case | None:
-        case = self.case
-        if case is None:
+    def seal_case(self, station: str | None = None) -> Case | None:
+        """Seal the case in progress at ``station`` (default: the first case station)."""
+        st = self._station(station)
+        if st is None or st.case is None:
             return None
+        case = st.case
         case.sealed_at = self.clock.now()
+        st.done.append(case)
         self.cases_done.append(case)
-        self.case = None
+        st.case = None
         return case
 
     # -- events -----------------------------------------------------------------
@@ -477,6 +530,10 @@ class World:
             out[p.state] = out.get(p.state, 0) + 1
         out["defective"] = sum(1 for p in self.parts.values() if p.defective)
         return out
+
+    def cases_by_station(self) -> dict[str, int]:
+        """Completed cases per case station (ground truth)."""
+        return {name: len(st.done) for name, st in self.case_stations.items()}
 
 
 class _CancelHandle:

@@ -171,11 +171,39 @@ class PickTracking(Skill, name="pick_tracking"):
         await ctx.device("arm", Arm).stop()
 
 
+def route_station(ctx: SkillContext, variant: str | None) -> str:
+    """The case station a part of product ``variant`` goes to; raises ValueError with the reason when none.
+
+    A case station's ``products:`` list names the products it takes.  Without any such list (or for a part of
+    unknown product) the cell's only station with a pattern takes every part.
+    """
+    stations = ctx.config.get("stations") or {}
+    patterned = [n for n, st in stations.items() if st.get("pattern")]
+    if variant is not None:
+        taking = [n for n in patterned if variant in (stations[n].get("products") or ())]
+        if len(taking) == 1:
+            return taking[0]
+        if len(taking) > 1:
+            raise ValueError(f"several case stations take product {variant!r}: {', '.join(taking)}")
+    open_ = [n for n in patterned if stations[n].get("products") is None]
+    if len(patterned) == 1:
+        return patterned[0]
+    if variant is not None and len(open_) == 1:
+        return open_[0]  # the one station without a product list takes the rest
+    what = f"product {variant!r}" if variant is not None else "a part of unknown product"
+    raise ValueError(f"no case station takes {what} (give `station:` or list it in a station's `products:`)")
+
+
 class PlaceInPattern(Skill, name="place_in_pattern"):
-    """Place the held tray into the next free slot of the case (rows × cols pattern)."""
+    """Place the held tray into the next free slot of its case station's case (rows × cols pattern).
+
+    Without ``station`` the tray goes to the case station that takes its product (the station's
+    ``products:`` list), or to the cell's only case station.
+    """
 
     class Params(SkillParams):
-        station: str = Field(description="case station name (stations: section of the cell file)")
+        station: str | None = Field(None, description="case station name (stations: section of the cell file); "
+                                                      "default: the station whose `products:` takes the held part")
         approach_m: float = Field(0.08, gt=0, le=0.5)
         speed: float = Field(1.0, gt=0, le=1)
         default_height_m: float | None = Field(None, gt=0, le=0.5, description="height of a part of unknown "
@@ -183,15 +211,27 @@ class PlaceInPattern(Skill, name="place_in_pattern"):
 
     roles = {"arm": Arm, "gripper": Gripper}
 
+    @staticmethod
+    def _station(ctx: SkillContext, params: "PlaceInPattern.Params", part: TrackedPart) -> str:
+        return params.station if params.station is not None else route_station(ctx, part.variant)
+
     async def preconditions(self, ctx: SkillContext, params: Params) -> str | None:  # type: ignore[override]
-        if ctx.facts.values.get("holding") is None:
+        part = ctx.facts.values.get("holding")
+        if part is None:
             return "no tray held"
-        station = (ctx.config.get("stations") or {}).get(params.station)
-        if station is None or "pattern" not in station:
-            return f"no case station {params.station!r}"
+        try:
+            name = self._station(ctx, params, part)
+        except ValueError as e:
+            return str(e)
+        station = (ctx.config.get("stations") or {}).get(name)
+        if station is None or "pattern" not in station or not station["pattern"]:
+            return f"no case station {name!r}"
+        takes = station.get("products")
+        if takes is not None and part.variant is not None and part.variant not in takes:
+            return f"case station {name!r} does not take product {part.variant!r} (it takes {', '.join(takes) or 'none'})"
         rows, cols = station["pattern"]["rows"], station["pattern"]["cols"]
-        if ctx.facts.case_fill >= rows * cols:
-            return "case is full"
+        if ctx.facts.fill(name) >= rows * cols:
+            return "case is full" if len(ctx.facts.case_stations) <= 1 else f"case at {name} is full"
         return None
 
     @staticmethod
@@ -207,8 +247,9 @@ class PlaceInPattern(Skill, name="place_in_pattern"):
     async def execute(self, ctx: SkillContext, params: Params) -> SkillResult:  # type: ignore[override]
         arm, grip = ctx.device("arm", Arm), ctx.device("gripper", Gripper)
         part: TrackedPart = ctx.facts.values["holding"]
-        station = ctx.config["stations"][params.station]
-        slot = ctx.facts.case_fill
+        name = self._station(ctx, params, part)
+        station = ctx.config["stations"][name]
+        slot = ctx.facts.fill(name)
         h = _product_height(ctx, part.variant, params.default_height_m)
         # tool yaw so the tray ends aligned with the case (tray yaw = case yaw)
         tool_pick = (await arm.pose()).yaw
@@ -223,14 +264,14 @@ class PlaceInPattern(Skill, name="place_in_pattern"):
         await arm.move_pose(target, speed=params.speed)
         await grip.release()
         part.placed_at = ctx.clock.now()
-        part.case_id, part.slot = ctx.facts.case_id, slot
+        part.case_id, part.slot = ctx.facts.add_to_case(name)
+        part.station = name
         ctx.facts.values["holding"] = None
-        ctx.facts.case_fill += 1
         ctx.emit("part_placed", {"part": part})
         ctx.feedback(0.8, "retract")
         await arm.move_pose(above, speed=params.speed)
         ctx.feedback(1.0, "placed")
-        return SkillResult.success(part_id=part.id, case_id=part.case_id, slot=slot)
+        return SkillResult.success(part_id=part.id, case_id=part.case_id, slot=slot, station=name)
 
     async def on_cancel(self, ctx: SkillContext) -> None:
         await ctx.device("arm", Arm).stop()

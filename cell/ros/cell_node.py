@@ -93,7 +93,7 @@ class CellNode:
         self.busy: dict[str, str] = {}  # device name -> skill of the goal holding it
         self.goals: set[asyncio.Task] = set()
         self._configured = False
-        self.status_pub = self.parts_pub = None
+        self.status_pub = self.parts_pub = self.cases_pub = None
         self.dispatched = 0
         self.connected: Any = None  # concurrent.futures.Future of the activation's connect_all
 
@@ -110,6 +110,11 @@ class CellNode:
         n = self.node
         self.status_pub = n.create_publisher(CellStatus, "status", 10)
         self.parts_pub = n.create_publisher(PartEvent, "parts", 100)
+        # completed cases per case station (CellStatus carries the total): a DiagnosticStatus named "cases"
+        # whose values are station → count, plus "total"; published when a case completes and on state changes
+        from diagnostic_msgs.msg import DiagnosticStatus
+
+        self.cases_pub = n.create_publisher(DiagnosticStatus, "cases", 10)
         self.bridge.create_service(n, CellCommand, "command", self._on_command, on_error=self._command_failed)
         self.bridge.create_action_server(n, ExecuteSkill, "execute_skill", self._execute,
                                          on_cancel_result=lambda g: ExecuteSkill.Result(
@@ -190,9 +195,25 @@ class CellNode:
         msg.alarms = [a.message for a in c.alarms.active()]
         self.status_pub.publish(msg)
 
+    def publish_cases(self) -> None:
+        if self.cases_pub is None:
+            return
+        from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+
+        led = self.cell.ledger
+        msg = DiagnosticStatus()
+        msg.name, msg.hardware_id = "cases", self.ns
+        msg.message = "completed cases per case station"
+        msg.values = [KeyValue(key=k, value=str(int(v))) for k, v in led.cases_by_station.items()]
+        msg.values.append(KeyValue(key="total", value=str(int(led.cases_completed))))
+        self.cases_pub.publish(msg)
+
     def _on_event(self, kind: str, data: dict[str, Any]) -> None:
         if kind == "state":
             self.publish_status()
+            self.publish_cases()
+        elif kind == "case_completed":
+            self.publish_cases()
 
     def _on_part(self, what: str, rec: Any) -> None:
         if what != "closed" or self.parts_pub is None:

@@ -24,15 +24,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise UserError(f"no such file: {args.file}" if not args.file.exists() else f"{args.file}: not a file", 2)
     last_status = None
     n = 0
+    cases: dict[str, int] | None = None
     try:
         for topic, t, msg in read_bag(args.file):
             last_status = _show(args, topic, t, msg, last_status)
             n += topic.endswith("/parts")
+            if topic.endswith("/cases"):  # completed cases per case station
+                cases = {kv.key: int(kv.value) for kv in msg.values if kv.key != "total"}
     except BagError as e:
         if not e.messages:
             raise UserError(f"{args.file}: {e}", 2) from None
         print(f"axcell: warning: {args.file}: {e}", file=sys.stderr)  # what was read is shown above
-    return _final(args, last_status, n)
+    return _final(args, last_status, n, cases)
 
 
 def _show(args: argparse.Namespace, topic: str, t: float, msg: Any, last_status: Any) -> Any:
@@ -51,15 +54,19 @@ def _show(args: argparse.Namespace, topic: str, t: float, msg: Any, last_status:
     return last_status
 
 
-def _final(args: argparse.Namespace, last_status: Any, n: int) -> int:
+def _final(args: argparse.Namespace, last_status: Any, n: int, cases: dict[str, int] | None = None) -> int:
     if last_status is None:
         print(f"{args.file}: no cell status recorded ({n} part events)")
         return 1
     counts = {k: int(getattr(last_status, k)) for k in
               ("arrived", "inspected", "good", "rejected", "packed", "missed", "cases_completed")}
     counts["state"] = last_status.state
+    if cases is not None and len(cases) < 2:
+        cases = None  # one case station: its count is cases_completed (output as before)
     if args.json:
-        print(json.dumps({"final": counts, "part_events": n}))
+        print(json.dumps({"final": counts, "part_events": n} | ({"cases_by_station": cases} if cases else {})))
     else:
         print(f"final: {n} part events; " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        if cases:
+            print("cases by station: " + ", ".join(f"{k} {v}" for k, v in cases.items()))
     return 0

@@ -12,7 +12,7 @@ one serving that device, and is sent to every other replica as an event:
   again in the replica (ruckig is deterministic) and started at the same ``t0``;
 - arm, frozen (stop, cancel, timeout, close): ``["arm", name, rest, None, t0]``;
 - vacuum cup grip / release: ``["attach", cup, part]`` / ``["release", cup, x, y, z]``;
-- case sealer seal / index: ``["seal"]`` / ``["index"]``;
+- case sealer seal / index: ``["seal", station]`` / ``["index", station]``;
 - an IO output written: ``["io", device, channel, value]``;
 - the cell starting production: ``["infeed"]`` (``world.start_infeed``).
 
@@ -160,10 +160,10 @@ class Replication:
             elif name == "release":
                 gripper, x, y, z = a
                 self.emit(["release", gripper, float(x), float(y), float(z)])
-            elif name == "seal_case":
-                self.emit(["seal"])
+            elif name == "seal_case":  # the case station (none: the first)
+                self.emit(["seal", *a])
             elif name == "index_new_case":
-                self.emit(["index"])
+                self.emit(["index", *a])
             else:
                 self.emit(["infeed"])
             return r
@@ -198,9 +198,9 @@ class Replication:
         elif kind == "release":
             self._orig["release"](ev[1], ev[2], ev[3], ev[4])
         elif kind == "seal":
-            self._orig["seal_case"]()
+            self._orig["seal_case"](*ev[1:])
         elif kind == "index":
-            self._orig["index_new_case"]()
+            self._orig["index_new_case"](*ev[1:])
         elif kind == "infeed":
             self._orig["start_infeed"]()
         elif kind == "io":

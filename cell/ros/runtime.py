@@ -264,6 +264,7 @@ def expected_topics(cell: Any, twins: dict[str, Any]) -> list[tuple[str, str]]:
     ns = cell.name
     out = [("/clock", "rosgraph_msgs/msg/Clock"), ("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray"),
            (f"/{ns}/status", "axcell_interfaces/msg/CellStatus"), (f"/{ns}/parts", "axcell_interfaces/msg/PartEvent"),
+           (f"/{ns}/cases", "diagnostic_msgs/msg/DiagnosticStatus"),
            (f"/{ns}/cell/transition_event", "lifecycle_msgs/msg/TransitionEvent")]
     for name, dev in twins.items():
         if isinstance(dev, Arm):
