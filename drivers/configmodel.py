@@ -154,6 +154,10 @@ def _fits(ann: Any, value: Any) -> bool:
     return True
 
 
+_UNSEEN: Any = object()
+_SCALAR_VERDICTS: dict[tuple[type, str, type], Any] = {}
+
+
 class ConfigModel(BaseModel):
     """A model read from a cell file: unknown keys refused, booleans and numbers never confused."""
 
@@ -165,7 +169,15 @@ class ConfigModel(BaseModel):
         field = cls.model_fields.get(info.field_name) if info.field_name else None
         if field is None:
             return value
-        p = bool_problem(field.annotation, value)
+        if isinstance(value, (list, tuple, dict, set, frozenset)):
+            p = bool_problem(field.annotation, value)
+        else:
+            # for a scalar the verdict depends only on the field and the value's type (see bool_problem):
+            # remembered, since skill parameters are validated every time a skill runs
+            key = (cls, info.field_name, type(value))
+            p = _SCALAR_VERDICTS.get(key, _UNSEEN)
+            if p is _UNSEEN:
+                p = _SCALAR_VERDICTS[key] = bool_problem(field.annotation, value)
         if p:
             where, message = p
             at = ".".join(str(k) for k in where)
