@@ -192,6 +192,10 @@ class _Builder:
                 return [self.build(v, path + (i,), depth + 1, line, alias) for i, v in enumerate(node.value)]
             finally:
                 self.active.discard(nid)
+        if node.tag in (_INT, _FLOAT) and isinstance(node.value, str):
+            why = _yaml11_number_trap(node.value)
+            if why:
+                raise YamlError(line, where, why)
         try:
             return self.c.construct_object(node, deep=True)
         except (ValueError, OverflowError, yaml.YAMLError) as e:
@@ -199,6 +203,27 @@ class _Builder:
             shown = value if len(value) <= 40 else value[:20] + "..." + value[-10:]
             why = "too many digits" if "digits" in str(e) else _one_line(str(e))[:120]
             raise YamlError(line, where, f"cannot read {shown!r} as {node.tag.rsplit(':', 1)[-1]} ({why})") from None
+
+
+_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+
+
+def _yaml11_number_trap(text: str) -> str | None:
+    """Why a plain scalar PyYAML reads as a number by YAML 1.1's rules only is refused, or None.
+
+    YAML 1.1 reads ``1:30`` as 90 (base 60) and ``017`` as 15 (octal); YAML 1.2 and every other reader
+    take them as text or 17.  A cell file that means a time or a zero-padded number would silently get
+    another value, so these spellings are refused and the message says what to write instead.
+    """
+    t = text.strip().lstrip("+-")
+    if ":" in t:
+        return (f"{text!r} is read as a base-60 number by YAML 1.1 (1:30 means 90); write the number itself, "
+                f"or quote it if it is text")
+    digits = t.replace("_", "")
+    if len(digits) > 1 and digits[0] == "0" and digits.isdigit():
+        return (f"{text!r} is read as an octal number by YAML 1.1 (017 means 15); write it without the leading "
+                f"zero, or quote it if it is text")
+    return None
 
 
 class _Where:

@@ -440,3 +440,24 @@ def test_config_model_checks_inside_unions_mappings_and_plain_models():
         with pytest.raises(ValidationError) as ei:
             M(**kw)
         assert "bool_number_mixup" in str(ei.value.errors()[0]["type"]) and where in str(ei.value), (kw, str(ei.value))
+
+
+@pytest.mark.parametrize("old, new, path, words", [
+    # YAML 1.1 reads 1:30 as 90 (base 60) and 017 as 15 (octal): refused, not silently converted
+    ("seed: 1", "seed: 1:30", "sim.seed", "base-60 number"),
+    ("speed: 0.2}", "speed: 1:12}", "devices.2.options.speed", "base-60 number"),
+    ("rate_ppm: 15", "rate_ppm: 015", "sim.infeed.rate_ppm", "octal number"),
+])
+def test_yaml_11_number_spellings_are_refused(old: str, new: str, path: str, words: str):
+    text = DEMO.read_text()
+    assert old in text
+    with pytest.raises(CellFileError) as ei:
+        parse_cell(text.replace(old, new, 1), "c.yaml")
+    first = str(ei.value).splitlines()[0]
+    assert first.startswith("c.yaml:") and f": {path}: " in first and words in first, first
+
+
+def test_zero_padded_floats_and_quoted_times_still_read():
+    text = DEMO.read_text()
+    cfg = parse_cell(text.replace("speed: 0.2}", "speed: 00.2}").replace("seed: 1\n", "seed: 0\n", 1), "c.yaml")
+    assert cfg.devices[2].options["speed"] == 0.2 and cfg.sim.seed == 0
