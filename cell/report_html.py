@@ -18,6 +18,7 @@ from typing import Any
 
 from . import oee as oee_mod
 from .packml import State
+from .store import station_counts
 
 COLORS = {
     "Execute": "#1e9e4a", "Idle": "#2f7fd6", "Held": "#e0a000", "Holding": "#e0a000", "Unholding": "#e0a000",
@@ -89,9 +90,15 @@ def _load_store(run_dir: Path, db: Path, meta: dict[str, Any], run_id: str | Non
         states = [dict(r) for r in conn.execute("SELECT * FROM states WHERE run_id = ? ORDER BY seq", (rid,))]
         alarms = [dict(r) for r in conn.execute("SELECT * FROM alarms WHERE run_id = ? ORDER BY alarm_id", (rid,))]
         acc = {r[0]: r[1] for r in conn.execute("SELECT name, value FROM counters")}
+        by_station = station_counts(conn, rid)  # empty for a store from before the case stations
     finally:
         conn.close()
     run_meta = json.loads(run["meta"] or "{}")
+    names = run_meta.get("case_stations") if isinstance(run_meta, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        names = []
+    names = list(dict.fromkeys(names + list(by_station["cases"]) + list(by_station["packed"])))
+    stations = {n: {"cases": by_station["cases"].get(n, 0), "packed": by_station["packed"].get(n, 0)} for n in names}
     report_json: dict[str, Any] = {}
     if (run_dir / "report.json").is_file():
         try:
@@ -110,7 +117,7 @@ def _load_store(run_dir: Path, db: Path, meta: dict[str, Any], run_id: str | Non
     end = max([float(report_json.get("sim_seconds") or 0.0)] + times) if times else 0.0
     return {"run_id": rid, "cell": run["cell"], "started": run["started_wall"], "ended": run["ended_wall"],
             "seed": run["seed"], "db": str(db), "parts": parts, "states": states, "alarms": alarms, "acc": acc,
-            "design_speed_ppm": design, "end": end, "report": report_json}
+            "design_speed_ppm": design, "end": end, "report": report_json, "stations": stations}
 
 
 def _reason(s: dict[str, Any]) -> oee_mod.Reason | None:
@@ -330,6 +337,16 @@ def build_html(data: dict[str, Any]) -> str:
                          f"<td>{'yes' if a['first_out'] else ''}</td><td>{_esc(a['acked_by'] or '')}</td></tr>"
                          for a in data["alarms"])
     acc = data["acc"]
+    stations = data.get("stations") or {}
+    station_rows = ""
+    if len(stations) > 1:  # several case stations: one row each (a one-station report is as before)
+        station_rows = ("<h2>Case stations</h2>\n<table class=\"stations\"><tr><th>case station</th>"
+                        "<th>cases completed</th><th>parts packed</th></tr>"
+                        + "".join(f"<tr><td>{_esc(n)}</td><td>{v['cases']}</td><td>{v['packed']}</td></tr>"
+                                  for n, v in stations.items())
+                        + f"<tr><th>total</th><th>{sum(v['cases'] for v in stations.values())}</th>"
+                          f"<th>{sum(v['packed'] for v in stations.values())}</th></tr></table>\n"
+                          "<p class=\"muted\">from <code>cases</code> and the packed rows of <code>parts</code></p>\n")
     adds_up = arrived == counts["packed"] + counts["rejected"] + counts["missed"] + counts["open"]
     css = ("body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1000px}"
            "h1{margin-bottom:0}table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;"
@@ -361,7 +378,7 @@ cell time {end:.0f} s · store {_esc(data['db'])}</p>
 <tr><td>arrived = packed + rejected + missed + on belt</td><td class="{'ok' if adds_up else 'bad'}">{arrived} = {counts['packed']} + {counts['rejected']} + {counts['missed']} + {counts['open']}</td><td></td></tr>
 <tr><td>AccCount (all runs in this store)</td><td>processed {acc.get('processed', 0)} · good {acc.get('good', 0)} · defective {acc.get('defective', 0)}</td><td><code>counters</code></td></tr>
 </table>
-<h2>Throughput and OEE over time</h2>
+{station_rows}<h2>Throughput and OEE over time</h2>
 {svg_lines([("packed/min", "#1e9e4a", thr)], xlabel="cell time (min)", ylabel="packed per minute")}
 {svg_lines([("OEE", "#2f7fd6", oee_s), ("availability", "#e0a000", a_s), ("performance", "#6a5acd", p_s), ("quality", "#1e9e4a", q_s)], ymax=1.2 if max((v for _, v in p_s), default=0) > 1 else 1.0, xlabel="cell time (min)", ylabel="cumulative", pct=True)}
 <h2>Cycle time (between consecutive packed parts)</h2>

@@ -125,7 +125,8 @@ async def run_session(cfg: CellConfig, opts: RunOptions) -> dict[str, Any] | Non
         store = Store(store_path, cell=cfg.cell.name, seed=cell.seed, images_dir=store_path.parent / "images",
                       sample_good_images=cfg.store.sample_good_images, ack_log=opts.store_ack_log,
                       meta={"cell_file": str(cfg.source) if cfg.source else None, "run_dir": str(run_dir),
-                            "interactive": interactive, "design_speed_ppm": cfg.line.design_speed_ppm})
+                            "interactive": interactive, "design_speed_ppm": cfg.line.design_speed_ppm,
+                            "case_stations": [n for n, st in cfg.stations.items() if st.pattern is not None]})
         (run_dir / "run.json").write_text(json.dumps({
             "cell": cfg.cell.name, "run_id": store.run_id, "store": str(store_path.resolve()),
             "images": str((store_path.parent / "images").resolve()), "seed": cell.seed,
@@ -191,6 +192,15 @@ async def run_session(cfg: CellConfig, opts: RunOptions) -> dict[str, Any] | Non
                                    "counts": store.counts(), "acc_counts": store.acc_counts(),
                                    "committed_items": store.committed_items}
                 report["oee"]["acc"] = dict(report["store"]["acc_counts"])  # AccCount once all is committed
+                by = report["cases"].get("by_station") or {}
+                if len(by) > 1:  # several case stations: the store's per-station figures, to check the report's
+                    sc = store.station_counts()
+                    report["store"]["cases_by_station"] = {n: sc["cases"].get(n, 0) for n in by}
+                    report["store"]["packed_by_station"] = {n: sc["packed"].get(n, 0) for n in by}
+                    for key in ("cases_by_station", "packed_by_station"):
+                        ours = report["cases"]["by_station" if key == "cases_by_station" else key]
+                        if report["store"][key] != ours:
+                            log.error("store and report disagree on %s: %s vs %s", key, report["store"][key], ours)
             store.close()
     if report is not None:
         report["run_dir"] = str(run_dir)

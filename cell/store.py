@@ -8,6 +8,9 @@ What it keeps, per run (``run_id``):
   counted twice.  Counts are SQL over these rows.
 * ``alarms`` (upsert on raise/ack/clear), ``states`` (every PackML transition
   with the stop reason), ``audit`` (commands and failed authentications).
+* ``cases``: one row per completed case, ``PRIMARY KEY (run_id, station, case_id)``
+  (case ids count from 1 per case station); a packed part's row names its
+  ``case_id`` and ``station``, so per-station cases and packed parts are SQL too.
 * ``counters``: the PackML ``AccCount`` totals (processed / good / defective),
   bumped in the same transaction that closes a part, so they equal the records
   and never go backwards, across restarts of the store too.
@@ -56,7 +59,7 @@ CREATE TABLE IF NOT EXISTS parts (
   pick_time REAL, place_time REAL, case_id INTEGER, slot INTEGER,
   outcome TEXT CHECK (outcome IS NULL OR outcome IN ('packed', 'rejected', 'missed')),
   closed_at REAL, closed_wall TEXT, reason TEXT, telemetry TEXT,
-  image_path TEXT, image_sha256 TEXT,
+  image_path TEXT, image_sha256 TEXT, station TEXT,
   PRIMARY KEY (run_id, part_id)
 );
 CREATE INDEX IF NOT EXISTS parts_run_outcome ON parts (run_id, outcome);
@@ -76,12 +79,49 @@ CREATE TABLE IF NOT EXISTS audit (
   id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, wall TEXT NOT NULL, t REAL, action TEXT NOT NULL,
   ok INTEGER NOT NULL, actor TEXT, detail TEXT
 );
+CREATE TABLE IF NOT EXISTS cases (
+  run_id TEXT NOT NULL, station TEXT NOT NULL, case_id INTEGER NOT NULL, slots INTEGER, completed_at REAL,
+  completed_wall TEXT,
+  PRIMARY KEY (run_id, station, case_id)
+);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters (name, value) VALUES ('processed', 0), ('good', 0), ('defective', 0);
 """
 
+SCHEMA_VERSION = 2
+"""``PRAGMA user_version`` of a store this code writes.  0 or 1: a store from before the case stations
+(``parts`` has no ``station`` column, there is no ``cases`` table); :func:`migrate` brings it to 2."""
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # 1 -> 2: the case station of each packed part (``cases`` itself is created by SCHEMA)
+    2: ("ALTER TABLE parts ADD COLUMN station TEXT",),
+}
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the store's schema to :data:`SCHEMA_VERSION` (in the caller's transaction); return the old version.
+
+    A store written before versioning has ``user_version`` 0; its tables are what version 1 had."""
+    old = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if old > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(f"store schema version {old} is newer than this axcell ({SCHEMA_VERSION})")
+    has_parts = bool(conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'parts'").fetchone())
+    if has_parts:
+        for version in range(max(old, 1) + 1, SCHEMA_VERSION + 1):
+            for stmt in MIGRATIONS.get(version, ()):
+                m = re.match(r"ALTER TABLE (\w+) ADD COLUMN (\w+)", stmt)
+                if m and m.group(2) in _columns(conn, m.group(1)):
+                    continue  # already there (a half-migrated store)
+                conn.execute(stmt)
+    return old
+
+
 PART_FIELDS = ("arrival", "variant", "verdict", "defects", "score", "inspect_ms", "inspected_at", "pick_time",
-               "place_time", "case_id", "slot", "telemetry")
+               "place_time", "case_id", "slot", "telemetry", "station")
 
 UPSERT_PART = f"""
 INSERT INTO parts (run_id, part_id, seq, {", ".join(PART_FIELDS)}, outcome, closed_at, closed_wall, reason)
@@ -175,6 +215,9 @@ class Store:
         self.on_error: list[Callable[[BaseException], None]] = []
         self.committed_batches = 0
         self.committed_items = 0
+        self.committed_cases = 0
+        self.migrated_from: int | None = None
+        """The schema version the store had when opened (0: new or from before versioning)."""
         self.error: BaseException | None = None
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._seq = 0
@@ -184,7 +227,15 @@ class Store:
         self.reconcile_report: dict[str, Any] = {}
         conn = self._connect()
         with conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.migrated_from = migrate(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
             conn.executescript(SCHEMA)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("INSERT OR IGNORE INTO runs (run_id, cell, started_wall, seed, meta) VALUES (?, ?, ?, ?, ?)",
                          (self.run_id, cell, utc_now(), seed, json.dumps(meta or {}, default=str)))
         conn.close()
@@ -226,6 +277,8 @@ class Store:
                 part = data.get("part")
                 if part is not None:
                     self.on_inspected(part.id, part.verdict, (part.meta or {}).get("frame"))
+            elif kind == "case_completed":
+                self.on_case(data.get("station"), data.get("case_id"), data.get("slots"), cell.clock.now())
 
         cell.listeners.append(on_event)
 
@@ -248,6 +301,12 @@ class Store:
             return
         if verdict != "good" or sample_hit(part_id, self.sample_good_images):
             self._put(("image", part_id, frame.image))
+
+    def on_case(self, station: str | None, case_id: Any, slots: Any, t: float | None) -> None:
+        if case_id is None:
+            return
+        self._put(("case", {"station": station or "", "case_id": int(case_id),
+                            "slots": int(slots) if slots is not None else None, "t": t, "wall": utc_now()}))
 
     def on_alarm(self, what: str, alarm: Any) -> None:
         self._put(("alarm", alarm.to_record() if hasattr(alarm, "to_record") else dict(alarm)))
@@ -317,7 +376,10 @@ class Store:
                         acked = []
                     if acked:
                         self.committed_batches += 1
-                        self.committed_items += len(acked)
+                        # completed cases are counted apart, so committed_items means what it meant before them
+                        cases = sum(1 for kind, _ in acked if kind == "case")
+                        self.committed_cases += cases
+                        self.committed_items += len(acked) - cases
                         if ack is not None:
                             for kind, data in acked:
                                 if kind == "part":
@@ -376,7 +438,7 @@ class Store:
                            d.get("arrival"), d.get("variant"), d.get("verdict"), json.dumps(d.get("defects") or []),
                            d.get("score"), d.get("inspect_ms"), d.get("inspected_at"), d.get("pick_time"),
                            d.get("place_time"), d.get("case_id"), d.get("slot"),
-                           json.dumps(d.get("telemetry") or {}),
+                           json.dumps(d.get("telemetry") or {}), d.get("station"),
                            d.get("outcome"), d.get("closed_at"), utc_now() if d.get("outcome") else None,
                            d.get("reason") or "")
                     if seq is None:
@@ -394,6 +456,13 @@ class Store:
                                      "WHERE run_id = ? AND part_id = ? AND image_path IS NULL",
                                      (res[0], res[1], rid, it[1]))
                         acked.append(("image", {"id": it[1], "path": res[0], "sha256": res[1]}))
+                elif kind == "case":
+                    c = it[1]
+                    cur = conn.execute("INSERT OR IGNORE INTO cases (run_id, station, case_id, slots, completed_at, "
+                                       "completed_wall) VALUES (?, ?, ?, ?, ?, ?)",
+                                       (rid, c["station"], c["case_id"], c["slots"], c["t"], c["wall"]))
+                    if cur.rowcount == 1:
+                        acked.append(("case", c))
                 elif kind == "alarm":
                     a = it[1]
                     conn.execute(UPSERT_ALARM, (rid, a["id"], a["code"], a["severity"], a["message"], a["source"],
@@ -436,6 +505,11 @@ class Store:
         """Counts of one run (default: this one), derived from the part records."""
         r = self._query(COUNTS_SQL + " WHERE run_id = ?", (run_id or self.run_id,))[0]
         return {k: int(r[k] or 0) for k in r.keys()}
+
+    def station_counts(self, run_id: str | None = None) -> dict[str, dict[str, int]]:
+        """Completed cases and packed parts per case station of one run (default: this one)."""
+        with self._read_lock:
+            return station_counts(self._read, run_id or self.run_id)
 
     def acc_counts(self) -> dict[str, int]:
         """PackML AccCount: totals over every run in this store (never decrease)."""
@@ -516,6 +590,23 @@ SELECT COUNT(*) AS arrived,
        SUM(outcome = 'missed') AS missed,
        SUM(outcome IS NULL) AS open
 FROM parts"""
+
+
+def station_counts(conn: sqlite3.Connection, run_id: str) -> dict[str, dict[str, int]]:
+    """``{"cases": {station: completed cases}, "packed": {station: packed parts}}`` from the records.
+
+    Reads a store of any schema version: one from before the case stations has neither ``cases`` nor
+    ``parts.station`` and gives empty mappings."""
+    out: dict[str, dict[str, int]] = {"cases": {}, "packed": {}}
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'cases'").fetchone():
+        for r in conn.execute("SELECT station, COUNT(*) FROM cases WHERE run_id = ? GROUP BY station ORDER BY station",
+                              (run_id,)):
+            out["cases"][r[0]] = int(r[1])
+    if "station" in _columns(conn, "parts"):
+        for r in conn.execute("SELECT station, COUNT(*) FROM parts WHERE run_id = ? AND outcome = 'packed' "
+                              "AND station IS NOT NULL GROUP BY station ORDER BY station", (run_id,)):
+            out["packed"][r[0]] = int(r[1])
+    return out
 
 
 def acc_counts(conn: sqlite3.Connection, lock: threading.Lock | None = None) -> dict[str, int]:

@@ -9,6 +9,7 @@ station whose ``products:`` list takes it.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,131 @@ def test_place_without_station_needs_routing_when_there_are_several_case_station
 def test_case_not_full_needs_its_station_when_there_are_several():
     probs = _problems(TWO.read_text().replace("with: {station: kimchi_case}", "with: {slots: 4}"))
     assert any("each case station has a case of its own" in m for _, m in probs), probs
+
+
+# -- the store, the HTML report and the old schema ---------------------------------------------------
+@pytest.fixture(scope="module")
+def session_run(cfg, tmp_path_factory):
+    """A short session run of the two-station cell with its store in a run directory."""
+    from cell.session import RunOptions, run_session
+
+    run_dir = tmp_path_factory.mktemp("two_run")
+    asyncio.run(run_session(cfg, RunOptions(duration=150, seed=1, quiet=True, run_dir=run_dir)))
+    return run_dir, json.loads((run_dir / "report.json").read_text())
+
+
+def test_the_store_records_each_packed_parts_station_and_each_case(session_run):
+    import sqlite3
+
+    from cell.store import SCHEMA_VERSION, station_counts
+
+    run_dir, rep = session_run
+    by, packed = rep["cases"]["by_station"], rep["cases"]["packed_by_station"]
+    assert all(n >= 1 for n in by.values()) and len(by) == 2, by
+    # the report's per-station figures agree with the store's (checked in the run, reported beside them)
+    assert rep["store"]["cases_by_station"] == by and rep["store"]["packed_by_station"] == packed
+    conn = sqlite3.connect(run_dir / "cell.sqlite")
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        rid = json.loads((run_dir / "run.json").read_text())["run_id"]
+        sc = station_counts(conn, rid)
+        assert sc == {"cases": by, "packed": packed}
+        rows = conn.execute("SELECT station, variant, case_id FROM parts WHERE run_id = ? AND outcome = 'packed'",
+                            (rid,)).fetchall()
+        assert rows and all(TAKES[st] == v and cid >= 1 for st, v, cid in rows), rows
+        # case ids count from 1 at each station
+        for name, n in by.items():
+            ids = [r[0] for r in conn.execute("SELECT case_id FROM cases WHERE run_id = ? AND station = ? "
+                                              "ORDER BY case_id", (rid, name))]
+            assert ids == list(range(1, n + 1))
+    finally:
+        conn.close()
+
+
+def test_the_html_report_has_a_row_per_case_station(session_run):
+    import re
+
+    from cell.report_html import build_html, load_run
+
+    run_dir, rep = session_run
+    data = load_run(run_dir)
+    assert data["stations"] == {n: {"cases": rep["cases"]["by_station"][n],
+                                    "packed": rep["cases"]["packed_by_station"][n]} for n in TAKES}
+    text = build_html(data)
+    assert "<h2>Case stations</h2>" in text
+    for n in TAKES:
+        assert re.search(rf"<tr><td>{n}</td><td>{data['stations'][n]['cases']}</td>"
+                         rf"<td>{data['stations'][n]['packed']}</td></tr>", text), n
+    # one case station: no per-station rows
+    one = dict(data, stations={"case_out": data["stations"]["case_out"]})
+    assert "Case stations" not in build_html(one)
+
+
+OLD_PARTS = """CREATE TABLE parts (
+  run_id TEXT NOT NULL, part_id TEXT NOT NULL, seq INTEGER NOT NULL,
+  arrival REAL, variant TEXT, verdict TEXT, defects TEXT, score REAL, inspect_ms REAL, inspected_at REAL,
+  pick_time REAL, place_time REAL, case_id INTEGER, slot INTEGER,
+  outcome TEXT CHECK (outcome IS NULL OR outcome IN ('packed', 'rejected', 'missed')),
+  closed_at REAL, closed_wall TEXT, reason TEXT, telemetry TEXT,
+  image_path TEXT, image_sha256 TEXT,
+  PRIMARY KEY (run_id, part_id)
+);"""
+
+
+def _old_store(path: Path) -> None:
+    """A store as the previous schema wrote it (no parts.station, no cases table, user_version 0)."""
+    import sqlite3
+
+    from cell.store import SCHEMA
+
+    old = SCHEMA.replace(SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS parts"):SCHEMA.index("CREATE INDEX")],
+                         OLD_PARTS + "\n")
+    old = old[:old.index("CREATE TABLE IF NOT EXISTS cases")] + old[old.index("CREATE TABLE IF NOT EXISTS counters"):]
+    assert "station" not in old and "cases" not in old
+    conn = sqlite3.connect(path)
+    conn.executescript(old)
+    conn.execute("INSERT INTO runs (run_id, cell, started_wall, seed, meta) VALUES "
+                 "('old', 'packaging_cell', '2026-01-01T00:00:00Z', 1, '{\"design_speed_ppm\": 30}')")
+    conn.executemany("INSERT INTO parts (run_id, part_id, seq, arrival, variant, verdict, defects, outcome, "
+                     "closed_at, place_time, case_id, slot) VALUES ('old', ?, ?, ?, 'bulgogi_tray', 'good', '[]', "
+                     "'packed', ?, ?, 1, ?)", [(f"p{i}", i, 10.0 * i, 10.0 * i + 5, 10.0 * i + 5, i)
+                                                for i in range(1, 4)])
+    conn.execute("INSERT INTO states (run_id, seq, t, wall, source, target, cause) "
+                 "VALUES ('old', 1, 0, '2026-01-01T00:00:00Z', 'Idle', 'Execute', 'start')")
+    conn.commit()
+    conn.close()
+
+
+def test_a_store_of_the_old_schema_still_reports_and_is_migrated_on_open(tmp_path):
+    import sqlite3
+
+    from cell.report_html import build_html, load_run
+    from cell.store import SCHEMA_VERSION, Store, verify
+
+    db = tmp_path / "cell.sqlite"
+    _old_store(db)
+    (tmp_path / "run.json").write_text(json.dumps({"run_id": "old", "store": str(db)}))
+    data = load_run(tmp_path)  # read-only: the old schema as it is
+    assert data["stations"] == {} and len(data["parts"]) == 3
+    assert "Case stations" not in build_html(data)
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == 0  # the report wrote nothing
+
+    store = Store(db, cell="packaging_cell", run_id="new")  # opening it for writing migrates it
+    try:
+        assert store.migrated_from == 0
+        store.on_part("closed", {"id": "q1", "arrival": 1.0, "variant": "kimchi_tray", "outcome": "packed",
+                                 "closed_at": 2.0, "case_id": 1, "slot": 0, "station": "kimchi_case"})
+        store.on_case("kimchi_case", 1, 4, 3.0)
+        assert store.flush()
+        assert store.station_counts() == {"cases": {"kimchi_case": 1}, "packed": {"kimchi_case": 1}}
+        assert store.station_counts("old") == {"cases": {}, "packed": {}}  # old rows: no station
+        assert store.counts("old")["packed"] == 3
+    finally:
+        store.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    assert "station" in {r[1] for r in conn.execute("PRAGMA table_info(parts)")}
+    conn.close()
+    assert verify(db)["integrity"] == "ok"
+    assert load_run(tmp_path)["stations"] == {}  # the old run still opens, now in a migrated store
+    Store(db, cell="packaging_cell", run_id="again").close()  # reopening a migrated store is a no-op

@@ -170,6 +170,7 @@ class NorthboundServer:
         self._tick_task: asyncio.Task | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._base_counts: dict[str, int] = {}
+        self._base_cases: dict[str, int] = {}
         self._stopped = False
 
     @property
@@ -214,6 +215,8 @@ class NorthboundServer:
         self._reset_baseline()
         self.cell.fsm.subscribe(self._on_transition)
         self.cell.ledger.listeners.append(lambda what, rec: self.refresh())
+        if len(self.cell.ledger.cases_by_station) > 1:  # per-station cases are served: tell at each seal
+            self.cell.listeners.append(lambda kind, data: self.refresh() if kind == "case_completed" else None)
         self.cell.alarms.listeners.append(lambda what, alarm: self.refresh())
         self.refresh()
         self._tick_task = asyncio.get_running_loop().create_task(self._tick())
@@ -416,9 +419,9 @@ class NorthboundServer:
         await unit_node.add_method(self._id("SetParameter"), ua.QualifiedName("SetParameter", P), self._unsupported,
                                    [], [])
 
-    def _count(self, i: int, name: str, count: int, acc: int) -> Any:
+    def _count(self, i: int, name: str, count: int, acc: int, unit: str = "parts") -> Any:
         c = self._types["PackMLCountDataType"]()
-        c.ID, c.Name, c.Unit, c.Count, c.AccCount = i, name, "parts", int(count), int(acc)
+        c.ID, c.Name, c.Unit, c.Count, c.AccCount = i, name, unit, int(count), int(acc)
         return c
 
     def _alarm(self, a: Any) -> Any:
@@ -456,6 +459,12 @@ class NorthboundServer:
     # -- values -----------------------------------------------------------------------------------------
     def _reset_baseline(self) -> None:
         self._base_counts = self._totals()
+        self._base_cases = self._case_totals()
+
+    def _case_totals(self) -> dict[str, int]:
+        """Completed cases per case station, when the cell has two or more (else empty: nothing extra is served)."""
+        by = self.cell.ledger.cases_by_station
+        return dict(by) if len(by) > 1 else {}
 
     def _totals(self) -> dict[str, int]:
         c = self.cell.ledger.counts()
@@ -480,6 +489,22 @@ class NorthboundServer:
         for i, name in enumerate(("ProdProcessedCount", "ProdDefectiveCount", "ProdConsumedCount")):
             out[f"Admin.{name}"] = ua.Variant([self._count(0, "primary", totals[name] - self._base_counts.get(name, 0),
                                                            totals[name])], V.ExtensionObject)
+        # Several case stations: their completed cases as further entries of Admin.ProdProcessedCount[].
+        # TR88 / OPC 30050 make ProdProcessedCount an array of PackMLCountDataType so that a unit can count
+        # more than one output stream ("index 0 should be reserved for ... the primary production stream");
+        # each case station is such a stream (its own cases, its own sealer).  Entries 1..n (ID = index,
+        # Name = the station, Unit = "cases", Count since the last Reset, AccCount never reset) keep the
+        # standard type and the Count/AccCount semantics, so any PackML client that reads the array sees
+        # them, and entry 0 (parts, which OEE uses) is untouched.  A vendor folder of extra variables would
+        # be outside the companion model; ProdDefectiveCount/ProdConsumedCount get no entries because cases
+        # are neither defective nor consumed material.  One case station: the array stays one entry long.
+        cases = self._case_totals()
+        if cases:
+            entries = [self._count(0, "primary", totals["ProdProcessedCount"]
+                                   - self._base_counts.get("ProdProcessedCount", 0), totals["ProdProcessedCount"])]
+            entries += [self._count(i, n, k - self._base_cases.get(n, 0), k, unit="cases")
+                        for i, (n, k) in enumerate(cases.items(), start=1)]
+            out["Admin.ProdProcessedCount"] = ua.Variant(entries, V.ExtensionObject)
         cum = cell.fsm.cumulative_times()
         cum_row = [min(int(cum.get(State(s), 0.0)), 2**31 - 1) if s <= 17 else 0 for s in range(18)]
         cur_row = [0] * 18

@@ -35,6 +35,8 @@ def test_batch_run_writes_report_json_and_html_report_adds_up(tmp_path: Path, ca
     assert not re.search(r"<script|<link|https?://", text), "the report must be self-contained"
     for title in ("Throughput and OEE over time", "Cycle time", "Rejects by defect", "State timeline"):
         assert title in text
+    assert "Case stations" not in text  # one case station: no per-station rows (tests/test_case_stations.py)
+    assert "cases_by_station" not in rep["store"]  # nor per-station store figures in report.json
 
     data = load_run(run_dir)
     o = oee_until(data, data["end"])

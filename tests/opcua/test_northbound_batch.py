@@ -26,8 +26,9 @@ async def test_batch_counters_equal_the_report(demo_config, demo_inspectors):
             await c.load_data_type_definitions()
             P, u, *_ = await machines(c)
             admin = await u.get_child(f"{P}:Admin")
-            vals = {n: (await (await admin.get_child(f"{P}:{n}")).read_value())[0]
-                    for n in ("ProdProcessedCount", "ProdDefectiveCount", "ProdConsumedCount")}
+            arrays = {n: await (await admin.get_child(f"{P}:{n}")).read_value()
+                      for n in ("ProdProcessedCount", "ProdDefectiveCount", "ProdConsumedCount")}
+            vals = {n: a[0] for n, a in arrays.items()}
             cum = await (await admin.get_child(f"{P}:StateCumulativeTime")).read_value()
     finally:
         await nb.stop()
@@ -40,3 +41,38 @@ async def test_batch_counters_equal_the_report(demo_config, demo_inspectors):
     assert vals["ProdConsumedCount"].AccCount == p["arrived"]
     assert vals["ProdProcessedCount"].Count == vals["ProdProcessedCount"].AccCount  # one Reset at the start
     assert cum[1][State.EXECUTE] == int(report["states"]["Execute"])
+    assert [len(a) for a in arrays.values()] == [1, 1, 1]  # one case station: no per-station entries
+
+
+async def test_two_case_stations_add_their_cases_to_prod_processed_count():
+    from pathlib import Path
+
+    from cell.config import load_cell
+    from cell.vision_models import prepare_inspectors
+
+    cfg = load_cell(Path(__file__).resolve().parents[1] / "cells" / "two_case_cell.yaml")
+    cell = Cell(cfg, seed=1, inspectors=prepare_inspectors(cfg))
+    nb = await serve_northbound(cell, OpcuaSpec(allow_anonymous_read=True), 0)
+    try:
+        report = await run_batch(cell, 150.0)
+        nb.refresh()
+        async with client(nb) as c:
+            await c.load_data_type_definitions()
+            P, u, *_ = await machines(c)
+            admin = await u.get_child(f"{P}:Admin")
+            processed = await (await admin.get_child(f"{P}:ProdProcessedCount")).read_value()
+            others = [await (await admin.get_child(f"{P}:{n}")).read_value()
+                      for n in ("ProdDefectiveCount", "ProdConsumedCount")]
+    finally:
+        await nb.stop()
+        await cell.close()
+    by = report["cases"]["by_station"]
+    assert len(by) == 2 and all(n >= 1 for n in by.values()), by
+    p = report["parts"]
+    primary, *stations = processed
+    assert (primary.ID, primary.Name, primary.Unit) == (0, "primary", "parts")
+    assert primary.AccCount == p["packed"] + p["rejected"] + p["missed"]  # index 0 is still the parts
+    assert [(e.ID, e.Name, e.Unit) for e in stations] == [(i, n, "cases") for i, n in enumerate(by, start=1)]
+    assert {e.Name: e.AccCount for e in stations} == by
+    assert {e.Name: e.Count for e in stations} == by  # one Reset at the start
+    assert [len(a) for a in others] == [1, 1]
