@@ -17,11 +17,16 @@ from drivers.base import Device, device_class, registered_kinds
 
 GROUP = "axcell.devices"
 
+#: The providers shipped in this tree (also declared as entry points in pyproject.toml).  They are found
+#: even when the installed package metadata predates one of them (an editable install not re-run).
+BUILTIN_PROVIDERS = {"sim": "sim.devices", "opcua": "drivers.opcua_machine", "ros2": "drivers.ros2",
+                     "opencv": "drivers.opencv_camera"}
+
 
 @lru_cache(maxsize=1)
 def providers() -> dict[str, str]:
-    """Provider prefix → module name."""
-    return {ep.name: ep.value for ep in entry_points(group=GROUP)}
+    """Provider prefix → module name (entry points override the built-in table)."""
+    return {**BUILTIN_PROVIDERS, **{ep.name: ep.value for ep in entry_points(group=GROUP)}}
 
 
 class KindError(LookupError):

@@ -1,7 +1,7 @@
 """Device contracts (async abstract classes), shared types and errors.
 
 Importing this package pulls no transport library: real implementations live
-in their own modules (``drivers.ros2``, ``drivers.opcua``, ``drivers.opencv``)
+in their own modules (``drivers.ros2``, ``drivers.opcua_machine``, ``drivers.opencv_camera``)
 and import rclpy/asyncua/OpenCV themselves.
 """
 

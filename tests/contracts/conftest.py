@@ -50,7 +50,55 @@ def sim_rig() -> Rig:
                run=lambda coro, until=None: run_sim(cell.clock, coro, until))
 
 
-RIGS: dict[str, Callable[[], Rig]] = {"sim": sim_rig}
+class _OnlySome(dict):
+    """A rig's devices by contract; a contract the rig does not provide skips the test."""
+
+    def __missing__(self, contract: str) -> Any:
+        pytest.skip(f"this rig provides no {contract} (or no fault injection for it)")
+
+
+def opencv_rig() -> Rig:
+    """opencv.camera replaying a folder of PNGs on a wall clock (camera contract only; no fault injection)."""
+    import asyncio
+    import math
+    import shutil
+    import tempfile
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import cv2
+    import numpy as np
+
+    from cell.plugins import load_kind
+    from drivers.base import DeviceContext
+    from drivers.clock import WallClock
+
+    folder = Path(tempfile.mkdtemp(prefix="axcell-opencv-rig-"))
+    w, h = 160, 120
+    for i in range(5):
+        img = np.full((h, w, 3), 40 * i, np.uint8)
+        cv2.circle(img, (20 + 25 * i, 60), 12, (255, 255, 255), -1)
+        cv2.imwrite(str(folder / f"frame{i}.png"), img)
+    cls = load_kind("opencv.camera")
+    cfg = cls.Config.model_validate({"source": str(folder), "loop": True, "calibration": {
+        "K": [[200.0, 0, (w - 1) / 2], [0, 200.0, (h - 1) / 2], [0, 0, 1]], "dist": [0, 0, 0, 0, 0],
+        "width": w, "height": h, "pose": {"x": 0.2, "y": 0.5, "z": 0.9, "roll": math.pi}}})
+    clock = WallClock()
+    cam = cls("opencv_camera", cfg, DeviceContext(clock=clock))
+
+    def run(coro: Any, until: float | None = None) -> Any:
+        async def main() -> Any:
+            try:
+                return await coro
+            finally:
+                await cam.close()  # the worker thread never outlives the test's event loop
+        return asyncio.run(main())
+
+    return Rig(cell=SimpleNamespace(clock=clock), devices=_OnlySome(camera=cam), twins=_OnlySome(), run=run,
+               teardown=lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+RIGS: dict[str, Callable[[], Rig]] = {"sim": sim_rig, "opencv": opencv_rig}
 
 # -- ROS 2 rig hook (issue 3): the same suites through ros2.* proxies and device nodes over DDS --
 try:
