@@ -246,11 +246,25 @@ class SimVacuum(Gripper, _SimDevice, kind="sim.vacuum"):
         tcp = await self.arm.pose()
         c = self.config
         part = self.world.find_part_at(tcp.x, tcp.y, tcp.z, tol_xy=c.tolerance_xy_m, tol_z=c.tolerance_z_m)
+        why = self._refusal(part, tcp)
+        if why is not None:
+            await self.clock.sleep(self._grip_time())
+            raise GraspError(why, device=self.name)
+        self.world.attach(self.name, part)  # the tool tracks the belt while it takes hold
+        await self.clock.sleep(self._grip_time())
+
+    # -- what differs between tools (the parallel gripper below overrides these)
+    def _refusal(self, part: Any, tcp: Any) -> str | None:
+        """Why the tool cannot take ``part`` (None: no part there) at ``tcp``, or None."""
         if part is None:
-            await self.clock.sleep(c.vacuum_time_s)
-            raise GraspError(f"no tray under the cup at ({tcp.x:.3f}, {tcp.y:.3f}, {tcp.z:.3f})", device=self.name)
-        self.world.attach(self.name, part)  # the cup tracks the belt while vacuum builds up
-        await self.clock.sleep(c.vacuum_time_s)
+            return f"no tray under the cup at ({tcp.x:.3f}, {tcp.y:.3f}, {tcp.z:.3f})"
+        return None
+
+    def _grip_time(self) -> float:
+        return self.config.vacuum_time_s
+
+    def _release_time(self) -> float:
+        return self.config.release_time_s
 
     async def release(self, *, timeout: float | None = None) -> None:
         self._require_connected()
@@ -258,7 +272,7 @@ class SimVacuum(Gripper, _SimDevice, kind="sim.vacuum"):
         if self.name not in self.world.held_parts:
             return
         tcp = await self.arm.pose()
-        await self.clock.sleep(self.config.release_time_s)
+        await self.clock.sleep(self._release_time())
         self.world.release(self.name, tcp.x, tcp.y, tcp.z)
 
     async def is_holding(self) -> bool:
@@ -288,37 +302,22 @@ class SimParallelGripper(SimVacuum, kind="sim.gripper"):
 
     config: Config  # type: ignore[assignment]
 
-    async def grip(self, *, timeout: float | None = None) -> None:
-        self._require_connected()
-        await self.faults.check("grip")
-        if self.name in self.world.held_parts:
-            return
-        tcp = await self.arm.pose()
+    def _refusal(self, part: Any, tcp: Any) -> str | None:
         c = self.config
-        part = self.world.find_part_at(tcp.x, tcp.y, tcp.z, tol_xy=c.tolerance_xy_m, tol_z=c.tolerance_z_m)
-        why = None
         if part is None:
-            why = f"no part between the fingers at ({tcp.x:.3f}, {tcp.y:.3f}, {tcp.z:.3f})"
-        elif part.variant.width_m * 1000.0 > c.stroke_mm:
-            why = f"part {part.id} ({part.variant.width_m * 1000:.0f} mm wide) does not fit the {c.stroke_mm:g} mm stroke"
-        else:
-            off = math.remainder(tcp.yaw - part.yaw, math.pi)  # fingers are symmetric: a half turn is the same
-            if abs(off) > math.radians(c.tolerance_yaw_deg):
-                why = f"fingers {math.degrees(off):.1f}° off the part's axis"
-        if why is not None:
-            await self.clock.sleep(c.close_time_s)
-            raise GraspError(why, device=self.name)
-        self.world.attach(self.name, part)  # the fingers move with the belt while they close
-        await self.clock.sleep(c.close_time_s)
+            return f"no part between the fingers at ({tcp.x:.3f}, {tcp.y:.3f}, {tcp.z:.3f})"
+        if part.variant.width_m * 1000.0 > c.stroke_mm:
+            return f"part {part.id} ({part.variant.width_m * 1000:.0f} mm wide) does not fit the {c.stroke_mm:g} mm stroke"
+        off = math.remainder(tcp.yaw - part.yaw, math.pi)  # fingers are symmetric: a half turn is the same
+        if abs(off) > math.radians(c.tolerance_yaw_deg):
+            return f"fingers {math.degrees(off):.1f}° off the part's axis"
+        return None
 
-    async def release(self, *, timeout: float | None = None) -> None:
-        self._require_connected()
-        await self.faults.check("release")
-        if self.name not in self.world.held_parts:
-            return
-        tcp = await self.arm.pose()
-        await self.clock.sleep(self.config.open_time_s)
-        self.world.release(self.name, tcp.x, tcp.y, tcp.z)
+    def _grip_time(self) -> float:
+        return self.config.close_time_s
+
+    def _release_time(self) -> float:
+        return self.config.open_time_s
 
 
 # ----------------------------------------------------------------------------------------------

@@ -51,3 +51,18 @@ def run_sim(clock, coro, until: float | None = None):
         return task.result()
 
     return asyncio.run(main())
+
+
+def run_cell_batch(cfg, inspectors, *, seed: int, duration: float):
+    """A simulated batch run of ``cfg`` in this process: ``(report, cell)``, the cell closed."""
+    from cell.batch import run_batch
+    from cell.runtime import Cell
+
+    async def main():
+        cell = Cell(cfg, seed=seed, inspectors=inspectors)
+        try:
+            return await run_batch(cell, duration), cell
+        finally:
+            await cell.close()
+
+    return asyncio.run(main())

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from cell.batch import run_batch
 from cell.config import CellFileError, load_cell, parse_cell
 from cell.runtime import Cell
-from tests.conftest import run_sim
+from tests.conftest import run_cell_batch, run_sim
 
 REPO = Path(__file__).resolve().parents[1]
 ASSEMBLY = REPO / "launch" / "assembly_cell.yaml"
@@ -37,14 +36,7 @@ def inspectors(cfg):
 
 
 def _batch(cfg, inspectors, *, seed: int = 1, duration: float = 240.0) -> tuple[dict, Cell]:
-    async def main():
-        cell = Cell(cfg, seed=seed, inspectors=inspectors)
-        try:
-            return await run_batch(cell, duration), cell
-        finally:
-            await cell.close()
-
-    return asyncio.run(main())
+    return run_cell_batch(cfg, inspectors, seed=seed, duration=duration)
 
 
 # -- the file ------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from cell.batch import run_batch
 from cell.config import CellFileError, load_cell, parse_cell
 from cell.runtime import Cell
+from tests.conftest import run_cell_batch
 
 HERE = Path(__file__).resolve().parent
 TWO = HERE / "cells" / "two_case_cell.yaml"
@@ -37,14 +37,7 @@ def inspectors(cfg):
 
 
 def _batch(cfg, inspectors, *, seed: int = 1, duration: float = 200.0) -> tuple[dict, Cell]:
-    async def main():
-        cell = Cell(cfg, seed=seed, inspectors=inspectors)
-        try:
-            return await run_batch(cell, duration), cell
-        finally:
-            await cell.close()
-
-    return asyncio.run(main())
+    return run_cell_batch(cfg, inspectors, seed=seed, duration=duration)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ Also here: regression tests for what such cells found (see the test names).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 from typing import Any
@@ -19,10 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from cell.batch import run_batch
 from cell.config import CellFileError, parse_cell
 from cell.runtime import Cell, line_geometry, product_appearance
 from cell.vision_models import prepare_inspectors
+from tests.conftest import run_cell_batch
 from drivers import kinematics as kin
 
 PRESETS = ("beef_bulgogi", "kimchi", "salad", "rice_curry")
@@ -149,16 +148,7 @@ def moved(doc: dict[str, Any], dx: float, dy: float, yaw: float) -> dict[str, An
 
 def _run(doc: dict[str, Any], *, seed: int, duration: float) -> tuple[dict[str, Any], Cell]:
     cfg = parse_cell(yaml.safe_dump(doc, sort_keys=False), "generated.yaml")
-    inspectors = prepare_inspectors(cfg)
-
-    async def main():
-        cell = Cell(cfg, seed=seed, inspectors=inspectors)
-        try:
-            return await run_batch(cell, duration), cell
-        finally:
-            await cell.close()
-
-    return asyncio.run(main())
+    return run_cell_batch(cfg, prepare_inspectors(cfg), seed=seed, duration=duration)
 
 
 def _check_invariants(report: dict[str, Any], cell: Cell) -> None:
