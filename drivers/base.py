@@ -118,6 +118,13 @@ class Device(abc.ABC):
         if not self._connected:
             raise NotConnectedError("not connected", device=self.name)
 
+    def _report(self, event: str, detail: str = "") -> None:
+        """Tell the cell of a connection event (``offline``/``online``) through ``ctx.resources
+        ["device_events"]``, when the composition root gave one (the cell raises or clears an alarm)."""
+        notify = self.ctx.resources.get("device_events")
+        if notify is not None:
+            notify(self.name, event, detail)
+
     def health(self) -> dict[str, Any]:
         """A cheap, synchronous status summary for diagnostics."""
         return {"connected": self._connected}

@@ -724,9 +724,7 @@ class OpcuaMachine(Machine, kind="opcua.machine"):
         self._online = False
         self.offline_reason = reason
         log.warning("%s: offline: %s", self.name, reason)
-        notify = self.ctx.resources.get("device_events")
-        if notify is not None:
-            notify(self.name, "offline", reason)
+        self._report("offline", reason)
         self._changed.set()
         if self._reconnect_task is None or self._reconnect_task.done():
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
@@ -745,9 +743,7 @@ class OpcuaMachine(Machine, kind="opcua.machine"):
                 log.info("%s: reconnect failed: %s", self.name, e)
                 continue
             log.warning("%s: back online (%s)", self.name, self.endpoint)
-            notify = self.ctx.resources.get("device_events")
-            if notify is not None:
-                notify(self.name, "online", self.endpoint)
+            self._report("online", self.endpoint)
             return
 
     # -- checked I/O --------------------------------------------------------------------------------

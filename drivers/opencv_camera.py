@@ -563,9 +563,7 @@ class OpencvCamera(Camera, kind="opencv.camera"):
         self._online = False
         self.offline_reason = reason
         log.warning("%s: offline: %s", self.name, reason)
-        notify = self.ctx.resources.get("device_events")
-        if notify is not None:
-            notify(self.name, "offline", reason)
+        self._report("offline", reason)
         if reconnect and (self._reconnect_task is None or self._reconnect_task.done()):
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect(),
                                                                            name=f"opencv-reconnect-{self.name}")
@@ -584,9 +582,7 @@ class OpencvCamera(Camera, kind="opencv.camera"):
             self.reconnects += 1
             self._opened(info)
             log.warning("%s: back online (%s)", self.name, self.config.source)
-            notify = self.ctx.resources.get("device_events")
-            if notify is not None:
-                notify(self.name, "online", str(self.config.source))
+            self._report("online", str(self.config.source))
             return
 
     # -- capture -----------------------------------------------------------------------------------------
