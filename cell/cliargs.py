@@ -79,6 +79,14 @@ def port_arg(text: str) -> int:
     return v
 
 
+def _mkdir(p, failure: str) -> None:
+    """Create folder ``p`` (and its parents); UserError (exit 2) with ``failure`` and the reason if it cannot be."""
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{failure} ({e.strerror or e.__class__.__name__})", 2) from None
+
+
 def writable_dir(path, what: str) -> None:
     """Create ``path`` (a folder) or raise :class:`UserError` (exit 2) saying why it cannot be one."""
     from pathlib import Path
@@ -86,10 +94,7 @@ def writable_dir(path, what: str) -> None:
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise UserError(f"{p}: {what} must be a folder, and this is a file", 2)
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{p}: cannot create {what} ({e.strerror or e.__class__.__name__})", 2) from None
+    _mkdir(p, f"{p}: cannot create {what}")
     if not os.access(p, os.W_OK | os.X_OK):
         raise UserError(f"{p}: {what} is not writable", 2)
 
@@ -104,9 +109,6 @@ def writable_file(path, what: str) -> None:
     parent = p.parent if str(p.parent) else Path(".")
     if parent.exists() and not parent.is_dir():
         raise UserError(f"{p}: cannot write {what}: {parent} is a file", 2)
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"{p}: cannot write {what} ({e.strerror or e.__class__.__name__})", 2) from None
+    _mkdir(parent, f"{p}: cannot write {what}")
     if not os.access(parent, os.W_OK | os.X_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise UserError(f"{p}: cannot write {what} (permission denied)", 2)

@@ -16,23 +16,30 @@ from .test_northbound import client, machines
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(90)]
 
 
-async def test_batch_counters_equal_the_report(demo_config, demo_inspectors):
-    cell = Cell(demo_config, seed=3, inspectors=demo_inspectors)
+async def _batch_then_admin(cell: Cell, seconds: float) -> tuple[dict, dict]:
+    """Run ``cell`` as a batch with the northbound server, then read its Admin counters and cumulative state
+    times: ``(report, {variable name: value})``."""
     nb = await serve_northbound(cell, OpcuaSpec(allow_anonymous_read=True), 0)
     try:
-        report = await run_batch(cell, 150.0)
+        report = await run_batch(cell, seconds)
         nb.refresh()
         async with client(nb) as c:
             await c.load_data_type_definitions()
             P, u, *_ = await machines(c)
             admin = await u.get_child(f"{P}:Admin")
-            arrays = {n: await (await admin.get_child(f"{P}:{n}")).read_value()
-                      for n in ("ProdProcessedCount", "ProdDefectiveCount", "ProdConsumedCount")}
-            vals = {n: a[0] for n, a in arrays.items()}
-            cum = await (await admin.get_child(f"{P}:StateCumulativeTime")).read_value()
+            values = {n: await (await admin.get_child(f"{P}:{n}")).read_value()
+                      for n in ("ProdProcessedCount", "ProdDefectiveCount", "ProdConsumedCount", "StateCumulativeTime")}
     finally:
         await nb.stop()
         await cell.close()
+    return report, values
+
+
+async def test_batch_counters_equal_the_report(demo_config, demo_inspectors):
+    report, values = await _batch_then_admin(Cell(demo_config, seed=3, inspectors=demo_inspectors), 150.0)
+    cum = values.pop("StateCumulativeTime")
+    arrays = values
+    vals = {n: a[0] for n, a in arrays.items()}
     p = report["parts"]
     assert p["packed"] > 0
     assert vals["ProdProcessedCount"].AccCount == p["packed"] + p["rejected"] + p["missed"] == report["oee"]["processed"]
@@ -51,21 +58,9 @@ async def test_two_case_stations_add_their_cases_to_prod_processed_count():
     from cell.vision_models import prepare_inspectors
 
     cfg = load_cell(Path(__file__).resolve().parents[1] / "cells" / "two_case_cell.yaml")
-    cell = Cell(cfg, seed=1, inspectors=prepare_inspectors(cfg))
-    nb = await serve_northbound(cell, OpcuaSpec(allow_anonymous_read=True), 0)
-    try:
-        report = await run_batch(cell, 150.0)
-        nb.refresh()
-        async with client(nb) as c:
-            await c.load_data_type_definitions()
-            P, u, *_ = await machines(c)
-            admin = await u.get_child(f"{P}:Admin")
-            processed = await (await admin.get_child(f"{P}:ProdProcessedCount")).read_value()
-            others = [await (await admin.get_child(f"{P}:{n}")).read_value()
-                      for n in ("ProdDefectiveCount", "ProdConsumedCount")]
-    finally:
-        await nb.stop()
-        await cell.close()
+    report, values = await _batch_then_admin(Cell(cfg, seed=1, inspectors=prepare_inspectors(cfg)), 150.0)
+    processed = values["ProdProcessedCount"]
+    others = [values[n] for n in ("ProdDefectiveCount", "ProdConsumedCount")]
     by = report["cases"]["by_station"]
     assert len(by) == 2 and all(n >= 1 for n in by.values()), by
     p = report["parts"]
