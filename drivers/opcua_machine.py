@@ -55,8 +55,15 @@ simulated clock busy and creates no simulated-clock events; it is cancelled
 when the last driver using it closes.
 
 Determinism under a simulated clock: every request is bracketed by
-``clock.busy()`` so simulated time stands still while it is on the wire, and
-cycle completion is detected by reads at clock-time intervals
+``clock.busy()`` so simulated time stands still while it is on the wire.  A
+state change is waited for in one of two ways.  Against a simulated server in
+this process that offers a :class:`~drivers.opcua_aspace.NotifyGate` (the sim
+sealer does), the driver watches the state node there: simulated time then
+stands still from the server's change until the notification has reached the
+driver, so the waiter wakes on the notification at the very instant of the
+change, and the state comes from the subscription's cache instead of a read
+(reads every ``event_poll_interval_s`` of clock time stay as the safety net).
+Otherwise completion is detected by reads at clock-time intervals
 (``poll_interval_s``), never by the arrival time of a notification.  On a wall
 clock a data-change notification also wakes the waiter at once.
 
@@ -335,6 +342,8 @@ class OpcuaMachine(Machine, kind="opcua.machine"):
         watchdog_s: float = Field(1.0, gt=0, le=30, description="server liveness probe period (wall)")
         reconnect_interval_s: float = Field(1.0, gt=0, le=300, description="clock seconds between reconnects")
         poll_interval_s: float = Field(0.05, gt=0, le=10, description="clock seconds between completion reads")
+        event_poll_interval_s: float = Field(1.0, gt=0, le=60, description="clock seconds between safety reads "
+                                             "while state changes are notified (a simulated server's gate)")
         publishing_interval_ms: float = Field(50.0, ge=0, le=60000)
         cycle_timeout_s: float = Field(60.0, gt=0)
 
@@ -372,6 +381,8 @@ class OpcuaMachine(Machine, kind="opcua.machine"):
         self._latest: dict[str, ua.DataValue] = {}
         self._bad_notifications: dict[str, str] = {}
         self._changed = asyncio.Event()
+        self._state_changed = asyncio.Event()  # a notification of the state signal arrived
+        self._gate: Any = None  # the simulated server's NotifyGate while the state node is watched there
         self._online = False
         self._reconnect_task: asyncio.Task | None = None
         self._sub: Any = None
@@ -518,6 +529,7 @@ class OpcuaMachine(Machine, kind="opcua.machine"):
     async def _drop_client(self) -> None:
         client, self.client = self.client, None
         self._sub = None
+        self._ungate()
         if client is not None:
             await self._dispose(client)
 
@@ -627,6 +639,16 @@ class OpcuaMachine(Machine, kind="opcua.machine"):
         handles = await self._sub.subscribe_data_change([client.get_node(self._nodes[s]) for s in sigs])
         self._by_nodeid = {self._nodes[s]: s for s in sigs}
         del handles
+        gate = getattr(self.sim_server, "notify_gate", None)
+        if gate is not None and not self._wall:
+            self._ungate()
+            gate.watch(self._nodes["state"].to_string())
+            self._gate = gate
+
+    def _ungate(self) -> None:
+        gate, self._gate = self._gate, None
+        if gate is not None and "state" in self._nodes:
+            gate.unwatch(self._nodes["state"].to_string())
 
     # -- notifications (the subscription feeds the state cache) ---------------------------------------
     def _on_datachange(self, node: Node, dv: ua.DataValue) -> None:
@@ -642,6 +664,10 @@ class OpcuaMachine(Machine, kind="opcua.machine"):
                 log.warning("%s", e)
             self._bad_notifications[sig] = str(e)
         self._changed.set()
+        if sig == "state":
+            self._state_changed.set()
+            if self._gate is not None:
+                self._gate.delivered(node.nodeid.to_string(), dv.Value.Value if dv.Value is not None else None)
 
     def _on_subscription_status(self, status: Any) -> None:
         log.info("%s: subscription status %s", self.name, status)
@@ -660,6 +686,8 @@ class OpcuaMachine(Machine, kind="opcua.machine"):
         """asyncua's supervisor of ``client`` detected a loss (it then marks that client disconnected)."""
         if client is not self.client or self._closing or not self._online:
             return
+        self._ungate()  # nothing more comes from this subscription: read until a new one is up
+        self._latest.pop("state", None)
         # we never reuse this client: stop its publish loop before it fails on the dead client
         publish = getattr(client.uaclient, "_publish_task", None)
         if isinstance(publish, asyncio.Task) and not publish.done():
@@ -869,6 +897,19 @@ class OpcuaMachine(Machine, kind="opcua.machine"):
 
     # -- Machine contract -----------------------------------------------------------------------------
     async def _state(self) -> str:
+        gate = self._gate
+        if gate is not None and self._online and self.client is not None:
+            # the gate holds simulated time until every change of the state node has reached the
+            # subscription, so once nothing is on its way the cached value is the server's
+            await gate.settled(self._nodes["state"].to_string())
+            dv = self._latest.get("state")
+            if dv is not None and self._gate is gate and self._online and "state" not in self._bad_notifications:
+                try:
+                    v = self._checked("state", dv)
+                except DeviceFaultError:
+                    pass  # read it: the read reports the fault
+                else:
+                    return PACKML_STATES.get(int(v), f"State{v}")
         v = (await self.read("state"))["state"]
         return PACKML_STATES.get(int(v), f"State{v}")
 
@@ -924,10 +965,12 @@ class OpcuaMachine(Machine, kind="opcua.machine"):
         """Until the machine is in one of ``targets``: reads at clock-time steps (deterministic in sim)."""
         t_end = self.clock.now() + timeout
         while True:
+            self._state_changed.clear()  # before looking: a change seen meanwhile is not missed
             state = await self._state()
             if state in targets:
                 return state
-            if self.clock.now() >= t_end:
+            now = self.clock.now()
+            if now >= t_end:
                 raise DeviceTimeoutError(f"machine still {state} after {timeout:g} s (waiting for "
                                          f"{'/'.join(sorted(targets))})", device=self.name)
             if self._wall:
@@ -935,6 +978,11 @@ class OpcuaMachine(Machine, kind="opcua.machine"):
                 self._changed.clear()
                 with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                     await asyncio.wait_for(self._changed.wait(), self.config.poll_interval_s)
+            elif self._gate is not None:
+                # changes are notified before simulated time moves on: wake on the next one
+                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                    await self.clock.wait_for(self._state_changed.wait(),
+                                              min(self.config.event_poll_interval_s, t_end - now))
             else:
                 await self.clock.sleep(self.config.poll_interval_s)
 

@@ -50,7 +50,7 @@ from asyncua import Server, ua
 from asyncua.server.user_managers import UserManager
 
 from drivers.clock import Clock, WallClock
-from drivers.opcua_aspace import AddressSpaceWriter
+from drivers.opcua_aspace import AddressSpaceWriter, NotifyGate
 
 from .sim_servers import SealerParams  # defined without asyncua, so `axcell check` can validate the options
 
@@ -317,7 +317,10 @@ class SealerServer:
         self._hung = False
         self._dirty = False
         self._flush_task: asyncio.Task | None = None
-        self._writer = AddressSpaceWriter()
+        self._writer = AddressSpaceWriter(after_drain=self._publish_now)
+        #: a client in this process that waits for notifications (``drivers.opcua_machine``) watches
+        #: nodes here, so simulated time stands still until their changes have reached it
+        self.notify_gate = NotifyGate(model.clock)
         self.model.listeners.append(self._on_model_change)
         self.starts = 0
 
@@ -375,6 +378,7 @@ class SealerServer:
     async def stop(self) -> None:
         """Stop serving (the model keeps its state; ``start()`` serves it again)."""
         server, self.server = self.server, None
+        self.notify_gate.release_all()  # nothing more will reach a client
         if server is not None:
             if self._hung:  # let the paused transports close
                 self._set_paused(server, False)
@@ -409,6 +413,7 @@ class SealerServer:
     def hang(self) -> None:
         """Keep every socket open but stop reading requests (no replies; new connections hang too)."""
         self._hung = True
+        self.notify_gate.release_all()  # a hung server sends nothing more
         if self.server is not None:
             self._set_paused(self.server, True)
 
@@ -556,7 +561,19 @@ class SealerServer:
             nodes[nid].attributes[ua.AttributeIds.Value].value_callback = None
             self._writer.put(nodes[nid], ua.DataValue(v, StatusCode=status, SourceTimestamp=stamp,
                                                       ServerTimestamp=stamp))
+            if not self._hung:
+                self.notify_gate.changed(nid.to_string(), v.Value)
         self._writer.notify()
+
+    async def _publish_now(self) -> None:
+        """Send the changes just queued to every subscription at once, not at its next publishing
+        tick (a client waiting on a change would otherwise hold simulated time for up to one
+        publishing interval of wall time)."""
+        server = self.server
+        if server is None or self._hung:
+            return
+        for sub in list(server.iserver.subscription_service.subscriptions.values()):
+            await sub.publish_results()
 
     async def _flush(self) -> None:
         self._write_now()
