@@ -178,13 +178,15 @@ async def run_session(cfg: CellConfig, opts: RunOptions) -> dict[str, Any] | Non
             report = await run_batch(cell, duration, speed=opts.speed, on_started=on_started,
                                      progress=None if opts.quiet else progress_bar())
     finally:
+        # every step is bounded: a device that no longer answers (or a clock that no longer runs)
+        # must not keep the process, its device processes or the store open after Ctrl-C
         if api is not None:
-            await api.stop()
+            await _bounded(api.stop(), "stopping the HMI/API server")
         if northbound is not None:  # OPC UA northbound hook (issue 4)
-            await northbound.stop()
-        await cell.close()
+            await _bounded(northbound.stop(), "stopping the OPC UA northbound server")
+        await _bounded(cell.close(), "closing the cell's devices")
         if ros is not None:  # ROS 2 transport hook (issue 3)
-            await ros.close()
+            await _bounded(ros.close(), "closing the ROS 2 nodes and device processes")
         if store is not None:
             store.flush()
             if report is not None:
@@ -210,6 +212,21 @@ async def run_session(cfg: CellConfig, opts: RunOptions) -> dict[str, Any] | Non
             opts.report.parent.mkdir(parents=True, exist_ok=True)
             opts.report.write_text(text)
     return report
+
+
+CLOSE_TIMEOUT_S = 30.0
+
+
+async def _bounded(aw: Any, what: str, timeout: float | None = None) -> None:
+    """Await one shutdown step for at most ``timeout`` wall seconds (default :data:`CLOSE_TIMEOUT_S`);
+    log instead of hanging or raising."""
+    timeout = CLOSE_TIMEOUT_S if timeout is None else timeout
+    try:
+        await asyncio.wait_for(aw, timeout)
+    except (TimeoutError, asyncio.TimeoutError):
+        log.error("%s took longer than %.0f s; going on without it", what, timeout)
+    except Exception as e:  # noqa: BLE001 - the next step (and the store) must still be closed
+        log.error("%s failed: %s: %s", what, type(e).__name__, e)
 
 
 async def _run_interactive(cell: "Cell", *, speed: float, say: Any) -> None:

@@ -1,0 +1,48 @@
+"""Shutdown of a run is bounded: a device that never finishes closing cannot keep the store open."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.timeout(120)
+def test_a_hanging_device_close_is_cut_off_and_the_store_and_report_are_still_written(tmp_path, monkeypatch, caplog,
+                                                                                      demo_inspectors):
+    from cell import session
+    from cell.config import load_cell
+    from cell.runtime import Cell
+
+    del demo_inspectors  # fitted (and cached) once per test session: the run below loads them
+    cfg = load_cell(REPO / "launch/packaging_cell.yaml").model_copy(deep=True)
+    sealer = cfg.device("sealer")
+    if sealer.kind == "opcua.machine":  # keep this test to the shutdown path: the in-process twin
+        sealer.kind, sealer.options = "sim.machine", dict(sealer.options.get("sim") or {})
+    real_close = Cell.close
+    closes: list[str] = []
+
+    async def hanging_close(self) -> None:
+        closes.append("called")
+        await real_close(self)
+        await asyncio.Event().wait()  # e.g. a device waiting on a clock that no longer runs
+
+    monkeypatch.setattr(Cell, "close", hanging_close)
+    monkeypatch.setattr(session, "CLOSE_TIMEOUT_S", 0.5)
+    run_dir = tmp_path / "run"
+    with caplog.at_level(logging.ERROR, logger="axcell.session"):
+        rep = asyncio.run(session.run_session(cfg, session.RunOptions(duration=30, seed=1, quiet=True,
+                                                                      run_dir=run_dir)))
+    assert closes == ["called"]
+    assert any("closing the cell's devices took longer" in r.getMessage() for r in caplog.records)
+    assert rep is not None and (run_dir / "report.json").exists()
+    db = rep["store"]["path"]
+    with sqlite3.connect(db) as con:  # closed cleanly: readable, every finished part recorded
+        n = con.execute("select count(*) from parts").fetchone()[0]
+    done = rep["parts"]["packed"] + rep["parts"]["rejected"] + rep["parts"]["missed"]
+    assert n >= done > 0
