@@ -44,6 +44,9 @@ class PartRecord:
         return asdict(self)
 
 
+_TALLY = ("arrived", "inspected", "good", "defective", "rejected", "packed", "missed", "open")
+
+
 class Ledger:
     """In-memory index of part records; the store persists what it reports."""
 
@@ -55,6 +58,25 @@ class Ledger:
         self.cases_by_station: dict[str, int] = {}
         """Completed cases per case station (their sum is ``cases_completed``)."""
         self.latest_telemetry: dict[str, float] = {}
+        self._open: dict[str, PartRecord] = {}  # records without an outcome yet
+        self._closed_tally: dict[str, int] = dict.fromkeys(_TALLY, 0)  # what closed records add to counts()
+
+    @staticmethod
+    def _contribution(rec: PartRecord) -> tuple[str, ...]:
+        keys = ["arrived"]
+        if rec.inspected_at is not None:
+            keys.append("inspected")
+        if rec.verdict in ("good", "defective"):
+            keys.append(rec.verdict)
+        if rec.outcome is None:
+            keys.append("open")
+        elif rec.outcome in ("rejected", "packed", "missed"):
+            keys.append(rec.outcome)
+        return tuple(keys)
+
+    def _tally(self, rec: PartRecord, sign: int) -> None:
+        for k in self._contribution(rec):
+            self._closed_tally[k] += sign
 
     def _notify(self, what: str, rec: PartRecord) -> None:
         for cb in list(self.listeners):
@@ -80,14 +102,23 @@ class Ledger:
         rec = self.records.get(part.id)
         if kind == "part_arrived":
             rec = PartRecord(id=part.id, arrival=part.arrival)
+            old = self.records.get(part.id)
+            if old is not None and old.outcome is not None:  # an id seen again: its old record is replaced
+                self._tally(old, -1)
             self.records[part.id] = rec
+            self._open[part.id] = rec
             self._notify("arrived", rec)
             return
         if rec is None:
             return
         if kind == "part_inspected":
+            closed = rec.outcome is not None
+            if closed:  # judged after it was closed (e.g. missed meanwhile): keep the tally true
+                self._tally(rec, -1)
             rec.variant, rec.verdict, rec.defects = part.variant, part.verdict, list(part.defects)
             rec.score, rec.inspected_at = part.score, part.inspected_at
+            if closed:
+                self._tally(rec, +1)
             rec.inspect_ms = part.meta.get("inspect_ms")
             self._notify("inspected", rec)
         elif kind == "part_picked":
@@ -104,16 +135,27 @@ class Ledger:
         if rec.outcome is not None:
             raise RuntimeError(f"part {part_id} already closed as {rec.outcome}; refusing {outcome}")
         rec.outcome, rec.closed_at, rec.reason = outcome, self.clock(), reason
+        self._open.pop(part_id, None)
+        self._tally(rec, +1)
         if not rec.telemetry:
             rec.telemetry = dict(self.latest_telemetry)
         self._notify("closed", rec)
         return rec
 
     def open_records(self) -> list[PartRecord]:
-        return [r for r in self.records.values() if r.outcome is None]
+        return [r for r in self._open.values() if r.outcome is None]
 
     def counts(self) -> dict[str, int]:
-        # one pass over the records (the ROS cell node publishes these on every state change)
+        """Part counts: the closed records' running tally plus a pass over the open ones (a few on the
+        belt), so the cost does not grow with the run (the ROS cell node publishes these often)."""
+        out = dict(self._closed_tally)
+        for r in self._open.values():
+            for k in self._contribution(r):
+                out[k] += 1
+        return out
+
+    def counts_by_scan(self) -> dict[str, int]:
+        """:meth:`counts` from one pass over every record (the reference the tally is tested against)."""
         recs = list(self.records.values())
         inspected = 0
         verdicts = {"good": 0, "defective": 0}

@@ -157,6 +157,7 @@ def _check_invariants(report: dict[str, Any], cell: Cell) -> None:
     records = list(cell.ledger.records.values())
     assert len(records) == p["arrived"] == len(cell.ledger.records)
     assert sum(rec.outcome is None for rec in records) == p["on_belt_at_end"]
+    assert cell.ledger.counts() == cell.ledger.counts_by_scan()  # the running tally is the records' count
     if report.get("sim_truth"):
         assert report["sim_truth"].get("case", 0) == p["packed"]
     o = report["oee"]

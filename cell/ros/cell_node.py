@@ -174,8 +174,8 @@ class CellNode:
 
     # ------------------------------------------------------------------ status and parts
     def publish_status(self) -> None:
-        if self.status_pub is None:
-            return
+        if self.status_pub is None or not self.status_pub.get_subscription_count():
+            return  # built and serialised only for a listener (the topic is volatile: nobody misses it)
         from axcell_interfaces.msg import CellStatus
 
         from .devices import stamp
@@ -196,7 +196,7 @@ class CellNode:
         self.status_pub.publish(msg)
 
     def publish_cases(self) -> None:
-        if self.cases_pub is None:
+        if self.cases_pub is None or not self.cases_pub.get_subscription_count():
             return
         from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 
@@ -217,6 +217,9 @@ class CellNode:
 
     def _on_part(self, what: str, rec: Any) -> None:
         if what != "closed" or self.parts_pub is None:
+            return
+        if not self.parts_pub.get_subscription_count():
+            self.publish_status()
             return
         from axcell_interfaces.msg import PartEvent
 

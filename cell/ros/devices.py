@@ -580,6 +580,8 @@ class SimPublishers:
             await self.clock.sleep(self.clock_period_s)
 
     def publish_diagnostics(self) -> None:
+        if not self.diag_pub.get_subscription_count():
+            return  # built only for a listener (volatile topic)
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
         arr = DiagnosticArray()
