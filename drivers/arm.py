@@ -111,6 +111,28 @@ class Arm(Device, contract="arm"):
         q = self.check_joints(await self.solve_ik(target))
         await self._move_joints(q, speed=self._check_speed(speed), timeout=timeout)
 
+    async def move_path(self, targets: Sequence[Pose], *, speed: float = 1.0, timeout: float | None = None) -> None:
+        """Move the TCP through ``targets`` in order, settling at each (e.g. above a slot, then down into it).
+
+        Every target is checked (finite, workspace, reachable, joint limits) before anything moves.
+        The default moves to each in turn; a driver may send the whole path as one command (the
+        ROS 2 arm proxy sends one multi-point FollowJointTrajectory goal) with the same result.
+        ``timeout`` bounds the whole path.
+        """
+        self._require_connected()
+        s = self._check_speed(speed)
+        targets = list(targets)
+        if not targets:
+            raise InvalidTargetError("empty path", device=self.name)
+        for t in targets:
+            self.check_pose(t)
+        for t in targets[1:]:  # reachable at all (the first is solved by its own move below)
+            self.check_joints(await self.solve_ik(t))
+        deadline = None if timeout is None else self.clock.now() + timeout
+        for t in targets:
+            left = None if deadline is None else max(0.0, deadline - self.clock.now())
+            await self.move_pose(t, speed=s, timeout=left)
+
     async def estimate_duration(self, target: Pose, *, speed: float = 1.0) -> float:
         """Predicted seconds to reach ``target`` from the current state (for conveyor tracking).
 

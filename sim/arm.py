@@ -36,7 +36,7 @@ from drivers import kinematics as kin
 from drivers.arm import Arm
 from drivers.base import DeviceConfig, DeviceContext
 from drivers.configmodel import ConfigModel
-from drivers.errors import DeviceFaultError, DeviceTimeoutError, UnreachableError
+from drivers.errors import DeviceFaultError, DeviceTimeoutError, InvalidTargetError, UnreachableError
 from drivers.types import Box, JointLimits, Pose
 
 from .faults import FaultHooks
@@ -398,6 +398,8 @@ class SimArm(Arm, kind="sim.arm"):
         """
         self._require_connected()
         s = self._check_speed(speed)
+        if not poses:
+            raise InvalidTargetError("empty path", device=self.name)
         seed = self._sample(self.clock.now())[0]
         qs: list[tuple[float, ...]] = []
         for p in poses:

@@ -258,10 +258,8 @@ class PlaceInPattern(Skill, name="place_in_pattern"):
             station["frame"]["yaw"] - tray_rel)
         target = self.slot_pose(station, slot, station["frame"]["z"] + h, yaw)
         above = target.translated(dz=params.approach_m)
-        ctx.feedback(0.1, "transfer")
-        await arm.move_pose(above, speed=params.speed)
-        ctx.feedback(0.5, "descend")
-        await arm.move_pose(target, speed=params.speed)
+        ctx.feedback(0.1, "transfer and descend")
+        await arm.move_path([above, target], speed=params.speed)  # one command: both checked before moving
         await grip.release()
         part.placed_at = ctx.clock.now()
         part.case_id, part.slot = ctx.facts.add_to_case(name)

@@ -279,14 +279,35 @@ class Ros2Arm(_Proxy, Arm, kind="ros2.arm"):
         return t
 
     async def _move_joints(self, q: tuple[float, ...], *, speed: float, timeout: float | None) -> None:
+        await self._move_bounded([q], speed, timeout)
+
+    async def move_path(self, targets: Any, *, speed: float = 1.0, timeout: float | None = None) -> None:
+        """One FollowJointTrajectory goal through every target (the node settles at each point, as
+        separate moves would) when the arm rests at a known state and the model is local; else the
+        contract's move-by-move path. ``timeout`` bounds the whole path."""
+        self._require_connected()
+        targets = list(targets)
+        q0 = self._rest_q
+        if self._model is None or q0 is None or len(targets) < 2:
+            return await super().move_path(targets, speed=speed, timeout=timeout)
+        s = self._check_speed(speed)
+        qs, seed = [], q0
+        for t in targets:  # each solved from the previous, where the arm will rest: the node's answers
+            self.check_pose(t)
+            seed = self.check_joints(self._local_ik(t, seed))
+            qs.append(seed)
+        self.local_calls += len(qs)
+        await self._move_bounded(qs, s, timeout)
+
+    async def _move_bounded(self, qs: list[tuple[float, ...]], speed: float, timeout: float | None) -> None:
         if timeout is None:
-            return await self._move(q, speed)
+            return await self._move(qs, speed)
         try:
-            return await self.clock.wait_for(self._move(q, speed), timeout)
+            return await self.clock.wait_for(self._move(qs, speed), timeout)
         except TimeoutError:
             raise DeviceTimeoutError(f"motion did not finish within {timeout:g} s; stopped", device=self.name) from None
 
-    async def _move(self, q: tuple[float, ...], speed: float) -> None:
+    async def _move(self, qs: list[tuple[float, ...]], speed: float) -> None:
         from builtin_interfaces.msg import Duration
         from control_msgs.action import FollowJointTrajectory
         from trajectory_msgs.msg import JointTrajectoryPoint
@@ -297,10 +318,15 @@ class Ros2Arm(_Proxy, Arm, kind="ros2.arm"):
             self._speed = speed
         goal = FollowJointTrajectory.Goal()
         goal.trajectory.joint_names = list(self._joint_names)
-        tmin = self._min_time(self.description.get("_last_q"), q, speed)
-        sec = int(tmin)
-        goal.trajectory.points = [JointTrajectoryPoint(positions=list(q), time_from_start=Duration(
-            sec=sec, nanosec=int((tmin - sec) * 1e9)))]
+        points, prev, tmin = [], self.description.get("_last_q"), 0.0
+        for q in qs:  # time_from_start: a lower bound of reaching each point, settling at the one before
+            tmin += self._min_time(prev, q, speed)
+            sec = int(tmin)
+            points.append(JointTrajectoryPoint(positions=list(q), time_from_start=Duration(
+                sec=sec, nanosec=int((tmin - sec) * 1e9))))
+            prev = q
+        goal.trajectory.points = points
+        q = qs[-1]
         self.description["_last_q"] = q
         self._rest_q = None  # moving from now on, until the goal succeeds
         cid = self.t.next_id()

@@ -91,6 +91,41 @@ class TestArm:
         rig.run(main())
 
 
+    def test_move_path_settles_at_each_target_in_turn(self, rig):
+        arm: Arm = rig.devices["arm"]
+        clock = rig.cell.clock
+
+        async def main():
+            await arm.connect()
+            start = Pose(0.45, 0.25, 0.25, math.pi, 0.0, 0.2)
+            above, down = Pose(0.55, 0.1, 0.25, math.pi, 0.0, 0.5), Pose(0.55, 0.1, 0.12, math.pi, 0.0, 0.5)
+            await arm.move_pose(start)  # a known rest state (the ROS proxy then sends one goal)
+            t0 = clock.now()
+            t_above = await arm.estimate_duration(above)
+            await arm.move_path([above, down])
+            got = await arm.pose()
+            assert np.allclose(got.position, down.position, atol=1e-4)
+            assert clock.now() - t0 > t_above + 0.05  # it went to `above` first, then down
+
+        rig.run(main())
+
+    @pytest.mark.parametrize("bad", [Pose(0.5, math.nan, 0.2, math.pi, 0, 0), Pose(5.0, 0.0, 0.3, math.pi, 0, 0)])
+    def test_move_path_checks_every_target_before_moving(self, rig, bad):
+        arm: Arm = rig.devices["arm"]
+
+        async def main():
+            await arm.connect()
+            await arm.move_pose(Pose(0.45, 0.25, 0.25, math.pi, 0.0, 0.2))
+            q0, t0 = await arm.joints(), rig.cell.clock.now()
+            with pytest.raises((InvalidTargetError, WorkspaceError)):
+                await arm.move_path([Pose(0.55, 0.1, 0.25, math.pi, 0.0, 0.5), bad])
+            with pytest.raises(InvalidTargetError):
+                await arm.move_path([])
+            assert await arm.joints() == q0 and rig.cell.clock.now() == t0
+
+        rig.run(main())
+
+
 class TestGripper:
     def test_grip_over_nothing_fails_and_holds_nothing(self, rig):
         grip: Gripper = rig.devices["gripper"]
