@@ -193,6 +193,7 @@ class CellNode:
         msg.cases_completed = int(c.ledger.cases_completed)
         msg.current_skill = ",".join(sorted(c.tctx.running))
         msg.alarms = [a.message for a in c.alarms.active()]
+        msg.oee = float(c.oee().oee)
         self.status_pub.publish(msg)
 
     def publish_cases(self) -> None:
@@ -239,6 +240,7 @@ class CellNode:
         msg.pick_time = float(d.get("picked") or d.get("pick_time") or 0.0)
         msg.place_time = float(d.get("placed") or d.get("place_time") or 0.0)
         msg.score = float(d.get("score") or 0.0)
+        msg.station = str(d.get("station") or "")
         self.parts_pub.publish(msg)
         self.publish_status()
 

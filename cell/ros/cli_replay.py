@@ -43,10 +43,14 @@ def _show(args: argparse.Namespace, topic: str, t: float, msg: Any, last_status:
     if topic.endswith("/parts"):
         ev = {"t": round(t, 3), "part": msg.part_id, "variant": msg.variant, "verdict": msg.verdict,
               "outcome": msg.outcome, "defects": list(msg.defects), "case": msg.case_id, "slot": msg.slot}
+        station = getattr(msg, "station", "")  # absent in recordings made before it was added
+        if station:
+            ev["station"] = station
         if args.json:
             print(json.dumps(ev))
         else:
-            extra = f" case {msg.case_id} slot {msg.slot}" if msg.outcome == "packed" else (
+            at = f" at {station}" if station else ""
+            extra = f" case {msg.case_id} slot {msg.slot}{at}" if msg.outcome == "packed" else (
                 f" ({', '.join(msg.defects)})" if msg.defects else "")
             print(f"{t:9.2f} s  {msg.part_id:<10} {msg.variant:<14} {msg.verdict:<10} {msg.outcome}{extra}")
     elif topic.endswith("/status"):

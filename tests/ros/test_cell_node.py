@@ -69,6 +69,12 @@ def test_ros_run_gives_the_local_report_and_records_mcap(demo_config, demo_inspe
     parts = [m for topic, _t, m in read_bag(bag, topics=[f"/{ns}/parts"])]
     assert len(parts) == closed
     assert sum(1 for p in parts if p.outcome == "packed") == ros["parts"]["packed"]
+    stations = {n for n, s in demo_config.stations.items() if s.kind == "case"}
+    assert {p.station for p in parts if p.outcome == "packed"} <= stations and all(
+        p.station for p in parts if p.outcome == "packed")
+    assert all(p.station == "" for p in parts if p.outcome != "packed")
+    status = [m for topic, _t, m in read_bag(bag, topics=[f"/{ns}/status"])]
+    assert status and status[-1].oee == pytest.approx(ros["oee"]["oee"], abs=1e-4)  # the report's OEE
     # joint_states at a plausible rate while the arm moves: start and end of every motion plus
     # one per 0.1 s of cell time in between (each packed tray takes 5 moves of ~0.3-1 s)
     js = [(t, m) for _topic, t, m in read_bag(bag, topics=[f"/{ns}/robot/joint_states"])]
