@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 
@@ -15,6 +16,10 @@ def ros_run(cfg: Any, inspectors: dict[str, Any], duration: float, seed: int) ->
         cell = Cell(cfg, seed=seed, inspectors=inspectors)
         att = await attach(cell)
         try:
+            t0 = time.perf_counter()
+            for dev in cell.devices.values():  # setup, as in the in-process rows (bench/sim_speed.py)
+                await dev.connect()
+            connect_s = time.perf_counter() - t0
             report = await run_batch(cell, duration)
         finally:
             await cell.close()
@@ -25,7 +30,7 @@ def ros_run(cfg: Any, inspectors: dict[str, Any], duration: float, seed: int) ->
         return {"sim_s": report["sim_seconds"], "wall_s": report["wall_seconds"],
                 "x_real_time": report["sim_seconds"] / report["wall_seconds"], "parts": report["parts"]["arrived"],
                 "events": cell.clock.events_fired, "device_calls": calls, "action_goals": goals,
-                "proxy_local_answers": local, "report_parts": report["parts"]}
+                "proxy_local_answers": local, "report_parts": report["parts"], "connect_wall_s": round(connect_s, 3)}
 
     return asyncio.run(main())
 
