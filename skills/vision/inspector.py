@@ -54,7 +54,7 @@ from .rules import LabelMatcher, ProductRules, angle_wrap, floor_like, part_to_c
 
 __all__ = ["Inspector", "InspectionResult", "InspectionError", "draw_overlay", "identify", "MODEL_VERSION"]
 
-MODEL_VERSION = 17      # 17: the label end is where the goods' print repeats (not the least varying box)
+MODEL_VERSION = 18      # 18: each map scaled to its goods' fitted tail level (MAP_TAIL_P); 17: label end by repeating print
 LK_SCALE_FROM = 0.02      # the aligner also fits scale when the goods' outlines disagree on size by more than this (sd)
 MARGIN = 0.04            # canonical view margin around the part (fraction of each side)
 SEG_LONG = 200           # segmentation works on the first pyramid level with long side ≤ this
@@ -82,6 +82,9 @@ MAP_HEADROOM = (1.0, 1.0, 1.0, 1.04, 1.04)
 REGION_P = 0.001
 SPARSE_P = 0.01         # sparse maps (blob, dark): tail level of the out-of-fold goods that sets the scale
 REGION_FLOOR = (0.5, 1.0, 0.5, 0.5, 1.0)
+# each map's 1 is where an out-of-fold good exceeds it with this probability (Gumbel tail of the goods' per-image
+# maxima; see _map_tail_levels); the threshold sits at 1 × the margin
+MAP_TAIL_P = 0.01
 
 @dataclass
 class InspectionResult:
@@ -827,6 +830,13 @@ class Inspector:
                 scale[j][zones == k] /= gain[j, k]
         # out-of-fold score of every good on every map, with the region gains applied
         per_map = np.stack([(loo[:, j] * gain[j][zones][None])[:, ev].max(axis=1) for j in range(N_MAPS)], axis=1)
+        # ---- per-map tail: each map is rescaled so that 1 is the level an out-of-fold good exceeds with
+        # probability MAP_TAIL_P (see _map_tail_levels), and the threshold is set on that common level
+        lv = _map_tail_levels(per_map, [float(floors[j]) / float(scale[j].max()) if MAP_SIG[j] is None else 0.0
+                                        for j in range(N_MAPS)])
+        scale *= lv[:, None, None].astype(np.float32)
+        per_map = per_map / lv[None]
+        self.meta["map_tail_level"] = [round(float(v), 4) for v in lv]
         self.meta["region_gain"] = [[round(float(v), 3) for v in row] for row in gain]
         self.arrays["map_scale"] = scale
         self.arrays["eval_mask"] = ev.astype(np.uint8)
@@ -888,8 +898,9 @@ class Inspector:
         return (self.arrays["band"] > 0).astype(np.int32)
 
     def _threshold_from(self, s: np.ndarray, margin: float | None = None) -> float:
-        """Threshold from out-of-fold good scores: the largest one times the margin."""
-        return float(np.max(s) * (self.threshold_margin if margin is None else margin))
+        """Threshold from out-of-fold good scores: the maps' common tail level (1, see :func:`_map_tail_levels`)
+        or the largest out-of-fold score if above it, times the margin."""
+        return float(max(1.0, float(np.max(s))) * (self.threshold_margin if margin is None else margin))
 
     def _fit_rules(self, P: np.ndarray, pmask: np.ndarray, raw: np.ndarray | None = None) -> None:
         r = self.rules
@@ -1298,6 +1309,29 @@ def _auto_label_box(grays: np.ndarray, hmask: np.ndarray) -> tuple[int, int, int
     if not (0.015 * part_area <= bw * bh <= 0.45 * part_area) or area < 0.35 * bw * bh:
         return None
     return (x, y, x + bw, y + bh)
+
+
+def _map_tail_levels(per_map: np.ndarray, floors: Sequence[float]) -> np.ndarray:
+    """Per map, the level of its (normalised) out-of-fold good scores that a new good exceeds with probability
+    ``MAP_TAIL_P``: a Gumbel tail fitted to the goods' per-image maxima, never below the largest of them, nor
+    below ``floors[j]`` (a sparse map's floor, in its normalised units), 1 for a map no good fired.
+
+    The score is the maximum over the maps, so a new good is rejected when *any* map exceeds its level: with
+    each map's level at the largest of N out-of-fold goods, each map alone rejects about 1 / (N + 1) of new goods
+    and the maps add up (out-of-fold pixel, texture and blob maxima of 40 goods were each exceeded by about
+    2 % of new goods, 13 products).  A fitted tail puts every map at the same, smaller, rejection rate, from
+    all N values rather than from the largest one alone (a product whose goods vary more gets a higher level;
+    one whose largest out-of-fold good was an outlier no longer has that one set the threshold)."""
+    x = np.asarray(per_map, np.float64)
+    lv = np.ones(x.shape[1])
+    if len(x) < 10:
+        return np.maximum(lv, x.max(axis=0)) if len(x) else lv
+    for j in range(x.shape[1]):
+        top = float(x[:, j].max())
+        if top <= 0.0:
+            continue
+        lv[j] = max(top, float(gumbel_level(x[:, j], MAP_TAIL_P)), float(floors[j]), 1e-6)
+    return lv
 
 
 def _line_like(comp: np.ndarray, canon_long: int) -> bool:
