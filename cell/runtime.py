@@ -262,10 +262,14 @@ class Cell:
         self.fsm.state_complete(expected=state)
 
     # acting-state behaviour ------------------------------------------------------------------------
-    async def _resetting(self) -> None:
-        self.alarms.reset_first_out()
+    async def connect_devices(self) -> None:
+        """Connect every device (idempotent): Resetting does it; a caller may do it beforehand."""
         for dev in self.devices.values():
             await dev.connect()
+
+    async def _resetting(self) -> None:
+        self.alarms.reset_first_out()
+        await self.connect_devices()
         for dev in self.devices.values():
             if isinstance(dev, Machine):
                 await dev.command("reset")

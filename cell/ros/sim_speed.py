@@ -17,8 +17,7 @@ def ros_run(cfg: Any, inspectors: dict[str, Any], duration: float, seed: int) ->
         att = await attach(cell)
         try:
             t0 = time.perf_counter()
-            for dev in cell.devices.values():  # setup, as in the in-process rows (bench/sim_speed.py)
-                await dev.connect()
+            await cell.connect_devices()  # setup, as in the in-process rows (bench/sim_speed.py)
             connect_s = time.perf_counter() - t0
             report = await run_batch(cell, duration)
         finally:
