@@ -16,6 +16,7 @@ editing a factory.
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -84,6 +85,7 @@ class Device(abc.ABC):
         self.ctx = ctx
         self.clock = ctx.clock
         self._connected = False
+        self._connecting: asyncio.Future | None = None  # the attempt in progress, shared by overlapping callers
 
     # -- dependencies -------------------------------------------------------
     @classmethod
@@ -97,9 +99,19 @@ class Device(abc.ABC):
         return self._connected
 
     async def connect(self) -> None:
-        """Open the connection. Idempotent."""
-        if not self._connected:
-            await self._connect()
+        """Open the connection. Idempotent; callers that overlap (a cell node activating while the cell
+        resets) share one attempt instead of opening the connection twice, and all see its error."""
+        while not self._connected:
+            attempt = self._connecting
+            if attempt is None:
+                attempt = self._connecting = asyncio.ensure_future(self._connect())
+                attempt.add_done_callback(self._connect_done)
+            await asyncio.shield(attempt)
+
+    def _connect_done(self, attempt: asyncio.Future) -> None:
+        if self._connecting is attempt:
+            self._connecting = None
+        if not attempt.cancelled() and attempt.exception() is None:
             self._connected = True
 
     async def close(self) -> None:

@@ -150,3 +150,35 @@ def test_world_config_rejects_bad_rates():
         WorldConfig(infeed=InfeedConfig(conveyor="c", mix={"a": 1}), defect_rates={"underfill": 0.8, "torn_film": 0.5})
     with pytest.raises(ValueError):
         InfeedConfig(conveyor="c", mix={"a": -1})
+
+
+def test_overlapping_connects_share_one_attempt_and_its_error():
+    """A cell node activating while the cell resets: both connect every device, which opens once."""
+    from drivers.base import Device, DeviceConfig, DeviceContext
+    from sim.clock import SimClock
+
+    class Slow(Device):
+        opened = 0
+        fail = False
+
+        async def _connect(self) -> None:
+            type(self).opened += 1
+            await asyncio.sleep(0.01)  # real I/O takes a while
+            if self.fail:
+                raise RuntimeError("refused")
+
+    async def main():
+        dev = Slow("d", DeviceConfig(), DeviceContext(clock=SimClock()))
+        await asyncio.gather(dev.connect(), dev.connect(), dev.connect())
+        assert dev.connected and Slow.opened == 1
+        await dev.connect()  # connected: nothing more
+        assert Slow.opened == 1
+        bad = Slow("e", DeviceConfig(), DeviceContext(clock=SimClock()))
+        bad.fail = True
+        res = await asyncio.gather(bad.connect(), bad.connect(), return_exceptions=True)
+        assert [str(r) for r in res] == ["refused", "refused"] and Slow.opened == 2 and not bad.connected
+        bad.fail = False  # a later call tries again
+        await bad.connect()
+        assert bad.connected and Slow.opened == 3
+
+    asyncio.run(main())

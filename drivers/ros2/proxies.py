@@ -82,16 +82,6 @@ class _Proxy:
     def _name(self, leaf: str) -> str:
         return f"/{self.ns}/{self.remote}/{leaf}" if self.ns else f"/{self.remote}/{leaf}"
 
-    async def connect(self) -> None:
-        """Single-flight ``connect()``: concurrent callers (the cell node's activation and the
-        cell's reset both connect every device) share one connection attempt, so the device
-        node's twin is connected once (e.g. one simulated OPC UA server, not two)."""
-        lock = self.__dict__.get("_connect_lock")
-        if lock is None:
-            lock = self.__dict__["_connect_lock"] = asyncio.Lock()
-        async with lock:
-            await super().connect()  # type: ignore[misc]
-
     async def _proxy_connect(self) -> None:
         from axcell_interfaces.srv import DeviceCall
 
