@@ -552,7 +552,8 @@ class OpencvCamera(Camera, kind="opencv.camera"):
         if worker is None:
             return
         worker.stop()  # the worker releases the capture when it leaves (after a hung read returns, if one is)
-        await asyncio.to_thread(worker.thread.join, self.config.timeout_s + 1.0)
+        async with self.clock.busy():  # real I/O: a simulated clock must not run out of events meanwhile
+            await asyncio.to_thread(worker.thread.join, self.config.timeout_s + 1.0)
         if worker.thread.is_alive():
             log.warning("%s: OpenCV is still blocked in a read; the capture is released when it returns", self.name)
 
