@@ -435,11 +435,12 @@ def test_small_label_on_smooth_metal_sets_the_label_end():
 
 def test_map_tail_levels_put_every_map_at_one_small_rejection_rate():
     """Each map's 1 is a fitted tail level of its out-of-fold goods' maxima (not the largest of them): a new
-    good exceeds it with about MAP_TAIL_P, where the largest of 40 is exceeded by about 1 in 41 per map."""
+    good exceeds it with about MAP_TAIL_P, where the largest of 40 is exceeded by about 1 in 41 per map.
+    The level never drops below the map's own scale (1): a map is made less sensitive, never more."""
     from skills.vision.inspector import MAP_TAIL_P, _map_tail_levels
     rng = np.random.default_rng(5)
     beta = np.array([0.05, 0.2, 0.0])                 # a tight map, a spread-out one, one no good fired
-    mu = np.array([0.6, 0.4, 0.0])
+    mu = np.array([1.2, 1.4, 0.0])
     exc_fit, exc_max = [], []
     for _ in range(200):
         cv = mu + beta * rng.gumbel(size=(40, 3))
@@ -450,8 +451,10 @@ def test_map_tail_levels_put_every_map_at_one_small_rejection_rate():
         exc_max.append((new > cv[:, :2].max(axis=0)).mean(axis=0))
     exc_fit, exc_max = np.mean(exc_fit, axis=0), np.mean(exc_max, axis=0)
     assert np.all(exc_fit < 2.0 * MAP_TAIL_P) and np.all(exc_max > exc_fit * 1.5), (exc_fit, exc_max)
-    # a sparse map's floor (in its normalised units) holds; too few goods for a tail: no rescaling beyond 1
-    assert _map_tail_levels(np.full((40, 1), 0.2) + 0.01 * rng.random((40, 1)), [0.9])[0] == 0.9
+    # a sparse map's floor (in its normalised units) holds; quiet goods never make a map more sensitive;
+    # too few goods for a tail: no rescaling beyond the largest
+    assert _map_tail_levels(np.full((40, 1), 0.2) + 0.01 * rng.random((40, 1)), [1.3])[0] == 1.3
+    assert _map_tail_levels(np.full((40, 1), 0.2) + 0.01 * rng.random((40, 1)), [0.0])[0] == 1.0
     assert _map_tail_levels(np.array([[0.5, 1.3], [0.7, 0.2], [0.6, 0.5]]), [0.0, 0.0]).tolist() == [1.0, 1.3]
 
 

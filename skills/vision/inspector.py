@@ -54,7 +54,7 @@ from .rules import LabelMatcher, ProductRules, angle_wrap, floor_like, part_to_c
 
 __all__ = ["Inspector", "InspectionResult", "InspectionError", "draw_overlay", "identify", "MODEL_VERSION"]
 
-MODEL_VERSION = 18      # 18: each map scaled to its goods' fitted tail level (MAP_TAIL_P); 17: label end by repeating print
+MODEL_VERSION = 19      # 19: the maps' tail levels never below the old scale; 18: each map scaled to its goods' fitted tail level (MAP_TAIL_P)
 LK_SCALE_FROM = 0.02      # the aligner also fits scale when the goods' outlines disagree on size by more than this (sd)
 MARGIN = 0.04            # canonical view margin around the part (fraction of each side)
 SEG_LONG = 200           # segmentation works on the first pyramid level with long side ≤ this
@@ -1314,7 +1314,9 @@ def _auto_label_box(grays: np.ndarray, hmask: np.ndarray) -> tuple[int, int, int
 def _map_tail_levels(per_map: np.ndarray, floors: Sequence[float]) -> np.ndarray:
     """Per map, the level of its (normalised) out-of-fold good scores that a new good exceeds with probability
     ``MAP_TAIL_P``: a Gumbel tail fitted to the goods' per-image maxima, never below the largest of them, nor
-    below ``floors[j]`` (a sparse map's floor, in its normalised units), 1 for a map no good fired.
+    below ``floors[j]`` (a sparse map's floor, in its normalised units), nor below 1 (the map's own scale: a
+    map is made less sensitive where its goods call for it, never more; levels under 1 from the 40 fitting goods
+    gave the demo cell's live trays twice the false rejects), 1 for a map no good fired.
 
     The score is the maximum over the maps, so a new good is rejected when *any* map exceeds its level: with
     each map's level at the largest of N out-of-fold goods, each map alone rejects about 1 / (N + 1) of new goods
@@ -1330,7 +1332,7 @@ def _map_tail_levels(per_map: np.ndarray, floors: Sequence[float]) -> np.ndarray
         top = float(x[:, j].max())
         if top <= 0.0:
             continue
-        lv[j] = max(top, float(gumbel_level(x[:, j], MAP_TAIL_P)), float(floors[j]), 1e-6)
+        lv[j] = max(top, float(gumbel_level(x[:, j], MAP_TAIL_P)), float(floors[j]), 1.0)
     return lv
 
 
