@@ -19,7 +19,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import asyncio
 import json
 import logging
 import sys
@@ -88,7 +87,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         writable_file(args.record, "the --record MCAP file")
     _refuse_overwriting_inputs(cfg, args)
     from .heap import keep_heap
-    from .session import RunOptions, run_session
+    from .session import RunOptions, run_interruptibly
 
     keep_heap()  # every tray is inspected in this process: reuse the frames' pages (see cell.heap)
     opts = RunOptions(
@@ -96,7 +95,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         hmi_port=args.hmi_port, opcua_port=args.opcua_port, record=args.record, quiet=args.quiet,
         run_dir=args.run_dir, processes=args.processes,
     )
-    report = asyncio.run(run_session(cfg, opts))
+    report = run_interruptibly(cfg, opts)  # Ctrl-C: cancelled until it closes, then exit 130
     if report is not None and not args.quiet:
         from .report import summary_table
 

@@ -55,6 +55,8 @@ class RunOptions:
     """Append each acknowledged (committed) part record to this file (crash tests)."""
     on_ready: Any = None
     """Called with the :class:`Operations` once the cell (and the HMI, if any) is up."""
+    interrupt: "Interrupt | None" = None
+    """Set by :func:`run_interruptibly`: the session marks when it has begun closing."""
 
 
 def default_run_dir(cfg: CellConfig) -> Path:
@@ -178,6 +180,8 @@ async def run_session(cfg: CellConfig, opts: RunOptions) -> dict[str, Any] | Non
             report = await run_batch(cell, duration, speed=opts.speed, on_started=on_started,
                                      progress=None if opts.quiet else progress_bar())
     finally:
+        if opts.interrupt is not None:
+            opts.interrupt.closing = True  # from here on a Ctrl-C no longer cancels: the store must close
         # every step is bounded: a device that no longer answers (or a clock that no longer runs)
         # must not keep the process, its device processes or the store open after Ctrl-C
         if api is not None:
@@ -214,7 +218,56 @@ async def run_session(cfg: CellConfig, opts: RunOptions) -> dict[str, Any] | Non
     return report
 
 
-CLOSE_TIMEOUT_S = 30.0
+CLOSE_TIMEOUT_S = 20.0
+
+
+@dataclass
+class Interrupt:
+    requested: bool = False
+    closing: bool = False
+
+
+def run_interruptibly(cfg: CellConfig, opts: RunOptions) -> dict[str, Any] | None:
+    """``asyncio.run(run_session(...))`` where Ctrl-C cancels the session and keeps cancelling it,
+    every 0.5 s, until it has begun closing; then raises KeyboardInterrupt.
+
+    One cancellation is not enough on Python 3.11: ``asyncio.wait_for`` swallows a cancellation that
+    lands just as its inner future completes, and the clocks' and lock-step loops call it all the
+    time, so a single Ctrl-C could leave a batch run going. Once the session closes (its ``finally``),
+    Ctrl-C is ignored: the store is flushed and closed, each closing step bounded in time.
+    """
+    flag = Interrupt()
+    opts.interrupt = flag
+
+    async def main() -> dict[str, Any] | None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(run_session(cfg, opts))
+
+        def cancel() -> None:
+            if flag.closing or task.done():
+                return
+            task.cancel()
+            loop.call_later(0.5, cancel)
+
+        def on_sigint() -> None:
+            flag.requested = True
+            cancel()
+
+        try:
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread / no signals here
+            pass
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if flag.requested:
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(signal.SIGINT)
+
+    return asyncio.run(main())
 
 
 async def _bounded(aw: Any, what: str, timeout: float | None = None) -> None:

@@ -46,3 +46,42 @@ def test_a_hanging_device_close_is_cut_off_and_the_store_and_report_are_still_wr
         n = con.execute("select count(*) from parts").fetchone()[0]
     done = rep["parts"]["packed"] + rep["parts"]["rejected"] + rep["parts"]["missed"]
     assert n >= done > 0
+
+
+@pytest.mark.timeout(30)
+def test_ctrl_c_keeps_cancelling_a_run_that_swallowed_it_then_lets_it_close(monkeypatch):
+    """Python 3.11's asyncio.wait_for can swallow a cancellation; Ctrl-C must still end the run, and
+    never cut its closing short."""
+    import os
+    import signal
+
+    from cell import session
+
+    seen: dict = {"swallowed": 0, "closed": False, "cancels_while_closing": 0}
+
+    async def fake_session(cfg, opts):
+        asyncio.get_running_loop().call_later(0.1, os.kill, os.getpid(), signal.SIGINT)
+        try:
+            while True:
+                try:
+                    await asyncio.sleep(0.02)
+                except asyncio.CancelledError:
+                    seen["swallowed"] += 1
+                    if seen["swallowed"] == 1:
+                        continue  # lost, as wait_for may lose it
+                    raise
+        finally:
+            opts.interrupt.closing = True
+            t_end = asyncio.get_running_loop().time() + 0.8  # closing outlasts the re-cancel period
+            while asyncio.get_running_loop().time() < t_end:
+                try:
+                    await asyncio.sleep(0.05)
+                except asyncio.CancelledError:
+                    seen["cancels_while_closing"] += 1
+            seen["closed"] = True
+
+    monkeypatch.setattr(session, "run_session", fake_session)
+    with pytest.raises(KeyboardInterrupt):
+        session.run_interruptibly(None, session.RunOptions())
+    assert seen == {"swallowed": 2, "closed": True, "cancels_while_closing": 0}
+    assert signal.getsignal(signal.SIGINT) is not None
