@@ -27,6 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+# one BLAS thread, as `axcell run` has (cell/cli.py): set before numpy is imported; the environment wins
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -74,15 +78,17 @@ async def connect_devices(cell) -> float:
     return time.perf_counter() - t0
 
 
-def local_run(cfg, inspectors, duration: float, seed: int) -> tuple[dict, int]:
+def local_run(cfg, inspectors, duration: float, seed: int, worker: bool = True) -> tuple[dict, int]:
     async def main():
-        cell = Cell(cfg, seed=seed, inspectors=inspectors)
+        cell = Cell(cfg, seed=seed, inspectors=inspectors, inspection_worker=worker)
         try:
             connect_s = await connect_devices(cell)
             report = await run_batch(cell, duration)
             report["connect_wall_s"] = round(connect_s, 3)
             ms = [r.inspect_ms for r in cell.ledger.records.values() if r.inspect_ms is not None]
             report["inspection_ms_median"] = round(float(np.median(ms)), 3) if ms else None
+            report["verdict_waits"] = cell.facts.settle_waits
+            report["verdict_wait_s"] = round(cell.facts.settle_wait_s, 3)
             return report, cell.clock.events_fired
         finally:
             await cell.close()
@@ -99,8 +105,12 @@ def main() -> int:
                     help="both: local and ros; all: local, ros and processes")
     ap.add_argument("--processes-duration", type=float, default=600.0,
                     help="simulated seconds of the processes row (bounded: it is the slowest)")
+    ap.add_argument("--inspect-in-cell-thread", action="store_true",
+                    help="judge each tray in the cell's own thread, as before the inspection worker "
+                         "(the counts are the same; compare the speed)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    worker = not args.inspect_in_cell_thread
     try:
         import cv2
 
@@ -114,20 +124,21 @@ def main() -> int:
     inspectors = prepare_inspectors(cfg)
     rows = {}
     for name, c in (("local", in_process(cfg)), ("local+opcua", cfg)):
-        report, events = local_run(c, inspectors, args.duration, args.seed)
+        report, events = local_run(c, inspectors, args.duration, args.seed, worker)
         wall = report["wall_seconds"]
         base = bare_clock(events)
         rows[name] = {"sim_s": report["sim_seconds"], "wall_s": wall, "x_real_time": report["sim_seconds"] / wall,
                       "events": events, "bare_clock_wall_s": base, "cell_vs_bare_clock": wall / base,
                       "parts": report["parts"]["arrived"], "inspect_ms_median": report["inspection_ms_median"],
-                      "connect_wall_s": report["connect_wall_s"]}
+                      "connect_wall_s": report["connect_wall_s"], "verdict_waits": report["verdict_waits"],
+                      "verdict_wait_s": report["verdict_wait_s"]}
     if args.transport in ("ros", "both", "all"):
         try:
             from cell.ros.sim_speed import ros_run  # provided by the ROS transport
         except ImportError as e:
             rows["ros"] = {"error": f"ROS transport not available: {e}"}
         else:
-            rows["ros"] = ros_run(cfg, inspectors, args.duration, args.seed)
+            rows["ros"] = ros_run(cfg, inspectors, args.duration, args.seed, inspection_worker=worker)
     if args.transport in ("processes", "all"):
         try:
             from cell.ros.sim_speed import processes_run
@@ -138,7 +149,8 @@ def main() -> int:
             rows["processes"] = r = processes_run(cfg, inspectors, d, args.seed)
             if d == args.duration:
                 r["same_parts_as_local+opcua"] = r["parts"] == rows["local+opcua"]["parts"]
-    print(f"demo cell, {args.duration:.0f} simulated s, seed {args.seed}")
+    print(f"demo cell, {args.duration:.0f} simulated s, seed {args.seed}; trays judged "
+          + ("in the cell's own thread" if not worker else "by the inspection worker process"))
     for name, r in rows.items():
         if "error" in r:
             print(f"  {name:<12} {r['error']}")
@@ -150,7 +162,9 @@ def main() -> int:
                  f"{r.get('same_parts_as_local+opcua', 'not compared (shorter run)')}" if name == "processes" else "")
               + (f"; {r['device_calls']} DeviceCalls + {r.get('action_goals', '?')} FollowJointTrajectory goals "
                  f"over DDS, {r.get('proxy_local_answers', 0)} IK/duration answers computed in the proxy"
-                 if name == "ros" and "device_calls" in r else ""))
+                 if name == "ros" and "device_calls" in r else "")
+              + (f"; a verdict was not ready when needed {r['verdict_waits']} times ({r['verdict_wait_s']:.2f} s "
+                 f"waited)" if r.get("verdict_waits") else ""))
     r = rows["local"]
     print(f"  baseline: the bare clock fires the same {r['events']} events in {r['bare_clock_wall_s']:.3f} s; "
           f"the cell costs {r['cell_vs_bare_clock']:.1f}x that (inspection median {r['inspect_ms_median']} ms/part)")

@@ -93,7 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = RunOptions(
         duration=args.duration, seed=args.seed, speed=args.speed, report=args.report, transport=args.transport,
         hmi_port=args.hmi_port, opcua_port=args.opcua_port, record=args.record, quiet=args.quiet,
-        run_dir=args.run_dir, processes=args.processes,
+        run_dir=args.run_dir, processes=args.processes, inspection_worker=not args.inspect_in_cell_thread,
     )
     report = run_interruptibly(cfg, opts)  # Ctrl-C: cancelled until it closes, then exit 130
     if report is not None and not args.quiet:
@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--opcua-port", type=port_arg, help="serve the cell as a PackML unit on opc.tcp://127.0.0.1:PORT/axcell/")
     r.add_argument("--record", type=Path, help="record every topic to this MCAP file (ROS transport)")
     r.add_argument("--run-dir", type=Path, help="where the store and images go (default: runs/<cell>-<time>)")
+    r.add_argument("--inspect-in-cell-thread", action="store_true",
+                   help="judge trays in the cell's own thread instead of an inspection worker process (the "
+                        "outcome is the same; the worker lets the cell go on while a tray is judged)")
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(func=cmd_run)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections import ChainMap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ class Cell:
     """A running cell: devices, process, supervisor, records."""
 
     def __init__(self, cfg: CellConfig, *, seed: int | None = None, run_dir: Path | None = None,
-                 inspectors: dict[str, Any] | None = None) -> None:
+                 inspectors: dict[str, Any] | None = None, inspection_worker: bool = False) -> None:
         self.cfg = cfg
         self.name = cfg.cell.name
         self.run_dir = run_dir
@@ -124,7 +125,13 @@ class Cell:
         for st in lookups["stations"].values():
             if st.get("pattern"):
                 st["pattern"]["pitch_m"] = [v / 1000.0 for v in st["pattern"]["pitch_mm"]]
-        self.tctx = TreeContext(self.devices, self.clock, self.facts, self.emit, lookups)
+        self.lookups = lookups
+        """What a skill run on its own (the API, a ROS 2 ExecuteSkill goal) sees as ``ctx.config``;
+        skills run by the process tree see the same plus ``in_process_tree`` (see skills.inspect)."""
+        self.tctx = TreeContext(self.devices, self.clock, self.facts, self.emit,
+                                ChainMap({"in_process_tree": True}, lookups))  # type: ignore[arg-type]
+        self._want_worker = inspection_worker
+        self.inspection_worker: Any = None
         self.runner: TreeRunner | None = None
         self._tree_task: asyncio.Task | None = None
         self._act_task: asyncio.Task | None = None
@@ -263,9 +270,33 @@ class Cell:
 
     # acting-state behaviour ------------------------------------------------------------------------
     async def connect_devices(self) -> None:
-        """Connect every device (idempotent): Resetting does it; a caller may do it beforehand."""
+        """Connect every device (idempotent): Resetting does it; a caller may do it beforehand.
+        With ``inspection_worker``, the inspection worker process starts here too."""
         for dev in self.devices.values():
             await dev.connect()
+        await self.start_inspection_worker()
+
+    async def start_inspection_worker(self) -> None:
+        """Start the process that judges parts beside the cell (``Cell(inspection_worker=True)``; idempotent).
+
+        Without it, or when it cannot start (logged), the inspect skill judges in the cell's thread.
+        """
+        if not self._want_worker or self.inspection_worker is not None or not self.inspectors:
+            return
+        from skills.vision.worker import InspectionWorker
+
+        from .heap import keep_heap
+
+        worker = InspectionWorker(self.inspectors, setup=keep_heap)
+        try:
+            async with self.clock.busy():  # real work outside the simulation: time waits for it
+                await worker.start()
+        except Exception as e:  # noqa: BLE001 - judge in this thread instead
+            log.error("the inspection worker did not start (%s); inspecting in the cell's own thread", e)
+            self._want_worker = False
+            return
+        self.inspection_worker = worker
+        self.lookups["inspection_worker"] = worker
 
     async def _resetting(self) -> None:
         self.alarms.reset_first_out()
@@ -349,6 +380,7 @@ class Cell:
                     pass
         self._tree_task = self._tracker_task = None
         self.tctx.running.clear()
+        await self.facts.settle(self.clock)  # verdicts still being computed are the cell's, as if known
         await self._drop_held_part("cell left Execute while holding it")
         self.facts.values.pop("pending", None)
 
@@ -369,7 +401,13 @@ class Cell:
         conveyor = self._conveyor()
         while True:
             await self.clock.sleep(period)
-            self.tracker_pass(await conveyor.position())
+            enc = await conveyor.position()
+            if self.facts.pending_count:  # a part leaving now needs its verdict (time holds meanwhile)
+                leaving = [p for p in self.facts.queue if self.facts.is_pending(p) and not p.claimed
+                           and p.flow * p.x_at(enc) > p.flow * self.cfg.line.exit_x]
+                if leaving:
+                    await self.facts.settle(self.clock, upto=leaving[-1])
+            self.tracker_pass(enc)
 
     def tracker_pass(self, encoder: float) -> None:
         exit_x = self.cfg.line.exit_x
@@ -422,6 +460,11 @@ class Cell:
                     await task
                 except (asyncio.CancelledError, Exception):  # noqa: BLE001
                     pass
+        self.facts.drop_pending()
+        if self.inspection_worker is not None:
+            worker, self.inspection_worker = self.inspection_worker, None
+            self.lookups.pop("inspection_worker", None)
+            worker.close()  # it ends at once: its input pipe closes
         for dev in reversed(list(self.devices.values())):
             await self._safe(dev.close())
 

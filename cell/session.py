@@ -49,6 +49,8 @@ class RunOptions:
     quiet: bool = False
     run_dir: Path | None = None
     processes: bool = False
+    inspection_worker: bool = True
+    """Judge trays in a worker process beside the cell (skills.vision.worker); False: in the cell's thread."""
     store: bool = True
     """Keep the durable traceability store (SQLite) in the run directory."""
     store_ack_log: Path | None = None
@@ -120,7 +122,7 @@ async def run_session(cfg: CellConfig, opts: RunOptions) -> dict[str, Any] | Non
         # a person operates this run: the simulated operator must not acknowledge and unhold for them
         cfg = cfg.model_copy(update={"supervisor": cfg.supervisor.model_copy(update={"auto_recover": False})})
     inspectors = prepare_inspectors(cfg, log=say)
-    cell = Cell(cfg, seed=opts.seed, run_dir=run_dir, inspectors=inspectors)
+    cell = Cell(cfg, seed=opts.seed, run_dir=run_dir, inspectors=inspectors, inspection_worker=opts.inspection_worker)
     store = None
     if opts.store:
         store_path = resolve_store_path(cfg, run_dir)

@@ -11,10 +11,15 @@ runs towards +x and -1 for one that runs towards -x.
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Verdict = Literal["good", "defective", "none"]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,6 +64,13 @@ class CellFacts:
     values: dict[str, Any] = field(default_factory=dict)
     _seq: int = 0
     _waiters: list[asyncio.Future] = field(default_factory=list, repr=False)
+    _judging: deque[tuple[TrackedPart, asyncio.Future, Callable[[asyncio.Future], None]]] = field(
+        default_factory=deque, repr=False)
+    _pending_ids: set[str] = field(default_factory=set, repr=False)
+    _after: dict[str, list[Callable[[], None]]] = field(default_factory=dict, repr=False)
+    settle_waits: int = 0
+    """How often a needed verdict was not ready yet (the clock held for it), and the wall time it took."""
+    settle_wait_s: float = 0.0
 
     # -- the cases, per station ---------------------------------------------------------------
     def _key(self, station: str | None) -> str:
@@ -110,8 +122,12 @@ class CellFacts:
         self._seq += 1
         return f"P{self._seq:06d}"
 
-    def next_pickable(self) -> list[TrackedPart]:
-        return [p for p in self.queue if p.verdict == "good" and not p.claimed and p.picked_at is None]
+    def next_pickable(self, *, with_pending: bool = False) -> list[TrackedPart]:
+        """Good parts not claimed nor picked, oldest first; ``with_pending``: also those whose verdict
+        is still pending (see :meth:`settle`)."""
+        pend = self._pending_ids if with_pending else ()
+        return [p for p in self.queue
+                if (p.verdict == "good" or p.id in pend) and not p.claimed and p.picked_at is None]
 
     def announce_part(self, part: TrackedPart) -> None:
         """Mark ``part`` (already queued at its trigger) as judged, and wake the skills waiting for one."""
@@ -127,6 +143,67 @@ class CellFacts:
         fut = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         await fut
+
+    # -- verdicts still being computed (an inspection worker) -------------------------------------
+    # A part can be queued (and announced) before its verdict is known: the inspection runs
+    # elsewhere while the cell goes on. Its result is applied only by settle(), in capture order
+    # and at the simulated instants where a skill or the tracker needs it; the clock is held while
+    # settle() waits. So a run gives the same outcome whether a verdict came early or late in wall
+    # time, and the same as judging in place.
+    def judge_later(self, part: TrackedPart, result: asyncio.Future,
+                    apply: Callable[[asyncio.Future], None]) -> None:
+        """``part``'s verdict is ``result``; ``apply(result)`` writes it into the part when settled."""
+        self._judging.append((part, result, apply))
+        self._pending_ids.add(part.id)
+
+    def after_judged(self, part: TrackedPart, then: Callable[[], None]) -> None:
+        """Call ``then()`` right after ``part``'s pending verdict is applied (at once if it is not pending)."""
+        if part.id not in self._pending_ids:
+            then()
+            return
+        self._after.setdefault(part.id, []).append(then)
+
+    def is_pending(self, part: TrackedPart) -> bool:
+        """True while ``part``'s verdict has not been applied."""
+        return part.id in self._pending_ids
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._judging)
+
+    async def settle(self, clock: Any, upto: TrackedPart | None = None) -> None:
+        """Apply the pending verdicts in capture order, up to and including ``upto`` (None: all).
+
+        Waiting for a verdict holds ``clock`` (``clock.busy()``), so simulated time stands still
+        until it is applied. Safe to call from several tasks at once: each verdict is applied once.
+        """
+        while self._judging:
+            if upto is not None and upto.id not in self._pending_ids:
+                return
+            part, result, apply = self._judging[0]
+            if not result.done():
+                t0 = time.perf_counter()
+                async with clock.busy():
+                    await asyncio.wait((result,))
+                self.settle_waits += 1
+                self.settle_wait_s += time.perf_counter() - t0
+                continue  # another task may have applied it meanwhile: look at the head again
+            self._judging.popleft()
+            self._pending_ids.discard(part.id)
+            try:
+                apply(result)
+                for then in self._after.pop(part.id, ()):
+                    then()
+            except Exception:  # noqa: BLE001 - one part's bookkeeping must not stop the others
+                log.exception("applying the verdict of %s failed", part.id)
+
+    def drop_pending(self) -> None:
+        """Forget every verdict not yet applied (the cell is closing)."""
+        for _part, result, _apply in self._judging:
+            result.cancel()
+        self._judging.clear()
+        self._pending_ids.clear()
+        self._after.clear()
 
     def remove(self, part: TrackedPart) -> None:
         if part in self.queue:

@@ -80,7 +80,14 @@ class PickTracking(Skill, name="pick_tracking"):
     async def _choose(self, ctx: SkillContext, p: Params) -> tuple[TrackedPart, Pose, Pose] | None:
         arm, conv = ctx.device("arm", Arm), ctx.device("conveyor", Conveyor)
         enc, v = await conv.position(), await conv.velocity()
-        for part in ctx.facts.next_pickable():
+        facts = ctx.facts
+        # the good parts not yet taken, as judged now; a verdict still being computed elsewhere is
+        # applied when its part's turn comes (time holds meanwhile), as if it had been known already
+        for part in facts.next_pickable(with_pending=True):
+            if facts.is_pending(part):
+                await facts.settle(ctx.clock, upto=part)
+                if part.verdict != "good" or part not in facts.queue:
+                    continue
             # plan along the flow: u = flow * x grows as the belt carries the part downstream
             f = part.flow
             u_min, u_max = sorted((f * p.window[0], f * p.window[1]))

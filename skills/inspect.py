@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
-import time
 from typing import Any, Protocol
 
 import numpy as np
@@ -14,6 +15,9 @@ from drivers.conveyor import Conveyor
 
 from .base import Skill, SkillContext, SkillParams, SkillResult
 from .facts import TrackedPart
+from .vision.worker import judge
+
+log = logging.getLogger(__name__)
 
 
 def roi_box(cal: Any, cx: float, cy: float, roi_m: tuple[float, float], plane_z: float,
@@ -93,8 +97,9 @@ class Inspect(Skill, name="inspect"):
         if part is None:
             return SkillResult.precondition("no part waiting for inspection (run wait_for_part first)")
         ctx.feedback(0.1, "capture")
-        frame = await camera.capture()
-        enc = await conveyor.position()
+        # the frame and the encoder together: less skew between them on a real line, one round trip
+        # instead of two over a network
+        frame, enc = await asyncio.gather(camera.capture(), conveyor.position())
         cal = frame.calibration or camera.calibration
         assert cal is not None
         image = frame.image
@@ -109,31 +114,51 @@ class Inspect(Skill, name="inspect"):
         ctx.feedback(0.4, "inspect")
         inspectors: dict[str, InspectorLike] = ctx.config["inspectors"]
         names = params.products or list(inspectors)
-        wall0 = time.perf_counter()
-        if len(names) > 1 and all(hasattr(inspectors[n], "affinity") for n in names):
-            # Which product is it? A cheap appearance match picks the one model to run.
-            from .vision import identify
+        part.inspected_at = ctx.clock.now()
+        crop = (image, x0, y0)
+        worker = ctx.config.get("inspection_worker")
+        if worker is None or not worker.running:  # judge here, now (no worker, or it died: logged there)
+            name, best, ms = judge(inspectors, image, names, ctx.facts.values.get("last_variant"))
+            self._apply(ctx, part, frame, cal, crop, plane_z, enc, name, best, ms)
+            ctx.facts.announce_part(part)  # wakes the pick skill
+            ctx.emit("part_inspected", {"part": part})
+            ctx.feedback(1.0, part.verdict)
+            return self._result(part)
 
-            chosen, _ = identify(image, {n: inspectors[n] for n in names})
-            names = [chosen] + [n for n in names if n != chosen]
-        else:  # try the variant seen last first: a tray that passes its own model needs no other
-            last = ctx.facts.values.get("last_variant")
-            if last in names:
-                names = [last] + [n for n in names if n != last]
-        best_name, best, best_norm = None, None, math.inf
-        for n in names:
-            res = inspectors[n].inspect(image)
-            thr = float(getattr(res, "threshold", 1.0) or 1.0)
-            found = getattr(res, "pose_px", None) is not None
-            norm = float(getattr(res, "score", 0.0)) / thr if found else math.inf
-            if best is None or norm < best_norm:
-                best_name, best, best_norm = n, res, norm
-            if found and not getattr(res, "defective", False):
-                break  # a tray that passes the model it resembles most needs no other
-        ctx.facts.values["last_variant"] = best_name
-        ms = (time.perf_counter() - wall0) * 1000.0
-        assert best is not None
-        part.encoder, part.variant, part.inspected_at = enc, best_name, ctx.clock.now()
+        def apply(result: Any) -> None:
+            try:
+                name, best, ms = result.result()
+            except Exception as e:  # noqa: BLE001 - no verdict: the part is not packed
+                log.error("inspection of %s failed: %s", part.id, e)
+                part.verdict, part.defects = "none", ["inspection_failed"]
+                part.meta["inspect_error"] = str(e)
+                ctx.emit("part_inspected", {"part": part})
+                return
+            self._apply(ctx, part, frame, cal, crop, plane_z, enc, name, best, ms)
+            ctx.emit("part_inspected", {"part": part})
+
+        ctx.facts.judge_later(part, worker.submit(image, names), apply)
+        ctx.facts.announce_part(part)  # a skill that needs the verdict settles it (facts.settle)
+        if ctx.config.get("in_process_tree"):
+            # the process goes on while the worker judges; the verdict is applied where it is needed
+            ctx.feedback(1.0, "judging")
+            return SkillResult.success("judging", part_id=part.id, verdict="pending", defects=[])
+        await ctx.facts.settle(ctx.clock, upto=part)  # asked on its own (API, ROS 2 action): answer it
+        ctx.feedback(1.0, part.verdict)
+        return self._result(part)
+
+    @staticmethod
+    def _result(part: TrackedPart) -> SkillResult:
+        return SkillResult.success(part.verdict, part_id=part.id, verdict=part.verdict, defects=part.defects)
+
+    @staticmethod
+    def _apply(ctx: SkillContext, part: TrackedPart, frame: Any, cal: Any, crop: tuple[np.ndarray, int, int],
+               plane_z: float, enc: float, name: str, best: Any, ms: float) -> None:
+        """Write a judgement into ``part``: variant, verdict, defects, score and the cell-frame pose
+        (tied to ``enc``, the encoder when the frame was taken)."""
+        _image, x0, y0 = crop
+        ctx.facts.values["last_variant"] = name
+        part.encoder, part.variant = enc, name
         pose_px = getattr(best, "pose_px", None)
         if pose_px is None:
             part.verdict = "none"
@@ -148,12 +173,8 @@ class Inspect(Skill, name="inspect"):
         part.score = float(getattr(best, "score", 0.0))
         part.meta["inspect_ms"] = ms
         part.meta["frame"] = frame
-        part.meta["crop"] = (image, x0, y0)
+        part.meta["crop"] = crop
         part.meta["result"] = best
-        ctx.facts.announce_part(part)  # wakes the pick skill
-        ctx.emit("part_inspected", {"part": part})
-        ctx.feedback(1.0, part.verdict)
-        return SkillResult.success(part.verdict, part_id=part.id, verdict=part.verdict, defects=part.defects)
 
 
 class RejectDecision(Skill, name="reject_decision"):
@@ -169,6 +190,17 @@ class RejectDecision(Skill, name="reject_decision"):
         if not ctx.facts.queue:
             return SkillResult.failure("no inspected part to route")
         part = ctx.facts.queue[-1]
+        if ctx.facts.is_pending(part):
+            if ctx.config.get("in_process_tree"):
+                # its verdict is still being computed: route it the moment it is applied
+                ctx.facts.after_judged(part, lambda: self._route(ctx, part, params))
+                return SkillResult.success("pending", part_id=part.id, route="pending")
+            await ctx.facts.settle(ctx.clock, upto=part)
+        route = self._route(ctx, part, params)
+        return SkillResult.success(route, part_id=part.id, route=route)
+
+    @staticmethod
+    def _route(ctx: SkillContext, part: TrackedPart, params: "RejectDecision.Params") -> str:
         route = "pack" if part.verdict == "good" else "reject"
         result = part.meta.get("result")
         thr = float(getattr(result, "threshold", 0.0) or 0.0)
@@ -178,4 +210,4 @@ class RejectDecision(Skill, name="reject_decision"):
             route = "reject"
         part.meta["route"] = route
         ctx.emit("part_routed", {"part": part, "route": route})
-        return SkillResult.success(route, part_id=part.id, route=route)
+        return route

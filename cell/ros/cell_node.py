@@ -331,7 +331,7 @@ class CellNode:
                 if not d.connected:
                     await d.connect()
             ctx = SkillContext(devices=roles, clock=cell.clock, facts=cell.facts, feedback=feedback,
-                               emit=cell.emit, config=cell.tctx.lookups)
+                               emit=cell.emit, config=cell.lookups)
             res = await cls().run(ctx, params)
         finally:
             self.goals.discard(task)

@@ -7,13 +7,14 @@ import time
 from typing import Any
 
 
-def ros_run(cfg: Any, inspectors: dict[str, Any], duration: float, seed: int) -> dict[str, Any]:
+def ros_run(cfg: Any, inspectors: dict[str, Any], duration: float, seed: int, *,
+            inspection_worker: bool = True) -> dict[str, Any]:
     from ..batch import run_batch
     from ..runtime import Cell
     from .runtime import attach
 
     async def main() -> dict[str, Any]:
-        cell = Cell(cfg, seed=seed, inspectors=inspectors)
+        cell = Cell(cfg, seed=seed, inspectors=inspectors, inspection_worker=inspection_worker)
         att = await attach(cell)
         try:
             t0 = time.perf_counter()
@@ -29,7 +30,8 @@ def ros_run(cfg: Any, inspectors: dict[str, Any], duration: float, seed: int) ->
         return {"sim_s": report["sim_seconds"], "wall_s": report["wall_seconds"],
                 "x_real_time": report["sim_seconds"] / report["wall_seconds"], "parts": report["parts"]["arrived"],
                 "events": cell.clock.events_fired, "device_calls": calls, "action_goals": goals,
-                "proxy_local_answers": local, "report_parts": report["parts"], "connect_wall_s": round(connect_s, 3)}
+                "proxy_local_answers": local, "report_parts": report["parts"], "connect_wall_s": round(connect_s, 3),
+                "verdict_waits": cell.facts.settle_waits, "verdict_wait_s": round(cell.facts.settle_wait_s, 3)}
 
     return asyncio.run(main())
 

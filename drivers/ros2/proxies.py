@@ -177,6 +177,7 @@ class Ros2Arm(_Proxy, Arm, kind="ros2.arm"):
         self._speed = d.get("speed_scaling")
         self._rest_q = None
         self._model = None
+        self.__dict__.pop("_ik_memo", None)
         k = d.get("kinematics")
         if k and getattr(self.config, "local_kinematics", True):
             try:
@@ -243,15 +244,27 @@ class Ros2Arm(_Proxy, Arm, kind="ros2.arm"):
                 return t
         return float((await self._call("estimate_duration", pose=list(target.as_tuple()), speed=speed))[0])
 
+    _IK_MEMO = 64
+
     def _local_ik(self, target: Pose, q0: tuple[float, ...]) -> tuple[float, ...]:
+        """IK for ``target`` nearest ``q0``, remembered for the last few (target, q0): planning asks the
+        same question again (an intercept that has converged, then the move to it)."""
         from drivers import kinematics as kin
         from drivers.errors import UnreachableError
 
+        memo = self.__dict__.setdefault("_ik_memo", {})
+        key = (target.as_tuple(), q0, id(self._model))
+        q = memo.get(key)
+        if q is not None:
+            return q
         try:
-            q = kin.ik(self._model, target.matrix(), np.array(q0, dtype=float), base=self._T_cell_base)
+            q = tuple(kin.ik(self._model, target.matrix(), np.array(q0, dtype=float), base=self._T_cell_base).tolist())
         except UnreachableError as e:
             raise UnreachableError(str(e), device=self.name) from e
-        return tuple(q.tolist())
+        if len(memo) >= self._IK_MEMO:
+            del memo[next(iter(memo))]
+        memo[key] = q
+        return q
 
     async def stop(self) -> None:
         self._require_connected()

@@ -1,0 +1,8 @@
+"""Entry point of the inspection worker process (``python -m skills.vision._worker_main FD_IN FD_OUT``)."""
+
+import sys
+
+from skills.vision.worker import _serve
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]), int(sys.argv[2]))

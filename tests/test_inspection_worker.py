@@ -1,0 +1,210 @@
+"""The inspection worker: trays judged in a process beside the cell, with the same outcome as in place.
+
+The cell goes on while a tray is judged; a verdict is applied, in capture order, where a skill or
+the tracker needs it, with simulated time held until it is there. So a run with the worker must
+give exactly the records of a run that judges every tray in the cell's own thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import numpy as np
+import pytest
+
+from cell.batch import run_batch
+from cell.runtime import Cell
+from skills import get
+from skills.facts import CellFacts, TrackedPart
+from skills.vision.worker import InspectionFailed, InspectionWorker, WorkerUnavailable, judge
+from sim.clock import SimClock
+from tests.conftest import run_sim
+
+
+def _records(cell: Cell) -> dict:
+    return {k: (r.verdict, tuple(r.defects), round(r.score, 9), r.variant, r.outcome, r.reason, r.pick_time,
+                r.place_time, r.case_id, r.slot, r.inspected_at)
+            for k, r in cell.ledger.records.items()}
+
+
+def _run(cfg, inspectors, *, worker: bool, duration: float, seed: int = 1, kill_worker_at: float | None = None):
+    async def main():
+        cell = Cell(cfg, seed=seed, inspectors=inspectors, inspection_worker=worker)
+        killer = None
+        if kill_worker_at is not None:
+            async def kill():
+                await cell.clock.sleep_until(kill_worker_at)
+                cell.inspection_worker.proc.kill()
+                await asyncio.to_thread(cell.inspection_worker.proc.wait)
+            killer = asyncio.ensure_future(kill())
+        try:
+            report = await run_batch(cell, duration)
+            return report, _records(cell), cell.facts.settle_waits, cell.inspection_worker is not None
+        finally:
+            if killer is not None:
+                killer.cancel()
+            await cell.close()
+
+    return asyncio.run(main())
+
+
+def _in_process(cfg):
+    """The demo without its OPC UA sealer (the sim.machine twin): the same process, faster."""
+    cfg = cfg.model_copy(deep=True)
+    for d in cfg.devices:
+        if d.kind == "opcua.machine":
+            d.kind, d.options = "sim.machine", dict(d.options.get("sim") or {})
+    return cfg
+
+
+def test_a_run_with_the_worker_has_the_records_of_a_run_without(demo_config, demo_inspectors):
+    cfg = _in_process(demo_config)
+    rep0, rec0, waits0, had0 = _run(cfg, demo_inspectors, worker=False, duration=400)
+    rep1, rec1, _waits1, had1 = _run(cfg, demo_inspectors, worker=True, duration=400)
+    assert not had0 and had1, "the worker did not start"
+    assert waits0 == 0
+    assert rep1["parts"] == rep0["parts"] and rep0["parts"]["inspected"] > 50
+    assert rep0["parts"]["defective"] > 0 and rep0["parts"]["packed"] > 0
+    assert rec1 == rec0  # every part: verdict, defects, score, outcome, pick/place times, slot
+
+
+def test_the_verdicts_of_parts_in_flight_are_settled_when_the_cell_stops(demo_config, demo_inspectors):
+    # a short run ends with trays just captured: their verdicts still count in the report
+    cfg = _in_process(demo_config)
+    rep0, rec0, *_ = _run(cfg, demo_inspectors, worker=False, duration=37)
+    rep1, rec1, *_ = _run(cfg, demo_inspectors, worker=True, duration=37)
+    assert rep1["parts"] == rep0["parts"] and rec1 == rec0
+
+
+def test_a_worker_that_dies_costs_only_the_parts_it_held(demo_config, demo_inspectors, caplog):
+    cfg = _in_process(demo_config)
+    rep, rec, *_ = _run(cfg, demo_inspectors, worker=True, duration=300, kill_worker_at=100.0)
+    assert "inspection worker" in caplog.text
+    # trays captured after the death were judged in the cell's thread: inspection went on
+    late = [r for r in rec.values() if r[10] is not None and r[10] > 120.0]
+    assert late and all(r[0] in ("good", "defective") for r in late)
+    assert rep["parts"]["packed"] > 30
+    # a part whose verdict was lost is never packed
+    lost = [r for r in rec.values() if "inspection_failed" in r[1]]
+    assert all(r[4] != "packed" for r in lost)
+
+
+def test_worker_judges_like_judge_in_place_and_reports_a_bad_image(demo_inspectors):
+    rng = np.random.default_rng(3)
+    from sim import render  # noqa: F401 - the inspectors' products render in the sim
+
+    images = [np.clip(rng.normal(120, 30, (259, 294, 3)), 0, 255).astype(np.uint8) for _ in range(3)]
+    names = list(demo_inspectors)
+
+    async def main():
+        w = InspectionWorker(demo_inspectors)
+        await w.start()
+        try:
+            futs = [w.submit(img, names) for img in images]
+            bad = w.submit(np.zeros((0, 0, 3), np.uint8), names)  # not an image: the worker says so, goes on
+            after = w.submit(images[0], names)
+            results = [await f for f in futs]
+            with pytest.raises(InspectionFailed):
+                await bad
+            return results, await after
+        finally:
+            w.close()
+
+    results, after = asyncio.run(main())
+    last = None
+    for img, (name, res, _ms) in zip(images, results):
+        name0, res0, _ = judge(demo_inspectors, img, names, last)
+        last = name0
+        assert name == name0 and res.score == res0.score and res.defective == res0.defective
+    assert after[1].score == results[0][1].score
+
+
+def test_a_closed_worker_refuses_work():
+    async def main():
+        w = InspectionWorker({"x": object()})
+        fut = w.submit(np.zeros((4, 4, 3), np.uint8), ["x"])
+        with pytest.raises(WorkerUnavailable):
+            await fut
+
+    asyncio.run(main())
+
+
+def test_settle_applies_in_capture_order_and_holds_the_clock():
+    clock = SimClock()
+    facts = CellFacts()
+    parts = [TrackedPart(id=f"P{i}", arrival=0.0, encoder=0.0) for i in range(3)]
+    applied: list[str] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        futs = [loop.create_future() for _ in parts]
+        for p, f in zip(parts, futs):
+            facts.judge_later(p, f, lambda r, p=p: (applied.append(p.id), setattr(p, "verdict", "good")))
+            facts.announce_part(p)
+        assert facts.next_pickable() == [] and len(facts.next_pickable(with_pending=True)) == 3
+        then = []
+        facts.after_judged(parts[1], lambda: then.append(clock.now()))
+        # the results come back in another order, in wall time, while simulated time must stand still
+        loop.call_later(0.02, futs[1].set_result, None)
+        loop.call_later(0.04, futs[0].set_result, None)
+        t0 = clock.now()
+        await facts.settle(clock, upto=parts[1])
+        assert clock.now() == t0, "simulated time moved while a verdict was awaited"
+        assert applied == ["P0", "P1"] and then == [t0] and facts.is_pending(parts[2])
+        futs[2].set_result(None)
+        await facts.settle(clock)
+        assert applied == ["P0", "P1", "P2"] and facts.pending_count == 0
+
+    async def ticking():
+        for _ in range(100):
+            await clock.sleep(0.1)
+
+    async def both():
+        t = asyncio.ensure_future(ticking())
+        await main()
+        t.cancel()
+
+    run_sim(clock, both(), until=100.0)
+
+
+def test_inspect_on_its_own_answers_with_the_verdict(demo_config, demo_inspectors):
+    """An inspect goal from outside the process tree (API, ROS 2 action) waits for its verdict."""
+    cell = Cell(_in_process(demo_config), seed=2, inspectors=demo_inspectors, inspection_worker=True)
+
+    async def main():
+        try:
+            await cell.connect_devices()
+            assert cell.inspection_worker is not None
+            await cell.devices["infeed"].start(0.2)
+            cell.world.start_infeed()
+            ctx_roles = {"camera": cell.devices["top_camera"], "conveyor": cell.devices["infeed"],
+                         "io": cell.devices["eyes"]}
+            from skills import SkillContext
+
+            ctx = SkillContext(devices=ctx_roles, clock=cell.clock, facts=cell.facts, emit=cell.emit,
+                               config=cell.lookups)
+            w = await get("wait_for_part")().run(ctx, {"channel": "infeed_eye", "eye_x": -0.405, "lead_m": -0.095,
+                                                      "lane_y": 0.6})
+            assert w.ok, w.message
+            r = await get("inspect")().run(ctx, {"plane_z": 0.045})
+            return r
+        finally:
+            await cell.close()
+
+    r = run_sim(cell.clock, main(), until=120.0)
+    assert r.ok and r.data["verdict"] in ("good", "defective")
+    assert cell.facts.pending_count == 0
+
+
+@pytest.mark.skipif(not hasattr(os, "pipe"), reason="needs pipes")
+def test_the_worker_leaves_no_process_behind(demo_inspectors):
+    async def main():
+        w = InspectionWorker(demo_inspectors)
+        await w.start()
+        proc = w.proc
+        w.close()
+        return proc
+
+    proc = asyncio.run(main())
+    assert proc.poll() is not None
