@@ -158,6 +158,7 @@ class PickTracking(Skill, name="pick_tracking"):
             await self._retreat(arm, hover, params.speed)
             return SkillResult.failure(f"pick of {part.id} failed: {e}", part_id=part.id)
         part.picked_at = ctx.clock.now()
+        part.meta["tool_yaw"] = pick.yaw  # the cup's yaw on the part: the place turns the part from it
         ctx.facts.values["holding"] = part
         ctx.facts.remove(part)
         ctx.emit("part_picked", {"part": part})
@@ -259,7 +260,10 @@ class PlaceInPattern(Skill, name="place_in_pattern"):
         slot = ctx.facts.fill(name)
         h = _product_height(ctx, part.variant, params.default_height_m)
         # tool yaw so the tray ends aligned with the case (tray yaw = case yaw)
-        tool_pick = (await arm.pose()).yaw
+        # the cup's yaw on the part, as the pick commanded it (a pick skill that does not say: read the arm)
+        tool_pick = part.meta.get("tool_yaw")
+        if tool_pick is None:
+            tool_pick = (await arm.pose()).yaw
         tray_rel = _wrap(part.yaw - tool_pick)
         yaw = _half_turn(station["frame"]["yaw"] - tray_rel) if abs(_wrap(tray_rel)) > math.pi / 2 else _wrap(
             station["frame"]["yaw"] - tray_rel)

@@ -119,6 +119,10 @@ def test_wait_inspect_pick_place_one_tray(cell):
                                             {"window": [0.15, 0.85]})
         assert r.ok, r.message
         assert truth.state == "gripped"
+        # the pick records the cup's yaw on the tray, which the place turns the tray from: it is the arm's
+        held = cell.facts.values["holding"]
+        here = await cell.devices["robot"].pose()
+        assert abs(math.remainder(here.yaw - held.meta["tool_yaw"], 2 * math.pi)) < 1e-6
         r = await get("place_in_pattern")().run(ctx_for(cell, arm="robot", gripper="cup"), {"station": "case_out"})
         assert r.ok, r.message
         return truth
