@@ -99,6 +99,8 @@ class Cell:
         if self.world is not None:
             self._place_case_station()
         self.facts = CellFacts(case_stations=[n for n, st in cfg.stations.items() if st.pattern is not None])
+        # real devices: a verdict is applied when it comes (a paced simulation sets this too, cell.session)
+        self.facts.eager_verdicts = self.world is None
         self.ledger = Ledger(self.clock.now)
         for n, st in cfg.stations.items():  # every case station is counted, also one that completed none
             if st.pattern is not None:

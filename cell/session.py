@@ -123,6 +123,8 @@ async def run_session(cfg: CellConfig, opts: RunOptions) -> dict[str, Any] | Non
         cfg = cfg.model_copy(update={"supervisor": cfg.supervisor.model_copy(update={"auto_recover": False})})
     inspectors = prepare_inspectors(cfg, log=say)
     cell = Cell(cfg, seed=opts.seed, run_dir=run_dir, inspectors=inspectors, inspection_worker=opts.inspection_worker)
+    if opts.speed is not None or interactive:
+        cell.facts.eager_verdicts = True  # someone watches in real time: show each judgement when it is made
     store = None
     if opts.store:
         store_path = resolve_store_path(cfg, run_dir)

@@ -150,11 +150,34 @@ class CellFacts:
     # and at the simulated instants where a skill or the tracker needs it; the clock is held while
     # settle() waits. So a run gives the same outcome whether a verdict came early or late in wall
     # time, and the same as judging in place.
+    eager_verdicts: bool = False
+    """Apply each verdict as soon as it has come (and those before it), not only where it is needed:
+    for a cell that runs in real time (real devices, or a simulation paced for an HMI), where an
+    operator expects to see a judgement when it is made. A simulation at full speed keeps it False,
+    so that what happens at a simulated instant never depends on how fast the host was."""
+
     def judge_later(self, part: TrackedPart, result: asyncio.Future,
                     apply: Callable[[asyncio.Future], None]) -> None:
         """``part``'s verdict is ``result``; ``apply(result)`` writes it into the part when settled."""
         self._judging.append((part, result, apply))
         self._pending_ids.add(part.id)
+        if self.eager_verdicts:
+            result.add_done_callback(lambda _r: self._apply_ready())
+
+    def _apply_ready(self) -> None:
+        """Apply, in capture order, the verdicts at the head of the line that have come."""
+        while self._judging and self._judging[0][1].done():
+            self._apply_head()
+
+    def _apply_head(self) -> None:
+        part, result, apply = self._judging.popleft()
+        self._pending_ids.discard(part.id)
+        try:
+            apply(result)
+            for then in self._after.pop(part.id, ()):
+                then()
+        except Exception:  # noqa: BLE001 - one part's bookkeeping must not stop the others
+            log.exception("applying the verdict of %s failed", part.id)
 
     def after_judged(self, part: TrackedPart, then: Callable[[], None]) -> None:
         """Call ``then()`` right after ``part``'s pending verdict is applied (at once if it is not pending)."""
@@ -180,7 +203,7 @@ class CellFacts:
         while self._judging:
             if upto is not None and upto.id not in self._pending_ids:
                 return
-            part, result, apply = self._judging[0]
+            result = self._judging[0][1]
             if not result.done():
                 t0 = time.perf_counter()
                 async with clock.busy():
@@ -188,14 +211,7 @@ class CellFacts:
                 self.settle_waits += 1
                 self.settle_wait_s += time.perf_counter() - t0
                 continue  # another task may have applied it meanwhile: look at the head again
-            self._judging.popleft()
-            self._pending_ids.discard(part.id)
-            try:
-                apply(result)
-                for then in self._after.pop(part.id, ()):
-                    then()
-            except Exception:  # noqa: BLE001 - one part's bookkeeping must not stop the others
-                log.exception("applying the verdict of %s failed", part.id)
+            self._apply_head()
 
     def drop_pending(self) -> None:
         """Forget every verdict not yet applied (the cell is closing)."""

@@ -28,9 +28,11 @@ def _records(cell: Cell) -> dict:
             for k, r in cell.ledger.records.items()}
 
 
-def _run(cfg, inspectors, *, worker: bool, duration: float, seed: int = 1, kill_worker_at: float | None = None):
+def _run(cfg, inspectors, *, worker: bool, duration: float, seed: int = 1, kill_worker_at: float | None = None,
+         eager: bool = False):
     async def main():
         cell = Cell(cfg, seed=seed, inspectors=inspectors, inspection_worker=worker)
+        cell.facts.eager_verdicts = eager
         killer = None
         if kill_worker_at is not None:
             async def kill():
@@ -67,6 +69,35 @@ def test_a_run_with_the_worker_has_the_records_of_a_run_without(demo_config, dem
     assert rep1["parts"] == rep0["parts"] and rep0["parts"]["inspected"] > 50
     assert rep0["parts"]["defective"] > 0 and rep0["parts"]["packed"] > 0
     assert rec1 == rec0  # every part: verdict, defects, score, outcome, pick/place times, slot
+
+
+def test_verdicts_applied_as_they_come_change_nothing(demo_config, demo_inspectors):
+    # real time (real devices, a paced simulation): each judgement is applied when it is made
+    cfg = _in_process(demo_config)
+    rep0, rec0, *_ = _run(cfg, demo_inspectors, worker=False, duration=200)
+    rep1, rec1, *_ = _run(cfg, demo_inspectors, worker=True, duration=200, eager=True)
+    assert rep1["parts"] == rep0["parts"] and rec1 == rec0
+
+
+def test_an_eager_line_applies_a_verdict_without_anyone_asking():
+    facts = CellFacts(eager_verdicts=True)
+    parts = [TrackedPart(id=f"P{i}", arrival=0.0, encoder=0.0) for i in range(2)]
+    applied: list[str] = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        futs = [loop.create_future() for _ in parts]
+        for p, f in zip(parts, futs):
+            facts.judge_later(p, f, lambda r, p=p: applied.append(p.id))
+        futs[1].set_result(None)
+        await asyncio.sleep(0)
+        assert applied == []  # the second came first: it waits for the first, in capture order
+        futs[0].set_result(None)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        return list(applied), facts.pending_count
+
+    assert asyncio.run(main()) == (["P0", "P1"], 0)
 
 
 def test_the_verdicts_of_parts_in_flight_are_settled_when_the_cell_stops(demo_config, demo_inspectors):
