@@ -68,6 +68,11 @@ class CellFacts:
         default_factory=deque, repr=False)
     _pending_ids: set[str] = field(default_factory=set, repr=False)
     _after: dict[str, list[Callable[[], None]]] = field(default_factory=dict, repr=False)
+    eager_verdicts: bool = False
+    """Apply each verdict as soon as it has come (and those before it), not only where it is needed:
+    for a cell that runs in real time (real devices, or a simulation paced for an HMI), where an
+    operator expects to see a judgement when it is made. A simulation at full speed keeps it False,
+    so that what happens at a simulated instant never depends on how fast the host was."""
     settle_waits: int = 0
     """How often a needed verdict was not ready yet (the clock held for it), and the wall time it took."""
     settle_wait_s: float = 0.0
@@ -150,12 +155,6 @@ class CellFacts:
     # and at the simulated instants where a skill or the tracker needs it; the clock is held while
     # settle() waits. So a run gives the same outcome whether a verdict came early or late in wall
     # time, and the same as judging in place.
-    eager_verdicts: bool = False
-    """Apply each verdict as soon as it has come (and those before it), not only where it is needed:
-    for a cell that runs in real time (real devices, or a simulation paced for an HMI), where an
-    operator expects to see a judgement when it is made. A simulation at full speed keeps it False,
-    so that what happens at a simulated instant never depends on how fast the host was."""
-
     def judge_later(self, part: TrackedPart, result: asyncio.Future,
                     apply: Callable[[asyncio.Future], None]) -> None:
         """``part``'s verdict is ``result``; ``apply(result)`` writes it into the part when settled."""
