@@ -11,8 +11,10 @@ Each is printed against a baseline measured in the same run: the
 bare discrete-event clock firing the same number of events with no cell on
 top (what the scheduler alone costs), so the ratio shows what the cell adds.
 Goals: >= 2000x in-process (local), >= 200x with everything on ROS 2.
-Fitting the inspection models and connecting the devices (the simulated sealer's OPC UA server
-starts in about 1.3 s) are setup, excluded from the timing and printed beside it.
+Fitting the inspection models, connecting the devices (the simulated sealer's OPC UA server
+starts in about 1.3 s) and starting the inspection worker are setup, excluded from the timing and
+printed beside it. Trays are judged by the inspection worker, as ``axcell run`` does;
+``--inspect-in-cell-thread`` judges them in the cell's thread (the same counts) to compare.
 """
 
 from __future__ import annotations
@@ -146,7 +148,7 @@ def main() -> int:
             rows["processes"] = {"error": f"ROS transport not available: {e}"}
         else:
             d = min(args.duration, args.processes_duration)
-            rows["processes"] = r = processes_run(cfg, inspectors, d, args.seed)
+            rows["processes"] = r = processes_run(cfg, inspectors, d, args.seed, inspection_worker=worker)
             if d == args.duration:
                 r["same_parts_as_local+opcua"] = r["parts"] == rows["local+opcua"]["parts"]
     print(f"demo cell, {args.duration:.0f} simulated s, seed {args.seed}; trays judged "

@@ -36,14 +36,15 @@ def ros_run(cfg: Any, inspectors: dict[str, Any], duration: float, seed: int, *,
     return asyncio.run(main())
 
 
-def processes_run(cfg: Any, inspectors: dict[str, Any], duration: float, seed: int) -> dict[str, Any]:
+def processes_run(cfg: Any, inspectors: dict[str, Any], duration: float, seed: int, *,
+                  inspection_worker: bool = True) -> dict[str, Any]:
     """``--transport processes``: every device node in its own process, clocks in lock-step."""
     from ..batch import run_batch
     from ..runtime import Cell
     from .runtime import attach
 
     async def main() -> dict[str, Any]:
-        cell = Cell(cfg, seed=seed, inspectors=inspectors)
+        cell = Cell(cfg, seed=seed, inspectors=inspectors, inspection_worker=inspection_worker)
         att = await attach(cell, processes=True)
         try:
             report = await run_batch(cell, duration)
