@@ -154,18 +154,24 @@ def test_ctrl_c_on_the_cli_takes_the_device_processes_down(tmp_path, ros_domain)
                                  "1", "--transport", "ros", "--processes", "--quiet", "--run-dir", str(tmp_path / "run")],
                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     children: list[int] = []
+
+    def comm(p: int) -> str:
+        try:
+            return Path(f"/proc/{p}/comm").read_text().strip()
+        except OSError:
+            return ""
+
     try:
         deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and len(children) < 6:
+        # six device processes (named after their device, 15 bytes) and the inspection worker
+        want = {"axcell-robot", "axcell-top_came", "axcell-inspect"}
+        comms: set[str] = set()
+        while time.monotonic() < deadline and not (len(children) == 7 and want <= comms):
             out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout
             children = [int(p) for p in out.split()]
+            comms = {comm(p) for p in children if _alive(p)}
             time.sleep(0.5)
-        assert len(children) == 6, f"expected 6 device processes, saw {children}"
-        comms: set[str] = set()
-        while time.monotonic() < deadline and not {"axcell-robot", "axcell-top_came"} <= comms:
-            comms = {Path(f"/proc/{p}/comm").read_text().strip() for p in children if _alive(p)}
-            time.sleep(0.5)
-        assert {"axcell-robot", "axcell-top_came"} <= comms, comms  # named after their device (15 bytes)
+        assert len(children) == 7 and want <= comms, f"expected 6 device processes and a worker, saw {comms}"
         time.sleep(5)  # let it start and run a little
         proc.send_signal(signal.SIGINT)
         try:
@@ -176,7 +182,7 @@ def test_ctrl_c_on_the_cli_takes_the_device_processes_down(tmp_path, ros_domain)
         deadline = time.monotonic() + 15
         while any(_alive(p) for p in children) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not [p for p in children if _alive(p)], "device processes outlived Ctrl-C"
+        assert not [p for p in children if _alive(p)], "device processes or the inspection worker outlived Ctrl-C"
     finally:
         for p in [proc.pid, *children]:
             if _alive(p):
