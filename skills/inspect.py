@@ -117,7 +117,7 @@ class Inspect(Skill, name="inspect"):
         part.inspected_at = ctx.clock.now()
         crop = (image, x0, y0)
         worker = ctx.config.get("inspection_worker")
-        if worker is None or not worker.running:  # judge here, now (no worker, or it died: logged there)
+        if worker is None or not worker.usable():  # judge here, now (no worker, or it died: logged there)
             name, best, ms = judge(inspectors, image, names, ctx.facts.values.get("last_variant"))
             self._apply(ctx, part, frame, cal, crop, plane_z, enc, name, best, ms)
             ctx.facts.announce_part(part)  # wakes the pick skill

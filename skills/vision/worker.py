@@ -1,10 +1,11 @@
 """Judge parts in a worker process, so the cell's own thread goes on while a tray is inspected.
 
 Inspecting one tray is 7–10 ms of CPU, most of it Python calls into NumPy and OpenCV that hold
-the GIL: a thread would not run beside the cell, a process does. :class:`InspectionWorker` holds one
-process (a fresh interpreter, never a fork of one that runs DDS and OPC UA threads) with the fitted inspectors;
-parts go to it in capture order and come back in that order, so it also keeps the one piece of
-state that passes from part to part (the variant judged last, tried first next time).
+the GIL: a thread would not run beside the cell, a process does. :class:`InspectionWorker` holds
+one process (a fresh interpreter, never a fork of one that runs DDS and OPC UA threads) with the
+fitted inspectors; parts go to it in capture order and come back in that order, so it also keeps
+the one piece of state that passes from part to part (the variant judged last, tried first next
+time).
 
 :func:`judge` is the whole decision for one image, the same in the worker and in the cell's own
 thread (no worker): which product's model to run, which result to keep.
@@ -182,6 +183,13 @@ class InspectionWorker:
     @property
     def running(self) -> bool:
         return self.proc is not None and not self.broken
+
+    def usable(self) -> bool:
+        """Running, and served by the event loop the caller runs on (its pipes belong to that loop)."""
+        try:
+            return self.running and asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
 
     def _launch(self, timeout: float) -> tuple[subprocess.Popen, int, int]:
         """Start the process and hand it the models; blocking (run in a thread)."""
