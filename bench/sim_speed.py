@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from cell.batch import run_batch  # noqa: E402
-from cell.config import load_cell  # noqa: E402
+from cell.config import in_process_twins, load_cell  # noqa: E402
 from cell.runtime import Cell  # noqa: E402
 from cell.vision_models import prepare_inspectors  # noqa: E402
 from sim.clock import SimClock  # noqa: E402
@@ -59,15 +59,6 @@ def bare_clock(events: int) -> float:
     t0 = time.perf_counter()
     asyncio.run(main())
     return time.perf_counter() - t0
-
-
-def in_process(cfg):
-    """The demo with every device as an in-process twin (the OPC UA sealer → the sim.machine twin)."""
-    cfg = cfg.model_copy(deep=True)
-    for d in cfg.devices:
-        if d.kind == "opcua.machine" and d.options.get("simulate"):
-            d.kind, d.options = "sim.machine", dict(d.options.get("sim") or {})
-    return cfg
 
 
 async def connect_devices(cell) -> float:
@@ -125,7 +116,7 @@ def main() -> int:
     cfg = load_cell(args.cell)
     inspectors = prepare_inspectors(cfg)
     rows = {}
-    for name, c in (("local", in_process(cfg)), ("local+opcua", cfg)):
+    for name, c in (("local", in_process_twins(cfg)), ("local+opcua", cfg)):
         report, events = local_run(c, inspectors, args.duration, args.seed, worker)
         wall = report["wall_seconds"]
         base = bare_clock(events)

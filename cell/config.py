@@ -1242,5 +1242,16 @@ def load_cell(path: str | Path) -> CellConfig:
     return cfg
 
 
+def in_process_twins(cfg: CellConfig) -> CellConfig:
+    """A copy of ``cfg`` whose simulated OPC UA machines (``opcua.machine`` with ``simulate: true``)
+    are in-process ``sim.machine`` twins: the same behaviour without a protocol server (benchmarks,
+    tests of other paths)."""
+    cfg = cfg.model_copy(deep=True)
+    for d in cfg.devices:
+        if d.kind == "opcua.machine" and d.options.get("simulate"):
+            d.kind, d.options = "sim.machine", dict(d.options.get("sim") or {})
+    return cfg
+
+
 def json_schema() -> dict[str, Any]:
     return CellConfig.model_json_schema(by_alias=True)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from cell.batch import run_batch
+from cell.config import in_process_twins
 from cell.runtime import Cell
 from skills import get
 from skills.facts import CellFacts, TrackedPart
@@ -51,17 +52,8 @@ def _run(cfg, inspectors, *, worker: bool, duration: float, seed: int = 1, kill_
     return asyncio.run(main())
 
 
-def _in_process(cfg):
-    """The demo without its OPC UA sealer (the sim.machine twin): the same process, faster."""
-    cfg = cfg.model_copy(deep=True)
-    for d in cfg.devices:
-        if d.kind == "opcua.machine":
-            d.kind, d.options = "sim.machine", dict(d.options.get("sim") or {})
-    return cfg
-
-
 def test_a_run_with_the_worker_has_the_records_of_a_run_without(demo_config, demo_inspectors):
-    cfg = _in_process(demo_config)
+    cfg = in_process_twins(demo_config)
     rep0, rec0, waits0, had0 = _run(cfg, demo_inspectors, worker=False, duration=400)
     rep1, rec1, _waits1, had1 = _run(cfg, demo_inspectors, worker=True, duration=400)
     assert not had0 and had1, "the worker did not start"
@@ -73,7 +65,7 @@ def test_a_run_with_the_worker_has_the_records_of_a_run_without(demo_config, dem
 
 def test_verdicts_applied_as_they_come_change_nothing(demo_config, demo_inspectors):
     # real time (real devices, a paced simulation): each judgement is applied when it is made
-    cfg = _in_process(demo_config)
+    cfg = in_process_twins(demo_config)
     rep0, rec0, *_ = _run(cfg, demo_inspectors, worker=False, duration=200)
     rep1, rec1, *_ = _run(cfg, demo_inspectors, worker=True, duration=200, eager=True)
     assert rep1["parts"] == rep0["parts"] and rec1 == rec0
@@ -81,14 +73,10 @@ def test_verdicts_applied_as_they_come_change_nothing(demo_config, demo_inspecto
 
 def test_an_eager_line_applies_a_verdict_without_anyone_asking():
     facts = CellFacts(eager_verdicts=True)
-    parts = [TrackedPart(id=f"P{i}", arrival=0.0, encoder=0.0) for i in range(2)]
     applied: list[str] = []
 
     async def main():
-        loop = asyncio.get_running_loop()
-        futs = [loop.create_future() for _ in parts]
-        for p, f in zip(parts, futs):
-            facts.judge_later(p, f, lambda r, p=p: applied.append(p.id))
+        _parts, futs = _pending_line(facts, 2, lambda p: applied.append(p.id))
         futs[1].set_result(None)
         await asyncio.sleep(0)
         assert applied == []  # the second came first: it waits for the first, in capture order
@@ -102,14 +90,14 @@ def test_an_eager_line_applies_a_verdict_without_anyone_asking():
 
 def test_the_verdicts_of_parts_in_flight_are_settled_when_the_cell_stops(demo_config, demo_inspectors):
     # a short run ends with trays just captured: their verdicts still count in the report
-    cfg = _in_process(demo_config)
+    cfg = in_process_twins(demo_config)
     rep0, rec0, *_ = _run(cfg, demo_inspectors, worker=False, duration=37)
     rep1, rec1, *_ = _run(cfg, demo_inspectors, worker=True, duration=37)
     assert rep1["parts"] == rep0["parts"] and rec1 == rec0
 
 
 def test_a_worker_that_dies_costs_only_the_parts_it_held(demo_config, demo_inspectors, caplog):
-    cfg = _in_process(demo_config)
+    cfg = in_process_twins(demo_config)
     rep, rec, *_ = _run(cfg, demo_inspectors, worker=True, duration=300, kill_worker_at=100.0)
     assert "inspection worker" in caplog.text
     # trays captured after the death were judged in the cell's thread: inspection went on
@@ -151,6 +139,17 @@ def test_worker_judges_like_judge_in_place_and_reports_a_bad_image(demo_inspecto
     assert after[1].score == results[0][1].score
 
 
+def _pending_line(facts: CellFacts, n: int, apply) -> tuple[list[TrackedPart], list[asyncio.Future]]:
+    """``n`` queued parts whose verdicts are futures still to be set (call inside a running loop)."""
+    loop = asyncio.get_running_loop()
+    parts = [TrackedPart(id=f"P{i}", arrival=0.0, encoder=0.0) for i in range(n)]
+    futs = [loop.create_future() for _ in parts]
+    for p, f in zip(parts, futs):
+        facts.judge_later(p, f, lambda r, p=p: apply(p))
+        facts.announce_part(p)
+    return parts, futs
+
+
 def test_a_closed_worker_refuses_work():
     async def main():
         w = InspectionWorker({"x": object()})
@@ -164,19 +163,19 @@ def test_a_closed_worker_refuses_work():
 def test_settle_applies_in_capture_order_and_holds_the_clock():
     clock = SimClock()
     facts = CellFacts()
-    parts = [TrackedPart(id=f"P{i}", arrival=0.0, encoder=0.0) for i in range(3)]
     applied: list[str] = []
 
+    def apply(p: TrackedPart) -> None:
+        applied.append(p.id)
+        p.verdict = "good"
+
     async def main():
-        loop = asyncio.get_running_loop()
-        futs = [loop.create_future() for _ in parts]
-        for p, f in zip(parts, futs):
-            facts.judge_later(p, f, lambda r, p=p: (applied.append(p.id), setattr(p, "verdict", "good")))
-            facts.announce_part(p)
+        parts, futs = _pending_line(facts, 3, apply)
         assert facts.next_pickable() == [] and len(facts.next_pickable(with_pending=True)) == 3
         then = []
         facts.after_judged(parts[1], lambda: then.append(clock.now()))
         # the results come back in another order, in wall time, while simulated time must stand still
+        loop = asyncio.get_running_loop()
         loop.call_later(0.02, futs[1].set_result, None)
         loop.call_later(0.04, futs[0].set_result, None)
         t0 = clock.now()
@@ -201,7 +200,7 @@ def test_settle_applies_in_capture_order_and_holds_the_clock():
 
 def test_inspect_on_its_own_answers_with_the_verdict(demo_config, demo_inspectors):
     """An inspect goal from outside the process tree (API, ROS 2 action) waits for its verdict."""
-    cell = Cell(_in_process(demo_config), seed=2, inspectors=demo_inspectors, inspection_worker=True)
+    cell = Cell(in_process_twins(demo_config), seed=2, inspectors=demo_inspectors, inspection_worker=True)
 
     async def main():
         try:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from cell.config import in_process_twins
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -20,10 +22,8 @@ def test_a_hanging_device_close_is_cut_off_and_the_store_and_report_are_still_wr
     from cell.runtime import Cell
 
     del demo_inspectors  # fitted (and cached) once per test session: the run below loads them
-    cfg = load_cell(REPO / "launch/packaging_cell.yaml").model_copy(deep=True)
-    sealer = cfg.device("sealer")
-    if sealer.kind == "opcua.machine":  # keep this test to the shutdown path: the in-process twin
-        sealer.kind, sealer.options = "sim.machine", dict(sealer.options.get("sim") or {})
+    # keep this test to the shutdown path: the sealer as its in-process twin
+    cfg = in_process_twins(load_cell(REPO / "launch/packaging_cell.yaml"))
     real_close = Cell.close
     closes: list[str] = []
 

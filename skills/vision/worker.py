@@ -170,7 +170,6 @@ class InspectionWorker:
         self.inspectors = inspectors
         self.setup = setup
         self.proc: subprocess.Popen | None = None
-        self.submitted = 0
         self.broken = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wfd = self._rfd = -1
@@ -255,7 +254,6 @@ class InspectionWorker:
             return fut
         self._seq += 1
         self._futs[self._seq] = fut
-        self.submitted += 1
         self._out += _frame((self._seq, np.ascontiguousarray(image), list(names)))
         self._flush()
         return fut
