@@ -1000,7 +1000,6 @@ class OpcuaMachine(Machine, kind="opcua.machine"):
         for k, v in (params or {}).items():
             await self.write(k, v)
         start = self.clock.now()
-        cycles0 = (await self.read("cycles"))["cycles"] if "cycles" in self._nodes else None
         await self.call("start")
         state = await self._wait_state({"Complete", "Held", "Aborted", "Stopped", "Suspended", "Idle"}, timeout)
         if state != "Complete":
@@ -1010,7 +1009,7 @@ class OpcuaMachine(Machine, kind="opcua.machine"):
             raise DeviceFaultError(msg, device=self.name)
         keys = list(self.config.cycle_telemetry)
         vals = await self.read(*dict.fromkeys(self.config.cycle_telemetry.values()),
-                               *(["cycles"] if cycles0 is not None else []))
+                               *(["cycles"] if "cycles" in self._nodes else []))
         tele = {k: float(vals[self.config.cycle_telemetry[k]]) for k in keys}
         n = vals.get("cycles")
         return CycleResult(True, start, self.clock.now(), f"cycle {n} complete" if n is not None else "cycle complete",

@@ -567,8 +567,26 @@ class SimPublishers:
             msg = ClockMsg(clock=stamp(now))
             if self.clock_pub.get_subscription_count():
                 self.clock_pub.publish(msg)
-            for ts in self._time_sources:
+            if self._time_sources:
+                self._feed_time_sources(msg)
+
+    def _feed_time_sources(self, msg: Any) -> None:
+        """What ``TimeSource.clock_callback(msg)`` does for each shared time source, with the
+        message's time converted once instead of once per node (it was 1/3 of this method's cost
+        with eight nodes). Falls back to ``clock_callback`` where rclpy's internals differ."""
+        from rclpy.time import Time
+
+        t = None
+        for ts in self._time_sources:
+            clocks = getattr(ts, "_associated_clocks", None)
+            if clocks is None or not hasattr(ts, "_last_time_set"):
                 ts.clock_callback(msg)
+                continue
+            if t is None:
+                t = Time.from_msg(msg.clock)
+            ts._last_time_set = t
+            for c in clocks:
+                c.set_ros_time_override(t)
 
     def _on_advance(self, t_old: float, t_new: float) -> None:
         if t_new - self._last_clock >= self.clock_period_s * (1 - 1e-9):
