@@ -8,7 +8,7 @@ For a device ``<dev>`` of cell ``<cell>`` the node ``/<cell>/<dev>`` serves:
   twin moves to the last point time-optimally under the current speed scaling, like a
   ros2_control robot with a speed slider) and ``sensor_msgs/JointState`` on
   ``/<cell>/<dev>/joint_states`` (every 0.1 s of cell time while moving, at the start and end of
-  every motion and after a stop);
+  every motion and after a stop; while anyone subscribes: the topic is volatile);
 - cameras: every captured frame as ``sensor_msgs/Image`` on ``/<cell>/<dev>/image_raw`` (while
   anyone subscribes; the frame always travels in the ``capture`` reply).
 
@@ -316,8 +316,8 @@ class DeviceNode:
 
     # ------------------------------------------------------------------ arm
     def _publish_joints(self, t: float | None = None) -> None:
-        if self.joint_pub is None:
-            return
+        if self.joint_pub is None or not self.joint_pub.get_subscription_count():
+            return  # built only for a listener (volatile: nobody joining later misses it)
         from sensor_msgs.msg import JointState
 
         d = self.device
@@ -342,8 +342,7 @@ class DeviceNode:
         if hooks is not None:
             # the clock jumps from one instant to the next (the discrete-event clock, or a
             # follower's clock under --processes): the states in between are published as it
-            # passes them, not by waking it every period; and only while someone listens (the
-            # start and end of every motion are always published)
+            # passes them, not by waking it every period (and only while someone listens)
             t0 = self.clock.now()
             pub = self.joint_pub
 
