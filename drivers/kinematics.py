@@ -27,6 +27,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 import numpy as np
 
@@ -90,6 +91,7 @@ class RobotModel:
     _lo: np.ndarray = field(init=False, repr=False, compare=False)
     _hi: np.ndarray = field(init=False, repr=False, compare=False)
     _sa: tuple[float, ...] = field(init=False, repr=False, compare=False)
+    _bounds: tuple[tuple[float, float, float, float], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         n = len(self.a)
@@ -108,6 +110,9 @@ class RobotModel:
         object.__setattr__(self, "_tool_inv", tinv)
         object.__setattr__(self, "_lo", np.array(self.limits.lower, dtype=float))
         object.__setattr__(self, "_hi", np.array(self.limits.upper, dtype=float))
+        # (lower, upper, lower - 1e-9, upper + 1e-9) per joint as plain floats, for the IK's scalar limit fit
+        object.__setattr__(self, "_bounds", tuple((lo, hi, lo - 1e-9, hi + 1e-9) for lo, hi in
+                                                  zip(self._lo.tolist(), self._hi.tolist())))
         # snap cos/sin of the twists so that ±π/2 gives exact zeros
         object.__setattr__(self, "_ca", tuple(_snap(math.cos(x)) for x in self.alpha))
         object.__setattr__(self, "_sa", tuple(_snap(math.sin(x)) for x in self.alpha))
@@ -294,6 +299,24 @@ def _inv(t: np.ndarray) -> np.ndarray:
     return out
 
 
+_BASE_INV: dict[tuple[object, ...], np.ndarray] = {}
+
+
+def _inv_base(base: np.ndarray) -> np.ndarray:
+    """``_inv(base)``, remembered: a mounted robot passes the same ``T_cell_base`` to every :func:`ik`
+    call, and inverting it costs as much as the rest of the IK's setup.  Keyed by the array's contents
+    and memory layout (the layout picks the BLAS kernel), so the answer is the one ``_inv`` gives."""
+    key = (base.shape, base.strides, base.tobytes())
+    inv = _BASE_INV.get(key)
+    if inv is None:
+        inv = _inv(base)
+        inv.flags.writeable = False
+        if len(_BASE_INV) >= 32:
+            _BASE_INV.clear()
+        _BASE_INV[key] = inv
+    return inv
+
+
 def _dh(a: float, alpha: float, d: float, theta: float) -> np.ndarray:
     ct, st = math.cos(theta), math.sin(theta)
     ca, sa = _snap(math.cos(alpha)), _snap(math.sin(alpha))
@@ -395,27 +418,46 @@ def pose_error(t_current: np.ndarray, t_target: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # limits handling
 # ---------------------------------------------------------------------------
-def _fit_limits_many(m: RobotModel, sols: np.ndarray, seed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Wrap every joint of every row of ``sols`` (k×n) by 2π·j to the value nearest ``seed`` inside the limits.
+def _fit_row(
+    m: RobotModel, sol: Sequence[float], seed: Sequence[float], bound: float = math.inf
+) -> tuple[list[float], float] | None:
+    """``sol`` with every joint wrapped by 2π·j to the value nearest ``seed`` inside the limits, and its
+    squared distance to ``seed``; None if a joint fits nowhere or the distance exceeds ``bound``.
 
-    Returns ``(fitted, ok)``: the wrapped solutions and a per-row mask of rows
-    that fit entirely within the limits.  Vectorised: the row loop in Python
-    cost ~10 µs per solution.
+    The candidates are j-1, j and j+1 turns around the nearest turn j, the cheapest one inside the
+    limits (± 1e-9 rad) winning, the lower turn on a tie: enough whenever the limit span is ≤ 4π
+    (true for all catalogued arms); :func:`_fit_limits` falls back to a full scan otherwise.  A value
+    is clamped onto a limit it passes by at most 1e-9 rad (as ``np.clip``: equal to a limit → the limit).
+    The distance is summed joint by joint from the left, as numpy sums a row of a (k, n) array; the
+    partial sums only grow, so a row is given up as soon as one exceeds ``bound``.
+    Plain floats: for 8 solutions × 6 joints numpy's per-call overhead cost more than the arithmetic.
     """
-    lo, hi = m._lo, m._hi
-    k = np.round((seed - sols) / TWO_PI)
-    # candidates j-1, j, j+1 turns: enough whenever the limit span is ≤ 4π (true for all catalogued arms);
-    # :func:`_fit_limits` falls back to a full scan otherwise.
-    cand = sols + (k + _TURNS) * TWO_PI  # (3, k, n)
-    cost = np.abs(cand - seed)
-    cost[(cand < lo - 1e-9) | (cand > hi + 1e-9)] = np.inf
-    pick = cost.argmin(axis=0)
-    ok = np.isfinite(cost.min(axis=0)).all(axis=1)
-    fitted = sols + (k + pick - 1) * TWO_PI
-    return np.clip(fitted, lo, hi), ok
-
-
-_TURNS = np.array([-1.0, 0.0, 1.0])[:, None, None]
+    out = []
+    d2 = 0.0
+    for s, sd, (lo, hi, lo_tol, hi_tol) in zip(sol, seed, m._bounds):
+        k = round((sd - s) / TWO_PI)
+        c = s + k * TWO_PI
+        if not (lo_tol <= c <= hi_tol and abs(c - sd) < 3.0):
+            # Turn j is within π of the seed, j±1 at least π away: j wins outright when it is inside the
+            # limits and clearly nearer (< 3 rad).  Otherwise compare the three: j outside the limits, or
+            # a near tie (~13 % of joints in the demo cell: a flipped wrist is exactly half a turn away).
+            c, best_cost = None, 0.0
+            for turn in (k - 1, k, k + 1):
+                v = s + turn * TWO_PI
+                if lo_tol <= v <= hi_tol:
+                    cost = abs(v - sd)
+                    if c is None or cost < best_cost:
+                        c, best_cost = v, cost
+            if c is None:
+                return None
+        c = c if c > lo else lo
+        c = c if c < hi else hi
+        out.append(c)
+        d = c - sd
+        d2 += d * d
+        if d2 > bound:
+            return None
+    return out, d2
 
 
 def _fit_limits(m: RobotModel, q: Sequence[float], seed: Sequence[float]) -> list[float] | None:
@@ -425,9 +467,9 @@ def _fit_limits(m: RobotModel, q: Sequence[float], seed: Sequence[float]) -> lis
     equivalent angle nearest to the seed that is inside.
     """
     sd = np.clip(np.asarray(seed, dtype=float), m._lo, m._hi)
-    fitted, ok = _fit_limits_many(m, np.asarray(q, dtype=float)[None, :], sd)
-    if ok[0]:
-        return fitted[0].tolist()
+    fitted = _fit_row(m, [float(v) for v in q], sd.tolist())
+    if fitted is not None:
+        return fitted[0]
     # wide ranges (> 4π) or a seed far away: brute-force every turn in the range
     out: list[float] = []
     for i, theta in enumerate(q):
@@ -463,7 +505,20 @@ def ik_analytic_all(m: RobotModel, t_flange: np.ndarray, q6_free: float = 0.0) -
 
 def _ur_solutions(m: RobotModel, t_flange: np.ndarray, q6_free: float) -> tuple[np.ndarray, np.ndarray]:
     """Closed-form solutions plus a mask of the ones computed without clamping (exact to rounding)."""
+    sols, exact = _ur_rows(m, t_flange, q6_free)
+    if not sols:
+        return np.empty((0, 6)), np.empty(0, dtype=bool)
+    return np.array(sols), np.array(exact)
+
+
+def _ur_rows(m: RobotModel, t_flange: np.ndarray, q6_free: float) -> tuple[list[list[float]], list[bool]]:
+    """:func:`_ur_solutions` as plain lists (what :func:`ik` works on), angles wrapped to [-π, π).
+
+    Each angle is wrapped as ``(q + π) % 2π - π`` (Python's float % rounds exactly as numpy's
+    remainder), once per value: q1 is shared by up to four solutions, q5 and q6 by two.
+    """
     d1, a2, a3, d4, d5, d6 = m.d[0], m.a[1], m.a[2], m.d[3], m.d[4], m.d[5]
+    a2a2, a3a3, a2a3x2 = a2 * a2, a3 * a3, 2.0 * a2 * a3
     sin, cos, atan2, acos = math.sin, math.cos, math.atan2, math.acos
     # plain floats: arithmetic on numpy scalars is ~5× slower
     (r00, r01, r02, px), (r10, r11, r12, py), (r20, r21, r22, pz) = t_flange[:3].tolist()
@@ -471,15 +526,17 @@ def _ur_solutions(m: RobotModel, t_flange: np.ndarray, q6_free: float) -> tuple[
     wx, wy = px - d6 * r02, py - d6 * r12
     rr = math.hypot(wx, wy)
     if rr < abs(d4) - 1e-12 or rr < 1e-12:
-        return np.empty((0, 6)), np.empty(0, dtype=bool)
+        return [], []
     exact0 = rr > abs(d4)
     phi = atan2(wy, wx)
     psi = acos(max(-1.0, min(1.0, d4 / rr)))
-    sols: list[tuple[float, float, float, float, float, float]] = []
+    sols: list[list[float]] = []
     exact: list[bool] = []
-    half_pi = math.pi / 2
+    pi = math.pi
+    half_pi = pi / 2
     for q1 in (phi + psi + half_pi, phi - psi + half_pi):
         s1, c1 = sin(q1), cos(q1)
+        w1 = (q1 + pi) % TWO_PI - pi
         c5 = (px * s1 - py * c1 - d4) / d6
         if abs(c5) > 1.0 + 1e-9:
             continue
@@ -498,6 +555,7 @@ def _ur_solutions(m: RobotModel, t_flange: np.ndarray, q6_free: float) -> tuple[
             # p04 = p06 − R06·(−d5·s6, −d5·c6, d6).  Expressed in frame 1 (the plane
             # of joints 2–4), x04 gives q2+q3+q4 and p04 the planar 2R target.
             s6, c6 = sin(q6), cos(q6)
+            w5, w6 = (q5 + pi) % TWO_PI - pi, (q6 + pi) % TWO_PI - pi
             vx, vy, vz = c6 * c5, -s6 * c5, -s5
             x4x = r00 * vx + r01 * vy + r02 * vz
             x4y = r10 * vx + r11 * vy + r12 * vz
@@ -508,7 +566,7 @@ def _ur_solutions(m: RobotModel, t_flange: np.ndarray, q6_free: float) -> tuple[
             p4z = pz - (r20 * ux + r21 * uy + r22 * uz)
             q234 = atan2(x4z, c1 * x4x + s1 * x4y)
             x, y = c1 * p4x + s1 * p4y, p4z - d1
-            c3 = (x * x + y * y - a2 * a2 - a3 * a3) / (2.0 * a2 * a3)
+            c3 = (x * x + y * y - a2a2 - a3a3) / a2a3x2
             if abs(c3) > 1.0 + 1e-9:
                 continue
             exact3 = exact1 and abs(c3) < 1.0
@@ -517,12 +575,10 @@ def _ur_solutions(m: RobotModel, t_flange: np.ndarray, q6_free: float) -> tuple[
             base_angle = atan2(y, x)
             for q3 in (a3n, -a3n) if a3n > 1e-12 else (a3n,):
                 q2 = base_angle - atan2(a3 * sin(q3), a2 + a3 * c3)
-                sols.append((q1, q2, q3, q234 - q2 - q3, q5, q6))
+                sols.append([w1, (q2 + pi) % TWO_PI - pi, (q3 + pi) % TWO_PI - pi,
+                             (q234 - q2 - q3 + pi) % TWO_PI - pi, w5, w6])
                 exact.append(exact3)
-    if not sols:
-        return np.empty((0, 6)), np.empty(0, dtype=bool)
-    out = np.array(sols)
-    return (out + math.pi) % TWO_PI - math.pi, np.array(exact)  # angles wrapped to [-π, π)
+    return sols, exact
 
 
 # ---------------------------------------------------------------------------
@@ -612,24 +668,33 @@ def ik(
     if len(seed) != m.dof or not all(math.isfinite(v) for v in seed):
         raise ValueError(f"q_seed must be {m.dof} finite values")
     if base is not None:
-        t = _inv(np.asarray(base, dtype=float)) @ t
+        t = _inv_base(np.asarray(base, dtype=float)) @ t
     if method == "auto":
         method = "analytic" if m._ur else "numeric"
-    dist = math.hypot(t[0, 3], t[1, 3], t[2, 3] - m.d[0])
     if method == "analytic":
         if not m._ur:
             raise ValueError(f"{m.name} has no closed-form IK")
-        t_flange = t @ m._tool_inv
-        sols, exact = _ur_solutions(m, t_flange, seed[5])
-        if len(sols):
-            seed_in = np.clip(np.asarray(seed), m._lo, m._hi)
-            fitted, ok = _fit_limits_many(m, sols, seed_in)
-            fitted, exact = fitted[ok], exact[ok]
-            order = np.argsort(((fitted - seed_in) ** 2).sum(axis=1), kind="stable")
+        # plain floats from here on: 8 solutions × 6 joints are too few for numpy to pay off
+        sols, exact = _ur_rows(m, t @ m._tool_inv, seed[5])
+        if sols:
+            seed_in = []  # the seed clamped into the limits (as np.clip: on a tie, the limit)
+            for v, (lo, hi, _, _) in zip(seed, m._bounds):
+                v = v if v > lo else lo
+                seed_in.append(v if v < hi else hi)
+            # (squared distance to the seed, fitted row, exact) of the rows inside the limits, except rows
+            # farther than an exact one: sorted after it, they would never be looked at
+            ranked, bound = [], math.inf
+            for row, ex in zip(sols, exact):
+                fit = _fit_row(m, row, seed_in, bound)
+                if fit is not None:
+                    ranked.append((fit[1], fit[0], ex))
+                    if ex and fit[1] < bound:
+                        bound = fit[1]
+            ranked.sort(key=itemgetter(0))  # stable: equal distances keep the solver's order
             accept = max(tol, 1e-6) * 10
-            for i in order.tolist():
-                cand = fitted[i]
-                if exact[i]:
+            for _, fitted, ex in ranked:
+                cand = np.array(fitted)
+                if ex:
                     return cand
                 # a clamped (boundary or singular) branch: verify before trusting it
                 err = pose_error(fk(m, cand), t)
@@ -637,17 +702,18 @@ def ik(
                     math.sqrt(err[3] ** 2 + err[4] ** 2 + err[5] ** 2) <= accept
                 ):
                     return cand
-        raise UnreachableError(_why(m, t, dist, len(sols) > 0))
+        raise UnreachableError(_why(m, t, bool(sols)))
     if method == "numeric":
         q = ik_numeric(m, t, seed, tol_pos=tol, tol_rot=tol)
         if q is None:
-            raise UnreachableError(_why(m, t, dist, False))
+            raise UnreachableError(_why(m, t, False))
         return q
     raise ValueError(f"unknown IK method {method!r}")
 
 
-def _why(m: RobotModel, t: np.ndarray, dist: float, geometric: bool) -> str:
+def _why(m: RobotModel, t: np.ndarray, geometric: bool) -> str:
     p = t[:3, 3]
+    dist = math.hypot(t[0, 3], t[1, 3], t[2, 3] - m.d[0])
     where = f"TCP target ({p[0]:.3f}, {p[1]:.3f}, {p[2]:.3f}) m in the {m.name} base frame"
     if geometric:
         return f"{where} has IK solutions but none within the joint limits"

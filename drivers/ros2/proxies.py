@@ -258,7 +258,7 @@ class Ros2Arm(_Proxy, Arm, kind="ros2.arm"):
         if q is not None:
             return q
         try:
-            q = tuple(kin.ik(self._model, target.matrix(), np.array(q0, dtype=float), base=self._T_cell_base).tolist())
+            q = tuple(kin.ik(self._model, target.matrix(), q0, base=self._T_cell_base).tolist())
         except UnreachableError as e:
             raise UnreachableError(str(e), device=self.name) from e
         if len(memo) >= self._IK_MEMO:
@@ -395,26 +395,31 @@ def rest_to_rest_duration(q0: Any, q1: Any, limits: JointLimits, speed: float) -
 
     if not (math.isfinite(speed) and 0.0 < speed <= 1.0):
         raise ValueError(f"speed must be in (0, 1], got {speed}")
-    start = np.array(q0, dtype=float)
-    goal = np.array(q1, dtype=float)
-    if np.array_equal(start, goal):
+    # plain lists (what ruckig takes); equal element by element is np.array_equal's test
+    start = [float(v) for v in q0]
+    goal = [float(v) for v in q1]
+    if len(start) == len(goal) and all(a == b for a, b in zip(start, goal)):
         return 0.0
     n = limits.dof
     got = _RUCKIG.get(n)
     if got is None:
         inp = ruckig.InputParameter(n)
-        inp.target_acceleration = [0.0] * n
-        got = _RUCKIG[n] = (ruckig.Ruckig(n), inp)
-    otg, inp = got
-    zeros = [0.0] * n
-    inp.current_position = start.tolist()
-    inp.current_velocity = zeros
-    inp.current_acceleration = zeros
-    inp.target_position = goal.tolist()
-    inp.target_velocity = zeros
-    inp.max_velocity = [float(v) * speed for v in limits.velocity]
-    inp.max_acceleration = [float(v) * speed * speed for v in limits.acceleration]
-    inp.max_jerk = [float(v) * speed * speed * speed for v in limits.jerk]
+        zeros = [0.0] * n
+        inp.current_velocity = zeros
+        inp.current_acceleration = zeros
+        inp.target_velocity = zeros
+        inp.target_acceleration = zeros
+        got = _RUCKIG[n] = [ruckig.Ruckig(n), inp, None, None]
+    otg, inp, last_limits, last_speed = got
+    if limits is not last_limits or speed != last_speed:
+        # the scaled limits change only with the arm or the speed: set them then (a JointLimits is frozen,
+        # and holding the last one here keeps its id from being reused by another)
+        inp.max_velocity = [float(v) * speed for v in limits.velocity]
+        inp.max_acceleration = [float(v) * speed * speed for v in limits.acceleration]
+        inp.max_jerk = [float(v) * speed * speed * speed for v in limits.jerk]
+        got[2], got[3] = limits, speed
+    inp.current_position = start
+    inp.target_position = goal
     traj = ruckig.Trajectory(n)
     result = otg.calculate(inp, traj)
     if result not in (ruckig.Result.Working, ruckig.Result.Finished):
