@@ -8,7 +8,9 @@ give exactly the records of a run that judges every tray in the cell's own threa
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -137,6 +139,49 @@ def test_worker_judges_like_judge_in_place_and_reports_a_bad_image(demo_inspecto
         last = name0
         assert name == name0 and res.score == res0.score and res.defective == res0.defective
     assert after[1].score == results[0][1].score
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-memory", "pipe-only"])
+def test_images_and_answers_cross_intact_through_shared_memory_or_the_pipe(monkeypatch, shared):
+    from skills.vision import worker as W
+
+    monkeypatch.setattr(W._Arena, "SIZE", 1 << 20)  # room for four crops in flight: the others take the pipe
+    if not shared:  # as where there is no memfd
+        monkeypatch.setattr(W, "_make_arena", lambda: None)
+    taken: list[bool] = []
+
+    def take(self, seq, n, _take=W._Arena.take):
+        at = _take(self, seq, n)
+        taken.append(at is not None)
+        return at
+
+    monkeypatch.setattr(W._Arena, "take", take)
+    # stand-ins whose answer is an array made from the image: as big as it (back through its room in shared
+    # memory), or twice as big (back through the pipe)
+    inspectors = {"same": SimpleNamespace(inspect=np.copy),
+                  "twice": SimpleNamespace(inspect=functools.partial(np.repeat, repeats=2, axis=0))}
+    rng = np.random.default_rng(5)
+    frame = rng.integers(0, 256, (410, 512, 3), dtype=np.uint8)
+    jobs = [(frame[y:y + 259, x:x + 294], ["same" if i % 3 else "twice"])  # crops, as the inspect skill sends
+            for i, (y, x) in enumerate(rng.integers(0, 100, (14, 2)))]
+    jobs += [(rng.integers(0, 256, (1024, 1280, 3), dtype=np.uint8), ["same"]),  # larger than the arena
+             (rng.random((64, 80), dtype=np.float32), ["same"]), (frame[::2, ::3, 1], ["twice"])]
+
+    async def main():
+        w = InspectionWorker(inspectors)
+        await w.start()
+        try:
+            futs = [w.submit(img, names) for img, names in jobs]  # all in flight at once: the ring wraps round
+            results = [await f for f in futs]
+            assert (not w._arena.rooms) if shared else w._arena is None
+            return results
+        finally:
+            w.close()
+
+    for (img, names), (name, res, _ms) in zip(jobs, asyncio.run(main())):
+        want = inspectors[names[0]].inspect(img)
+        assert name == names[0] and res.dtype == want.dtype and np.array_equal(res, want)
+    assert (any(taken) and not all(taken)) if shared else not taken
 
 
 def _pending_line(facts: CellFacts, n: int, apply) -> tuple[list[TrackedPart], list[asyncio.Future]]:

@@ -77,7 +77,8 @@ class PhotoNorm:
 
     def quantiles(self, img: np.ndarray) -> np.ndarray:
         """(2, 3) 10th / 90th percentiles per channel of the sampled pixels (linear interpolation)."""
-        x = np.ascontiguousarray(img.reshape(-1, 3)[self.idx].T, dtype=np.float32)    # (3, n)
+        # (3, n); np.take gathers the rows several times faster than indexing with an array
+        x = np.ascontiguousarray(np.take(img.reshape(-1, 3), self.idx, axis=0).T, dtype=np.float32)
         n = x.shape[1]
         out = np.empty((2, 3), np.float32)
         pos = [q * (n - 1) for q in (0.1, 0.9)]

@@ -11,7 +11,7 @@ learned canonical template.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -94,7 +94,14 @@ class Blob:
     touches_border: bool
     mask_small: np.ndarray          # filled blob mask at working scale (uint8 0/255)
     scale: float                    # full px per working px
-    contrast: float                 # mean distance-to-belt inside vs. threshold
+    dist_small: np.ndarray = field(repr=False)   # distance to the belt (in belt spreads) at working scale
+
+    @property
+    def contrast(self) -> float:
+        """Median distance-to-belt inside the blob vs. the threshold.  Worked out when asked: inspection never
+        asks, and the median of the blob's pixels was about 1 % of a frame's inspection."""
+        inside = self.dist_small[self.mask_small > 0]
+        return float(np.partition(inside, inside.size // 2)[inside.size // 2] / SIGMA_THR) if inside.size else 0.0
 
 
 def _downscale(img: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
@@ -183,13 +190,11 @@ def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale
     ang = (ang + 90.0) % 180.0 - 90.0
     x, y, bw, bh = cv2.boundingRect(hull)
     touches = x <= 1 or y <= 1 or x + bw >= w - 1 or y + bh >= h - 1
-    inside = dist[mask > 0]
-    contrast = float(np.partition(inside, inside.size // 2)[inside.size // 2] / thr) if inside.size else 0.0
     s = float(scale)
     # minAreaRect works on pixel centres of the boundary: add one pixel of the working scale
     return Blob(cx=(cx + 0.5) * s - 0.5, cy=(cy + 0.5) * s - 0.5, length=(rw + 1.0) * s, width=(rh + 1.0) * s,
                 angle=float(ang), area=float(cv2.contourArea(hull)) * s * s, touches_border=bool(touches),
-                mask_small=mask, scale=s, contrast=contrast)
+                mask_small=mask, scale=s, dist_small=dist)
 
 
 _RING: dict[tuple[int, int], tuple] = {}
@@ -220,17 +225,17 @@ def _background(lab: np.ndarray, b: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Belt colour as a plane a + b·x + c·y per channel, fitted robustly to the image border; and its spread."""
     h, w = lab.shape[:2]
     flat, A, pinv, basis = _ring(h, w, b)
-    v = lab.reshape(-1, 3)[flat]
+    v = np.take(lab.reshape(-1, 3), flat, axis=0)       # the rows of lab[flat]: np.take gathers rows ~8x faster
     coef = pinv @ v
     dev = np.abs(v - A @ coef)
     mad = _median0(dev) * 1.4826 + 1e-3
     q = dev / mad
     # the largest of the three channels, as .max(axis=1) gives it (a max is exact) without a reduction over
     # a 3-long axis, which numpy runs row by row
-    keep = np.maximum(np.maximum(q[:, 0], q[:, 1]), q[:, 2]) < 4.0
-    if keep.sum() >= 0.3 * len(v):
-        Ak = A[keep]
-        vk = v[keep]
+    keep = np.flatnonzero(np.maximum(np.maximum(q[:, 0], q[:, 1]), q[:, 2]) < 4.0)
+    if len(keep) >= 0.3 * len(v):
+        Ak = np.take(A, keep, axis=0)      # = A[mask], v[mask] of the boolean mask (its indices, found once)
+        vk = np.take(v, keep, axis=0)
         coef = np.linalg.solve(Ak.T @ Ak + np.eye(3, dtype=np.float32) * 1e-6, Ak.T @ vk)
         mad = _median0(np.abs(vk - Ak @ coef)) * 1.4826 + 1e-3
     else:                       # the part covers most of the border: fall back to a constant
