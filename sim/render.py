@@ -228,36 +228,46 @@ def make_top_down_calibration(width: int, height: int, mm_per_px: float,
 _CAL_CACHE: "OrderedDict[int, tuple]" = OrderedDict()
 
 
-def _projector(cal: CameraCalibration):
-    """``cal.plane_to_pixel`` with the camera pose inverted once per calibration (same arithmetic)."""
+def _cal_inverse(cal: CameraCalibration) -> tuple[np.ndarray, np.ndarray]:
+    """(inverse camera pose, K) of ``cal``, inverted once per calibration.
+
+    The cache entry is checked against the calibration's current matrices (they
+    are mutable arrays) by their raw bytes, which is much cheaper per frame than
+    ``np.array_equal``; a mismatch only means recomputing from the current values.
+    """
+    T = np.asarray(cal.T_cell_cam, dtype=float)
+    K = np.asarray(cal.K, dtype=float)
     hit = _CAL_CACHE.get(id(cal))
-    if (hit is None or hit[0] is not cal or not np.array_equal(hit[1], cal.T_cell_cam)
-            or not np.array_equal(hit[2], cal.K)):
-        T = np.array(cal.T_cell_cam, dtype=float)
-        K = np.array(cal.K, dtype=float)
-        hit = (cal, T, K, np.linalg.inv(T), K)
+    if hit is None or hit[0] is not cal or hit[1] != T.tobytes() or hit[2] != K.tobytes():
+        hit = (cal, T.tobytes(), K.tobytes(), np.linalg.inv(T), np.array(K))
         _lru_put(_CAL_CACHE, id(cal), hit, 16)
-    t_cam_cell, K = hit[3], hit[4]
+    return hit[3], hit[4]
 
-    def project(x: float, y: float, z: float) -> np.ndarray:
-        uvw = K @ (t_cam_cell @ np.array([x, y, z, 1.0]))[:3]
-        return np.array((float(uvw[0] / uvw[2]), float(uvw[1] / uvw[2])))
 
-    return project
+def _project(t_cam_cell: np.ndarray, K: np.ndarray, x: float, y: float, z: float) -> tuple[float, float]:
+    """``cal.plane_to_pixel`` with the camera pose already inverted (same arithmetic)."""
+    uvw = K @ (t_cam_cell @ np.array([x, y, z, 1.0]))[:3]
+    return float(uvw[0] / uvw[2]), float(uvw[1] / uvw[2])
 
 
 def _local_affine(cal: CameraCalibration, x: float, y: float, z: float, yaw: float) -> tuple[np.ndarray, float]:
-    """2×3 affine taking tray-frame millimetres (x along long axis, y across) to pixels; and px/mm."""
+    """2×3 affine taking tray-frame millimetres (x along long axis, y across) to pixels; and px/mm.
+
+    The Jacobian is taken by projecting points 10 mm along the tray's axes; the
+    differences are plain float arithmetic (what the element-wise numpy version
+    computed, without its per-call overhead).
+    """
     c, s = math.cos(yaw), math.sin(yaw)
-    proj = _projector(cal)
-    p0 = proj(x, y, z)
+    t_cam_cell, K = _cal_inverse(cal)
+    u0, v0 = _project(t_cam_cell, K, x, y, z)
     d = 0.01  # 10 mm steps for the Jacobian
-    px = proj(x + d * c, y + d * s, z)
-    py = proj(x - d * s, y + d * c, z)
-    jx = (px - p0) / (d * 1000.0)
-    jy = (py - p0) / (d * 1000.0)
-    A = np.column_stack([jx, jy, p0])
-    ppm = float(math.sqrt(abs(jx[0] * jy[1] - jx[1] * jy[0])))
+    ux, vx = _project(t_cam_cell, K, x + d * c, y + d * s, z)
+    uy, vy = _project(t_cam_cell, K, x - d * s, y + d * c, z)
+    step = d * 1000.0
+    jx0, jx1 = (ux - u0) / step, (vx - v0) / step
+    jy0, jy1 = (uy - u0) / step, (vy - v0) / step
+    A = np.array([[jx0, jy0, u0], [jx1, jy1, v0]])
+    ppm = math.sqrt(abs(jx0 * jy1 - jx1 * jy0))
     return A, ppm
 
 
@@ -472,22 +482,35 @@ def _product_assets(app: ProductAppearance, ppm: float) -> dict:
     # ---- per-product precomputations that keep the per-part sprite cheap (same results as computing
     # them per part): quantile sample indices, the cubic upsampling of the fill noise as two matrices,
     # the 3-channel gloss, premultiplication tables and the point sets defects are placed in
-    fb_idx = np.flatnonzero(wbin)[::7]
     # resizing an identity matrix along one axis only (the other is an exact 1:1 pass) gives the weights
     rx = cv2.resize(np.eye(7, dtype=np.float32), (w, 7), interpolation=cv2.INTER_CUBIC)   # (7, w)
     ry = cv2.resize(np.eye(5, dtype=np.float32), (5, h), interpolation=cv2.INTER_CUBIC)   # (h, 5)
     a8 = np.clip(np.round(alpha * 255.0), 0, 255).astype(np.uint8)
+    # the contents are only ever drawn on the well floor: the fill field, mask, crop and shaded edge are
+    # worked out in the floor's bounding box (2 px of margin keep the 3x3 morphology as on the whole
+    # sprite), with the inputs above cut to it once here
+    fys, fxs = np.nonzero(wbin)
+    if len(fys):
+        r0, r1 = max(0, int(fys.min()) - 2), min(h, int(fys.max()) + 3)
+        c0, c1 = max(0, int(fxs.min()) - 2), min(w, int(fxs.max()) + 3)
+    else:
+        r0, r1, c0, c1 = 0, h, 0, w
+    fin = np.s_[r0:r1, c0:c1]
     band = cv2.erode(((outer > 0.9) & (well < 0.1)).astype(np.uint8), np.ones((3, 3), np.uint8))
     by_, bx_ = np.nonzero(band)
     oy_, ox_ = np.nonzero(outer > 0.9)
     assets = dict(w=w, h=h, ox=ox, oy=oy, ppm=ppm, body=body, alpha=alpha, gloss=gloss,
                   outer=outer, well=well, floor=floor, floor_bin=wbin.astype(bool), dist=dist,
                   bank=bank, label=label, xx=xx, yy=yy, app=app,
-                  fb_idx=fb_idx, nf_ry=np.ascontiguousarray(ry), nf_rx=np.ascontiguousarray(rx),
+                  nf_ry=np.ascontiguousarray(ry), nf_rx=np.ascontiguousarray(rx),
                   gloss3=cv2.merge([gloss] * 3), alpha3=cv2.merge([a8] * 3), inv_alpha=255 - a8,
                   flange_u8=((outer > 0.5) & (well < 0.5)).astype(np.uint8),
                   band_pts=(bx_, by_), outer_pts=(ox_, oy_),
-                  label_full=np.full(label.shape[:2], 255, np.uint8))
+                  label_full=np.full(label.shape[:2], 255, np.uint8),
+                  fin=(r0, r1, c0, c1), fin_ry=np.ascontiguousarray(ry[r0:r1]),
+                  fin_rx=np.ascontiguousarray(rx[:, c0:c1]), fin_dist=np.ascontiguousarray(dist[fin]),
+                  fin_floor=np.ascontiguousarray(wbin[fin].astype(bool)),
+                  fin_idx=np.flatnonzero(wbin[fin])[::7], fin_xx=xx[fin], fin_yy=yy[fin])
     _lru_put(_PRODUCT_CACHE, key, assets, 16)
     return assets
 
@@ -538,39 +561,65 @@ def _quantile(vals: np.ndarray, q: float) -> float:
     return float(r)
 
 
+def _warp_label_into(spr: np.ndarray, label: np.ndarray, lab_M: np.ndarray) -> None:
+    """``cv2.warpAffine(label, lab_M, ..., dst=spr, BORDER_TRANSPARENT)``, done on less of the sprite.
+
+    Only the rows the label covers, and the columns up to its right end, are
+    warped (nothing else changes anyway).  A band of rows starting at column 0
+    keeps OpenCV's fixed-point source coordinates, hence the pixels, as for the
+    whole sprite; a band starting further right would not, so the left part stays.
+    """
+    h, w = spr.shape[:2]
+    lh, lw = label.shape[:2]
+    cs = np.array([[0, 0, 1], [lw, 0, 1], [0, lh, 1], [lw, lh, 1]], float) @ lab_M.T
+    y0 = max(0, int(math.floor(cs[:, 1].min())) - 2)
+    y1 = min(h, int(math.ceil(cs[:, 1].max())) + 3)
+    x1 = min(w, int(math.ceil(cs[:, 0].max())) + 3)
+    if y1 > y0 and x1 > 0:
+        Ml = lab_M.copy()
+        Ml[1, 2] -= y0
+        cv2.warpAffine(label, Ml, (x1, y1 - y0), dst=spr[y0:y1, :x1], flags=cv2.INTER_LINEAR,
+                       borderMode=cv2.BORDER_TRANSPARENT)
+
+
 def _render_sprite(app: ProductAppearance, defects: list[Defect], seed: int, ppm: float) -> tuple[np.ndarray, np.ndarray]:
     a = _product_assets(app, ppm)
     rng = np.random.default_rng(seed)
     w, h = a["w"], a["h"]
     kinds = {d.kind: d for d in defects}
     spr = a["body"].copy()
-    # ---- contents fill mask
+    # ---- contents fill mask (in the floor's box ``fin``; nothing outside it changes)
+    r0, r1, c0, c1 = a["fin"]
     fill = app.fill_fraction * float(rng.uniform(0.97, 1.02))
     # bicubic upsampling of a 5x7 noise grid to (h, w), as the two separable passes of cv2.resize
     # (einsum, not matmul: a multi-threaded BLAS wakes its threads for this and costs milliseconds)
-    field_ = np.einsum("ik,kj->ij", a["nf_ry"],
-                       np.einsum("ik,kj->ij", rng.normal(0, 1, (5, 7)).astype(np.float32), a["nf_rx"]))
+    field_ = np.einsum("ik,kj->ij", a["fin_ry"],
+                       np.einsum("ik,kj->ij", rng.normal(0, 1, (5, 7)).astype(np.float32), a["fin_rx"]))
     field_ *= 0.07
-    field_ += a["dist"]
+    field_ += a["fin_dist"]
     if "underfill" in kinds:
         s = _sev(kinds["underfill"], rng)
         fill = fill * (0.62 - 0.3 * s)                     # 32 % .. 62 % of nominal
         ang = rng.uniform(0, 2 * math.pi)                   # contents slid towards one side
-        field_ = field_ + 0.5 * ((a["xx"] - a["ox"]) * math.cos(ang) + (a["yy"] - a["oy"]) * math.sin(ang)) / w
+        field_ = field_ + 0.5 * ((a["fin_xx"] - a["ox"]) * math.cos(ang) + (a["fin_yy"] - a["oy"]) * math.sin(ang)) / w
     fb = a["floor_bin"]
-    thr = _quantile(field_.ravel()[a["fb_idx"]], 1.0 - min(1.0, fill)) if fill < 1.0 else -1e9
-    cmask = ((field_ > thr) & fb).astype(np.uint8)
+    thr = _quantile(field_.ravel()[a["fin_idx"]], 1.0 - min(1.0, fill)) if fill < 1.0 else -1e9
+    cmask_in = ((field_ > thr) & a["fin_floor"]).astype(np.uint8)
     bank = a["bank"]
     bx = int(rng.integers(0, bank.shape[1] - w + 1))
     by = int(rng.integers(0, bank.shape[0] - h + 1))
-    crop = bank[by:by + h, bx:bx + w]
     flip = int(rng.integers(-1, 3))
+    # the crop's part that lands in the box (for a flipped crop: the mirrored part, then flipped)
+    y0, y1 = (h - r1, h - r0) if flip in (0, -1) else (r0, r1)
+    x0, x1 = (w - c1, w - c0) if flip in (1, -1) else (c0, c1)
+    crop = bank[by + y0:by + y1, bx + x0:bx + x1]
     if flip != 2:
         crop = cv2.flip(crop, flip)
-    cv2.copyTo(crop, cmask, spr)
+    spr_in = spr[r0:r1, c0:c1]
+    cv2.copyTo(crop, cmask_in, spr_in)
     # soft edge of contents (shadowed border)
-    edge = cv2.morphologyEx(cmask, cv2.MORPH_GRADIENT, _K3)
-    cv2.copyTo(cv2.convertScaleAbs(spr, alpha=0.75, beta=-0.499), edge, spr)   # int(v * 0.75)
+    edge = cv2.morphologyEx(cmask_in, cv2.MORPH_GRADIENT, _K3)
+    cv2.copyTo(cv2.convertScaleAbs(spr_in, alpha=0.75, beta=-0.499), edge, spr_in)   # int(v * 0.75)
     # ---- label pose (drawn after the contents and any foreign body, but decided first: a foreign body is
     # only placed where the label does not hide it)
     lab_M = None
@@ -596,6 +645,8 @@ def _render_sprite(app: ProductAppearance, defects: list[Defect], seed: int, ppm
         size = (4.0 + 7.0 * s) * ppm                        # 4 .. 11 mm across
         r_px = max(1, int(math.ceil(size / 2)))
         ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r_px + 1, 2 * r_px + 1))
+        cmask = np.zeros((h, w), np.uint8)
+        cmask[r0:r1, c0:c1] = cmask_in
         free = cmask if cmask.any() else fb.astype(np.uint8)
         if lab_M is not None:
             lmask = cv2.warpAffine(a["label_full"], lab_M, (w, h), flags=cv2.INTER_NEAREST)
@@ -618,17 +669,7 @@ def _render_sprite(app: ProductAppearance, defects: list[Defect], seed: int, ppm
                    tuple(min(255, int(c * 1.5) + 40) for c in col), -1, cv2.LINE_AA)
     # ---- label
     if lab_M is not None:
-        # warped into the rows the label covers only (the rest is left untouched anyway); a band of
-        # full rows keeps OpenCV's fixed-point source coordinates, hence the pixels, as for the whole sprite
-        lh, lw = a["label"].shape[:2]
-        cs = np.array([[0, 0, 1], [lw, 0, 1], [0, lh, 1], [lw, lh, 1]], float) @ lab_M.T
-        y0 = max(0, int(math.floor(cs[:, 1].min())) - 2)
-        y1 = min(h, int(math.ceil(cs[:, 1].max())) + 3)
-        if y1 > y0:
-            Ml = lab_M.copy()
-            Ml[1, 2] -= y0
-            cv2.warpAffine(a["label"], Ml, (w, y1 - y0), dst=spr[y0:y1], flags=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_TRANSPARENT)
+        _warp_label_into(spr, a["label"], lab_M)
     # ---- film gloss
     cv2.add(spr, a["gloss3"], dst=spr)
     if "seal_contamination" in kinds:
@@ -797,12 +838,12 @@ def _apply_lighting(frame: np.ndarray, li: Lighting, rng: np.random.Generator) -
     # 2x2 gain map (x128), bilinearly stretched to the frame: gain varies linearly across it
     g = np.array([[1 - gx / 2 - gy / 2, 1 + gx / 2 - gy / 2], [1 - gx / 2 + gy / 2, 1 + gx / 2 + gy / 2]],
                  np.float32) * li.gain * 128.0
-    if ch == 3:
-        small = np.stack([g * c for c in li.channel_gain], -1)
+    if ch == 3:   # (a float32 array times a Python float multiplies in float32, as here)
+        small = g[..., None] * np.array(li.channel_gain, np.float32)
     else:
         small = g * float(np.mean(li.channel_gain))
     gmap = cv2.resize(np.clip(small, 0, 255).astype(np.uint8), (W, H), interpolation=cv2.INTER_LINEAR)
-    out = cv2.multiply(frame, gmap, scale=1.0 / 128.0)
+    out = cv2.multiply(frame, gmap, dst=frame, scale=1.0 / 128.0)   # the frame is ours: in place
     if li.noise_sigma > 0:
         pos, neg = _noise(H, W, ch, round(li.noise_sigma * 2) / 2)
         oy, ox = int(rng.integers(0, 64)), int(rng.integers(0, 64))

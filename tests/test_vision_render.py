@@ -107,6 +107,33 @@ def test_fast_paths_match_their_references():
         n = rng.normal(0, 1, (5, 7)).astype(np.float32)
         ref = cv2.resize(n, (a["w"], a["h"]), interpolation=cv2.INTER_CUBIC)
         assert np.abs(np.einsum("ik,kj->ij", a["nf_ry"], n @ a["nf_rx"]) - ref).max() < 1e-5
+    for name in PRODUCTS:                                  # contents are worked out in the floor's box only
+        a = render._product_assets(get_product(name), 1.13)
+        r0, r1, c0, c1 = a["fin"]
+        floor = a["floor_bin"]
+        assert floor[r0:r1, c0:c1].sum() == floor.sum()
+        # 2 px of margin (or the sprite's edge) so the 3x3 shaded edge is as on the whole sprite
+        assert (r0 == 0 or not floor[r0:r0 + 2].any()) and (r1 == a["h"] or not floor[r1 - 2:r1].any())
+        assert (c0 == 0 or not floor[:, c0:c0 + 2].any()) and (c1 == a["w"] or not floor[:, c1 - 2:c1].any())
+
+
+def test_label_band_warp_matches_the_whole_sprite_warp():
+    """The label, warped into a band of the sprite only, gives the pixels of a whole-sprite warp."""
+    import cv2
+
+    from sim import render
+    rng = np.random.default_rng(4)
+    for _ in range(400):
+        h, w = int(rng.integers(40, 200)), int(rng.integers(40, 260))
+        lh, lw = int(rng.integers(4, 90)), int(rng.integers(4, 90))
+        label = rng.integers(0, 256, (lh, lw, 3), np.uint8)
+        M = cv2.getRotationMatrix2D(((lw - 1) / 2.0, (lh - 1) / 2.0), float(rng.uniform(-25, 25)), 1.0)
+        M[:, 2] += rng.uniform(-0.4, 1.2, 2) * (w, h) - ((lw - 1) / 2.0, (lh - 1) / 2.0)   # partly outside too
+        spr = rng.integers(0, 256, (h, w, 3), np.uint8)
+        ref = spr.copy()
+        cv2.warpAffine(label, M, (w, h), dst=ref, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
+        render._warp_label_into(spr, label, M)
+        assert np.array_equal(spr, ref)
 
 
 def test_one_warp_premultiplied_blend_looks_like_the_float_blend():
