@@ -23,6 +23,21 @@ from asyncua import ua
 log = logging.getLogger("axcell.opcua")
 
 
+class _Written(ua.DataValue):
+    """A DataValue that nobody changes once the writer has placed it (see :meth:`AddressSpaceWriter.put`).
+
+    asyncua's monitored items keep a deep copy of every value they are told about, so that a value
+    changed in place later cannot fake or hide a change; that copy (dozens of ``copy.deepcopy``
+    calls per value) was the largest single cost of a notification.  A value that is never
+    changed is its own copy.  It is still a DataValue: reads and notifications encode it as one.
+    """
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict) -> "_Written":
+        return self
+
+
 class AddressSpaceWriter:
     """Direct node writes with batched subscriber notification."""
 
@@ -38,8 +53,27 @@ class AddressSpaceWriter:
         old = node.attributes[ua.AttributeIds.Value].value
         return old is not None and old.Value == variant and (status is None or old.StatusCode == status)
 
+    @staticmethod
+    def holds(node: Any, value: Any, vtype: ua.VariantType, status: ua.StatusCode) -> bool:
+        """:meth:`unchanged` for ``ua.Variant(value, vtype)``, without building the Variant.
+
+        A server that offers every value on every change mostly finds them unchanged; a Variant
+        built only to be compared and dropped costs more than the comparison (a Variant equals
+        another of the same type and value).
+        """
+        old = node.attributes[ua.AttributeIds.Value].value
+        return old is not None and old.StatusCode == status and old.Value.VariantType == vtype \
+            and old.Value.Value == value
+
     def put(self, node: Any, dv: ua.DataValue) -> None:
-        """Set ``node``'s value to ``dv`` now; its subscribers are told by :meth:`notify`."""
+        """Set ``node``'s value to ``dv`` now; its subscribers are told by :meth:`notify`.
+
+        ``dv`` must be a fresh DataValue that the caller does not change afterwards (the node,
+        reads and subscriptions all share it from here on).
+        """
+        if type(dv) is not _Written:
+            dv = _Written(dv.Value, dv.StatusCode, dv.SourceTimestamp, dv.ServerTimestamp,
+                          dv.SourcePicoseconds, dv.ServerPicoseconds)
         attval = node.attributes[ua.AttributeIds.Value]
         attval.value = dv
         self._pending.extend((k, cb, dv) for k, cb in attval.datachange_callbacks.items())

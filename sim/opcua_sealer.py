@@ -102,6 +102,7 @@ VARIABLES: list[tuple[str, str, ua.VariantType]] = [
 ]
 WRITABLE = {"speed", "cycle_time"}
 _VT = {s: vt for s, _, vt in VARIABLES}
+_GOOD = ua.StatusCode(ua.StatusCodes.Good)  # compared with, never placed into a node
 
 
 class IllegalCommand(Exception):
@@ -312,6 +313,7 @@ class SealerServer:
         self.server: Server | None = None
         self.ns = 2
         self._nodes: dict[str, ua.NodeId] = {}
+        self._nid_strings: dict[str, str] = {}  # signal → its NodeId as a string (what the gate watches)
         self._bad: dict[str, ua.StatusCode] = {}
         self._wrong: set[str] = set()
         self._hung = False
@@ -492,6 +494,7 @@ class SealerServer:
             if signal in WRITABLE:
                 await var.set_writable(True)
             self._nodes[signal] = var.nodeid
+            self._nid_strings[signal] = var.nodeid.to_string()
         for cmd in COMMANDS:
             await sealer.add_method(ua.NodeId(f"Sealer.{cmd}", ns), ua.QualifiedName(cmd, ns),
                                     self._method(cmd), [], [])
@@ -551,18 +554,19 @@ class SealerServer:
             nid = self._nodes.get(signal)
             if nid is None:
                 continue
-            v = ua.Variant(values[signal], vt)
+            value = values[signal]
             if signal in self._wrong:
-                v = ua.Variant("not a number", ua.VariantType.String) if vt != ua.VariantType.String \
-                    else ua.Variant(42, ua.VariantType.Int32)
-            status = self._bad.get(signal, ua.StatusCode(ua.StatusCodes.Good))
-            if self._writer.unchanged(nodes[nid], v, status):
+                value, vt = ("not a number", ua.VariantType.String) if vt != ua.VariantType.String \
+                    else (42, ua.VariantType.Int32)
+            status = self._bad.get(signal, _GOOD)
+            node = nodes[nid]
+            if self._writer.holds(node, value, vt, status):  # most values are unchanged by a change
                 continue
-            nodes[nid].attributes[ua.AttributeIds.Value].value_callback = None
-            self._writer.put(nodes[nid], ua.DataValue(v, StatusCode=status, SourceTimestamp=stamp,
-                                                      ServerTimestamp=stamp))
+            node.attributes[ua.AttributeIds.Value].value_callback = None
+            self._writer.put(node, ua.DataValue(ua.Variant(value, vt), StatusCode=ua.StatusCode(status.value),
+                                                SourceTimestamp=stamp, ServerTimestamp=stamp))
             if not self._hung:
-                self.notify_gate.changed(nid.to_string(), v.Value)
+                self.notify_gate.changed(self._nid_strings[signal], value)
         self._writer.notify()
 
     async def _publish_now(self) -> None:
