@@ -16,6 +16,7 @@ degree-of-freedom count; that is safe within one thread (asyncio), not across th
 
 from __future__ import annotations
 
+import atexit
 import functools
 import math
 from collections.abc import Sequence
@@ -33,6 +34,8 @@ class PlanningError(RuntimeError):
 
 
 _OTG: dict[int, tuple[ruckig.Ruckig, ruckig.InputParameter]] = {}
+# freed before the interpreter's teardown: nanobind reports ruckig objects still alive then as leaks
+atexit.register(_OTG.clear)
 
 
 def _otg(dof: int) -> tuple[ruckig.Ruckig, ruckig.InputParameter]:

@@ -26,6 +26,7 @@ its latched belt state. Everything that moves or senses something still goes ove
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import math
 from typing import Any
@@ -382,6 +383,8 @@ def kinematics_from_dict(k: dict[str, Any]) -> tuple[Any, np.ndarray, float]:
 
 
 _RUCKIG: dict[int, Any] = {}
+# freed before the interpreter's teardown: nanobind reports ruckig objects still alive then as leaks
+atexit.register(_RUCKIG.clear)
 
 
 def rest_to_rest_duration(q0: Any, q1: Any, limits: JointLimits, speed: float) -> float:
