@@ -20,7 +20,9 @@ def ros_run(cfg: Any, inspectors: dict[str, Any], duration: float, seed: int, *,
             t0 = time.perf_counter()
             await cell.connect_devices()  # setup, as in the in-process rows (bench/sim_speed.py)
             connect_s = time.perf_counter() - t0
+            cpu0 = time.thread_time()  # this thread runs the cell, the device nodes and rclpy
             report = await run_batch(cell, duration)
+            cpu_s = time.thread_time() - cpu0
         finally:
             await cell.close()
             await att.close()
@@ -31,7 +33,8 @@ def ros_run(cfg: Any, inspectors: dict[str, Any], duration: float, seed: int, *,
                 "x_real_time": report["sim_seconds"] / report["wall_seconds"], "parts": report["parts"]["arrived"],
                 "events": cell.clock.events_fired, "device_calls": calls, "action_goals": goals,
                 "proxy_local_answers": local, "report_parts": report["parts"], "connect_wall_s": round(connect_s, 3),
-                "verdict_waits": cell.facts.settle_waits, "verdict_wait_s": round(cell.facts.settle_wait_s, 3)}
+                "verdict_waits": cell.facts.settle_waits, "verdict_wait_s": round(cell.facts.settle_wait_s, 3),
+                "cell_thread_cpu_s": round(cpu_s, 3)}
 
     return asyncio.run(main())
 
