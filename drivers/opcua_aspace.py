@@ -50,11 +50,11 @@ class AddressSpaceWriter:
 
     @staticmethod
     def unchanged(node: Any, variant: Any, status: ua.StatusCode | None = None) -> bool:
-        old = node.attributes[ua.AttributeIds.Value].value
-        return old is not None and old.Value == variant and (status is None or old.StatusCode == status)
+        """``node`` already holds ``variant`` (and ``status``, when given): writing it would notify nobody."""
+        return AddressSpaceWriter.holds(node, variant.Value, variant.VariantType, status)
 
     @staticmethod
-    def holds(node: Any, value: Any, vtype: ua.VariantType, status: ua.StatusCode) -> bool:
+    def holds(node: Any, value: Any, vtype: ua.VariantType, status: ua.StatusCode | None = None) -> bool:
         """:meth:`unchanged` for ``ua.Variant(value, vtype)``, without building the Variant.
 
         A server that offers every value on every change mostly finds them unchanged; a Variant
@@ -62,8 +62,8 @@ class AddressSpaceWriter:
         another of the same type and value).
         """
         old = node.attributes[ua.AttributeIds.Value].value
-        return old is not None and old.StatusCode == status and old.Value.VariantType == vtype \
-            and old.Value.Value == value
+        return old is not None and old.Value is not None and (status is None or old.StatusCode == status) \
+            and old.Value.VariantType == vtype and old.Value.Value == value
 
     def put(self, node: Any, dv: ua.DataValue) -> None:
         """Set ``node``'s value to ``dv`` now; its subscribers are told by :meth:`notify`.
