@@ -50,6 +50,46 @@ def test_goods_pass(kimchi):
     assert all(math.isfinite(r.ms) and r.ms > 0 for r in res)   # timing targets live in bench/vision.py
 
 
+def test_neighbouring_tray_cut_by_the_frame_is_not_taken_for_part_of_the_part(kimchi):
+    """On a line with close spacing the camera also sees the next tray, cut by the frame's edge. It is a
+    separate object: the part found is the whole tray in the middle, of its own size, at its own pose; also
+    when the two touch corner to corner."""
+    app, cal, ins, _ = kimchi
+    rng = np.random.default_rng(21)
+    half_m = W * (math.hypot(app.length_mm, app.width_mm) + 50) / H / 2000.0    # half the frame's width
+    diag_m = math.hypot(app.length_mm, app.width_mm) / 1000.0
+    L, Wd = ins.meta["nominal_px"]
+    scenes = []
+    for i in range(8):          # apart: the centres further apart than the two half diagonals
+        p = PartSpec(app, x=float(rng.uniform(-0.01, 0.01)), y=float(rng.uniform(-0.01, 0.01)),
+                     yaw=float(rng.uniform(-math.pi, math.pi)), seed=int(rng.integers(1 << 30)))
+        side = 1.0 if i % 2 else -1.0
+        x = side * max(half_m + float(rng.uniform(0.005, 0.05)), abs(p.x) + diag_m + float(rng.uniform(0.003, 0.02)))
+        q = PartSpec(app, x=x, y=float(rng.uniform(-0.03, 0.03)), yaw=float(rng.uniform(-math.pi, math.pi)),
+                     seed=int(rng.integers(1 << 30)))
+        scenes.append((p, q))
+    for i in range(4):          # corner to corner, overlapping by about 2 mm: one blob joined by a neck
+        yaw = float(rng.uniform(0.25, 0.5)) * (1 if i % 2 else -1)
+        p = PartSpec(app, x=0.0, y=0.0, yaw=yaw, seed=int(rng.integers(1 << 30)))
+        # the corner whose diagonal the turn brings nearest the frame's long axis, to the right or the left
+        cx, cy = app.length_mm / 2000.0, -math.copysign(app.width_mm / 2000.0, yaw)
+        k = 2.0 * (1.0 - 0.002 / diag_m) * (1 if i < 2 else -1)
+        vx, vy = k * (cx * math.cos(yaw) - cy * math.sin(yaw)), k * (cx * math.sin(yaw) + cy * math.cos(yaw))
+        scenes.append((p, PartSpec(app, x=vx, y=vy, yaw=yaw, seed=int(rng.integers(1 << 30)))))
+    wrong = []
+    for i, (p, q) in enumerate(scenes):
+        gt = part_pose_px(p, cal)
+        qx = part_pose_px(q, cal)[0]
+        assert qx < 0 or qx > W, "the neighbour's centre must be out of the frame"
+        r = ins.inspect(render_scene([p, q], cal, lighting=Lighting.random(rng), rng=rng))
+        assert r.part_found
+        assert math.hypot(r.pose_px[0] - gt[0], r.pose_px[1] - gt[1]) < 6.0, (i, r.pose_px, gt)
+        assert abs((r.pose_px[2] - gt[2] + 90) % 180 - 90) < 2.0, (i, r.pose_px, gt)
+        assert abs(r.size_px[0] / L - 1) < 0.06 and abs(r.size_px[1] / Wd - 1) < 0.06, (i, r.size_px, (L, Wd))
+        wrong += [(i, d) for d in r.defects if d in ("wrong_size", "missing_label", "underfill", "part_truncated")]
+    assert not wrong, wrong
+
+
 @pytest.mark.parametrize("kind", DEFECT_KINDS)
 def test_defect_kind_detected(kimchi, kind):
     app, cal, ins, _ = kimchi
@@ -464,3 +504,4 @@ def test_threshold_sits_on_the_maps_common_tail_level(kimchi):
     lv = np.array(ins.meta["map_tail_level"])
     assert per.max() <= 1.0 + 1e-3 and np.all(lv > 0)
     assert ins.meta["threshold"] == pytest.approx(ins.threshold_margin * max(1.0, per.max()), rel=1e-3)
+

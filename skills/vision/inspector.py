@@ -551,6 +551,13 @@ class Inspector:
                 raise InspectionError(f"good image #{i}: no part found with the learned belt model")
             blobs.append(b)
         self.meta["area_frac"] = float(np.median([b.area for b in blobs]) / float(hw[0] * hw[1]))
+        # a good image whose part came out much larger than most touches a neighbouring tray: found again
+        # knowing the part's area, which cuts the neighbour off at the neck (localise._split_touching)
+        for i, b in enumerate(blobs):
+            if b.area > 1.3 * self.meta["area_frac"] * hw[0] * hw[1]:
+                b2 = self._locate(frames[i])
+                if b2 is not None:
+                    blobs[i] = b2
         Ls = np.array([b.length for b in blobs])
         Ws = np.array([b.width for b in blobs])
         L, W = float(np.median(Ls)), float(np.median(Ws))
@@ -1146,9 +1153,12 @@ class Inspector:
         if truncated:
             defects.append("part_truncated")
         angle = math.degrees(math.atan2(M[1, 0], M[0, 0]))
+        cx, cy = blob.cx, blob.cy
+        if blob.split:   # the outline was cut from a touching neighbour: the aligned view's centre
+            cx, cy = (M @ ((cw - 1) / 2.0, (ch - 1) / 2.0, 1.0)).tolist()
         res = InspectionResult(
             defective=bool(defects), defects=defects, score=score, threshold=thr,
-            pose_px=(float(blob.cx), float(blob.cy), float(angle_wrap(angle))),
+            pose_px=(float(cx), float(cy), float(angle_wrap(angle))),
             size_px=(float(blob.length), float(blob.width)), regions=regions, anomaly_map=amap,
             part_found=True, measurements=meas, canonical_to_image=M)
         res.ms = (time.perf_counter() - t0) * 1000.0

@@ -95,6 +95,9 @@ class Blob:
     mask_small: np.ndarray          # filled blob mask at working scale (uint8 0/255)
     scale: float                    # full px per working px
     dist_small: np.ndarray = field(repr=False)   # distance to the belt (in belt spreads) at working scale
+    #: cut off a touching neighbour (``_split_touching``): the outline lost a little at the cut, so the
+    #: centre is better taken from the aligned view
+    split: bool = False
 
     @property
     def contrast(self) -> float:
@@ -158,11 +161,19 @@ def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale
         i = int(np.argmax(areas))
     c = contours[i]
     area = areas[i]
+    split = False
     if area < min_area_frac * h * w:
         return None
-    # merge nearby fragments (a dark rim may split a part in two)
-    hull = cv2.convexHull(np.concatenate([cc for cc, a in zip(contours, areas)
-                                          if a > 0.02 * area and _near(cc, c, 0.1 * math.sqrt(area))]))
+    if expected_area_frac and max(area, cv2.contourArea(cv2.convexHull(c))) > 1.3 * target:
+        # larger than the part (its outline, as the part's area was measured): it may touch a neighbouring
+        # tray (trays queued on a line); cut at the neck
+        got = _split_touching(c, (h, w), target)
+        split = got is not None
+        if got is not None:
+            c, area = got
+            contours, areas = list(contours), list(areas)
+            contours[i], areas[i] = c, area
+    hull = _merge_fragments(fg, contours, areas, i, expected_area_frac * h * w if expected_area_frac else None)
     mask = np.zeros((h, w), np.uint8)
     cv2.drawContours(mask, [hull], -1, 255, -1)
     (cx, cy), (rw, rh), ang = cv2.minAreaRect(hull)
@@ -188,13 +199,12 @@ def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale
             uc, vc = 0.5 * (u.max() + u.min()), 0.5 * (v.max() + v.min())
             cx, cy = uc * math.cos(a) - vc * math.sin(a), uc * math.sin(a) + vc * math.cos(a)
     ang = (ang + 90.0) % 180.0 - 90.0
-    x, y, bw, bh = cv2.boundingRect(hull)
-    touches = x <= 1 or y <= 1 or x + bw >= w - 1 or y + bh >= h - 1
+    touches = _touches(hull, h, w)
     s = float(scale)
     # minAreaRect works on pixel centres of the boundary: add one pixel of the working scale
     return Blob(cx=(cx + 0.5) * s - 0.5, cy=(cy + 0.5) * s - 0.5, length=(rw + 1.0) * s, width=(rh + 1.0) * s,
                 angle=float(ang), area=float(cv2.contourArea(hull)) * s * s, touches_border=bool(touches),
-                mask_small=mask, scale=s, dist_small=dist)
+                mask_small=mask, scale=s, dist_small=dist, split=split)
 
 
 _RING: dict[tuple[int, int], tuple] = {}
@@ -262,6 +272,97 @@ def _median0(x: np.ndarray) -> np.ndarray:
         return np.partition(xt, m, axis=1)[:, m]
     p = np.partition(xt, (m - 1, m), axis=1)
     return (p[:, m - 1] + p[:, m]) / 2
+
+
+#: least share of a merged outline that must be foreground: pieces of one part leave only thin gaps (a dark
+#: rim between a light flange and the contents), two trays side by side leave a wedge of belt between them
+MERGE_FILL = 0.8
+
+
+def _touches(c: np.ndarray, h: int, w: int) -> bool:
+    x, y, bw, bh = cv2.boundingRect(c)
+    return x <= 1 or y <= 1 or x + bw >= w - 1 or y + bh >= h - 1
+
+
+def _split_touching(c: np.ndarray, shape: tuple[int, int], target: float) -> tuple[np.ndarray, float] | None:
+    """The piece of an outline ``c`` that is one part of area ``target`` (working px), when ``c`` is that part
+    and a neighbour touching it through a neck (corner to corner, or a short stretch of side); None if no
+    erosion up to a fifth of the part's size cuts such a piece off.
+
+    Erode the outline until it falls apart into cores, share the outline out between the cores (each pixel to
+    the nearest: the cut runs through the neck), and keep the piece closest to the part's area (within
+    -35 % .. +30 %) among those about as convex as a part's outline (area ≥ 90 % of the hull's). Trays
+    pressed together along a whole side stay one blob (no neck to cut): the inspection then reports the wrong
+    size rather than guess."""
+    h, w = shape
+    blob = np.zeros((h, w), np.uint8)
+    cv2.drawContours(blob, [c], -1, 255, -1)
+    r_max = max(2, int(0.2 * math.sqrt(target)))
+    r = 1
+    while r <= r_max:
+        ker = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        n, lab, st, _ = cv2.connectedComponentsWithStats(cv2.erode(blob, ker), connectivity=8)
+        cores = [k for k in range(1, n) if st[k, cv2.CC_STAT_AREA] >= 0.02 * target]
+        if len(cores) >= 2:
+            # distance of every pixel to each core; the nearest core takes it
+            dist = np.stack([cv2.distanceTransform((lab != k).astype(np.uint8), cv2.DIST_L2, 3) for k in cores])
+            owner = np.argmin(dist, axis=0)
+            best, best_err = None, None
+            for j in range(len(cores)):
+                piece = cv2.bitwise_and(blob, (owner == j).astype(np.uint8) * 255)
+                cs, _ = cv2.findContours(piece, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+                if not cs:
+                    continue
+                pc = max(cs, key=cv2.contourArea)
+                pa = cv2.contourArea(pc)
+                err = abs(math.log(max(pa, 1.0) / target))
+                # the inspection takes a part's convex hull: a piece still holding a strip of the neighbour
+                # is far from convex (erode further)
+                solid = pa / max(1.0, cv2.contourArea(cv2.convexHull(pc)))
+                if 0.65 * target <= pa <= 1.3 * target and solid >= 0.9 and (best_err is None or err < best_err):
+                    best, best_err = (pc, float(pa)), err
+            if best is not None:
+                return best
+        r += 1 if r < 4 else 2
+    return None
+
+
+def _merge_fragments(fg: np.ndarray, contours, areas: list[float], i: int, target: float | None) -> np.ndarray:
+    """Convex hull of contour ``i`` and the nearby fragments that belong to the same part.
+
+    A dark rim may split a part in two; a neighbouring tray in the frame is a separate object. A fragment
+    joins only when (a) it is near the part, (b) it does not run off the frame while the part does not (a
+    neighbour cut by the frame's edge), (c) the joint outline stays mostly foreground (``MERGE_FILL``) and
+    (d) with a taught area ``target`` (working px), the joint outline stays within 1.35× of it. Fragments are
+    tried nearest first, each against the outline grown so far."""
+    h, w = fg.shape[:2]
+    c, area = contours[i], areas[i]
+    tol = 0.1 * math.sqrt(area)
+    cand = [j for j, (cc, a) in enumerate(zip(contours, areas))
+            if j != i and a > 0.02 * area and _near(cc, c, tol)]
+    if not cand:
+        return cv2.convexHull(c)
+    main_touch = _touches(c, h, w)
+    mx, my = c.reshape(-1, 2).mean(axis=0)
+    cand.sort(key=lambda j: float(np.hypot(*(contours[j].reshape(-1, 2).mean(axis=0) - (mx, my)))))
+    kept = [c]
+    hull = cv2.convexHull(c)
+    for j in cand:
+        cc = contours[j]
+        if not main_touch and _touches(cc, h, w):
+            continue
+        trial = cv2.convexHull(np.concatenate(kept + [cc]))
+        ha = cv2.contourArea(trial)
+        if target is not None and ha > 1.35 * target:
+            continue
+        m = np.zeros((h, w), np.uint8)
+        cv2.drawContours(m, [trial], -1, 255, -1)
+        inside = int(np.count_nonzero(m))
+        if inside and cv2.countNonZero(cv2.bitwise_and(fg, m)) < MERGE_FILL * inside:
+            continue
+        kept.append(cc)
+        hull = trial
+    return hull
 
 
 def _near(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
