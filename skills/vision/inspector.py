@@ -54,8 +54,12 @@ from .rules import LabelMatcher, ProductRules, angle_wrap, floor_like, part_to_c
 
 __all__ = ["Inspector", "InspectionResult", "InspectionError", "draw_overlay", "identify", "MODEL_VERSION"]
 
-MODEL_VERSION = 19      # 19: the maps' tail levels never below the old scale; 18: each map scaled to its goods' fitted tail level (MAP_TAIL_P)
+#: 19 reads as it was fitted (no surroundings arrays: the views keep their own)
+READABLE_VERSIONS = (19, 20)
+MODEL_VERSION = 20      # 20: the part's surroundings replaced by the goods' median; 19: the maps' tail levels never below the old scale; 18: each map scaled to its goods' fitted tail level (MAP_TAIL_P)
 LK_SCALE_FROM = 0.02      # the aligner also fits scale when the goods' outlines disagree on size by more than this (sd)
+#: pixels outside the part's outline that still show the frame's own view (see fit: the surroundings)
+EXT_GAP = 2
 MARGIN = 0.04            # canonical view margin around the part (fraction of each side)
 SEG_LONG = 200           # segmentation works on the first pyramid level with long side ≤ this
 COLOUR_GRID = 16         # colour-novelty regions along the part's long side (where the goods repeat)
@@ -448,7 +452,20 @@ class Inspector:
         self._label = None
         if "label_template" in a:
             self._label = LabelMatcher(a["label_template"], tuple(m["label_box_half"]))
+        self._build_ext()
         self._built = True
+
+    def _build_ext(self) -> None:
+        """The goods' median surroundings, in the forms ``_maps`` reads (see fit: ``ext_mask``)."""
+        a = self.arrays
+        self._ext = None
+        if "ext_mask" not in a:
+            return
+        ext = a["ext_mask"] > 0
+        ch, cw = ext.shape
+        ext_f = cv2.resize(ext.astype(np.uint8), (cw * FINE, ch * FINE), interpolation=cv2.INTER_NEAREST) > 0
+        medP = a["ext_P"]
+        self._ext = (ext, PixelModel.lab(medP)[ext], (medP * (1.0 / 40.0))[ext], medP[ext], ext_f, a["ext_F"][ext_f])
 
     def _view(self, frame: _Frame, M: np.ndarray) -> np.ndarray:
         cw, ch = self.meta["canon"]
@@ -472,6 +489,17 @@ class Inspector:
 
         ``labP`` and ``P40``: ``PixelModel.lab(P)`` and ``P * (1 / 40)`` when the caller has them (then ``P``
         itself is not needed: :meth:`inspect` maps the uint8 view straight to both through lookup tables)."""
+        if self._ext is not None:
+            ext, ext_lab, ext_p40, ext_p, ext_f, ext_fv = self._ext
+            F = F.copy()
+            F[ext_f] = ext_fv
+            if P is not None:
+                P = P.copy()
+                P[ext] = ext_p
+            if labP is not None:
+                labP[ext] = ext_lab
+            if P40 is not None:
+                P40[ext] = ext_p40
         if labP is None:
             labP = PixelModel.lab(P)
         if P40 is None:
@@ -704,6 +732,17 @@ class Inspector:
         del vv
         self.arrays["photo_ref"] = photo.rq
         self.arrays["photo_idx"] = photo.idx
+        # ---- what lies around the part is not the part's business: beyond a few pixels outside its outline every
+        # view shows the goods' median surroundings (the maps near the rim read a context of 1-2 texture cells,
+        # and a neighbouring tray there raised texture and seal flags on a good part)
+        ext = cv2.dilate(pmask, np.ones((3, 3), np.uint8), iterations=EXT_GAP) == 0
+        ext_f = cv2.resize(ext.astype(np.uint8), (cw * FINE, ch * FINE), interpolation=cv2.INTER_NEAREST) > 0
+        self.arrays["ext_mask"] = ext.astype(np.uint8)
+        self.arrays["ext_P"] = np.median(P, axis=0).astype(np.float32)
+        self.arrays["ext_F"] = np.median(F, axis=0).astype(np.uint8)
+        self._build_ext()
+        P[:, ext] = self.arrays["ext_P"][ext]
+        F[:, ext_f] = self.arrays["ext_F"][ext_f]
         # ---- texture feature normalisation
         feats = np.stack([cell_features(p * (1.0 / 40.0)) for p in P])
         _, gh, gw, d = feats.shape
@@ -1205,9 +1244,10 @@ class Inspector:
             raise InspectionError(f"{p}: corrupt model header ({e})") from None
         if header.get("format") != "axcell.vision.inspector":
             raise InspectionError(f"{p}: not an inspector model (format {header.get('format')!r})")
-        if header.get("version") != MODEL_VERSION:
+        if header.get("version") not in READABLE_VERSIONS:
             raise InspectionError(f"{p}: model version {header.get('version')} is not supported "
-                                  f"(this build reads version {MODEL_VERSION}); refit the model")
+                                  f"(this build reads versions {', '.join(map(str, READABLE_VERSIONS))}); "
+                                  f"refit the model")
         for k, a in arrays.items():
             if a.dtype.kind in "fc" and not np.isfinite(a).all():
                 # a fitted model never holds them; with them every comparison is false and defects pass as good
