@@ -363,6 +363,10 @@ class _Aligner:
 class Inspector:
     """Teach on good images (:meth:`fit`), then :meth:`inspect` frames."""
 
+    #: the goods' median surroundings (see :meth:`_build_ext`); None: each view keeps its own (a version 19
+    #: model, or an inspector built before this attribute existed and handed over pickled)
+    _ext: tuple | None = None
+
     def __init__(self, *, canon_long: int = 0, coreset_size: int = 48, folds: int = 5,
                  threshold_margin: float = 1.04, seed: int = 0, blob_channel: bool = True):
         self.canon_long = int(canon_long)      # 0: chosen from the part's size in pixels
