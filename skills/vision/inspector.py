@@ -391,7 +391,8 @@ class Inspector:
     def _locate(self, frame: _Frame) -> Blob | None:
         small, scale = frame.seg()
         return find_part(frame.levels[0], small=small, scale=scale, belt_lab=self.arrays.get("belt_lab"),
-                         belt_scale=self.arrays.get("belt_scale"), expected_area_frac=self.meta.get("area_frac"))
+                         belt_scale=self.arrays.get("belt_scale"), expected_area_frac=self.meta.get("area_frac"),
+                         frame_lab=self.arrays.get("frame_lab"))
 
     def _thumb_size(self) -> tuple[int, int]:
         cw, ch = self.meta["canon"]
@@ -564,19 +565,21 @@ class Inspector:
         self.arrays = {}
         frames = [_Frame(im) for im in imgs]
         # ---- pass 1: segment with the border-estimated belt colour, learn the belt colour
-        belt_px = []
+        belt_px, frame_px = [], []
         for i, fr in enumerate(frames):
             small, scale = fr.seg()
             b = find_part(fr.levels[0], small=small, scale=scale)
             if b is None:
                 raise InspectionError(f"good image #{i}: no part found (is the part visible against the belt?)")
             lab = cv2.cvtColor(cv2.GaussianBlur(small, (3, 3), 0), cv2.COLOR_BGR2LAB).reshape(-1, 3)
+            frame_px.append(lab.astype(np.float32).mean(axis=0))
             bgm = cv2.dilate(b.mask_small, np.ones((9, 9), np.uint8)).ravel() == 0
             sel = lab[bgm].astype(np.float32)
             if len(sel) > 50:
                 belt_px.append(np.median(sel, axis=0))
         if belt_px:
             self.arrays["belt_lab"] = np.median(np.array(belt_px), axis=0).astype(np.float32)
+            self.arrays["frame_lab"] = np.median(np.array(frame_px), axis=0).astype(np.float32)
         # ---- pass 2: segment with the belt model
         blobs = []
         for i, fr in enumerate(frames):

@@ -118,12 +118,14 @@ def _downscale(img: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
 
 def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale: np.ndarray | None = None,
               min_area_frac: float = 0.01, expected_area_frac: float | None = None,
-              small: np.ndarray | None = None, scale: float | None = None) -> Blob | None:
+              small: np.ndarray | None = None, scale: float | None = None,
+              frame_lab: np.ndarray | None = None) -> Blob | None:
     """Segment the part from the belt; None when nothing plausible is found.
 
     ``belt_lab``/``belt_scale``: learned belt colour (Lab, uint8 scale) and
     per-channel spread; the colour is re-centred on the image border so global
-    lighting changes do not matter.
+    lighting changes do not matter.  ``frame_lab``: the good frames' mean colour (Lab, as
+    ``belt_lab``); with it a frame whose light shifted all colours still trusts its border.
     """
     if small is None:
         small, scale = _downscale(img, WORK_LONG)
@@ -135,8 +137,14 @@ def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale
     if belt_lab is not None:
         # trust the border only when it looks like the learned belt (a part may cover it)
         mid = bg[h // 2, w // 2]
-        if np.abs(mid - belt_lab)[1:].max() > 12 or abs(mid[0] - belt_lab[0]) > 80:
-            bg = np.broadcast_to(np.asarray(belt_lab, np.float32), lab.shape)
+        exp = np.asarray(belt_lab, np.float32)
+        if (np.abs(mid - exp)[1:].max() > 12 or abs(mid[0] - exp[0]) > 80) and frame_lab is not None:
+            # ... as the light of this frame shows it: a warmer or dimmer light shifts the whole frame, belt and
+            # part alike (a white-balance shift of 15 % read as "the part covers the border", and the learned
+            # belt colour then found no part at all)
+            exp = exp + (lab.reshape(-1, 3).mean(axis=0) - np.asarray(frame_lab, np.float32))
+        if np.abs(mid - exp)[1:].max() > 12 or abs(mid[0] - exp[0]) > 80:
+            bg = np.broadcast_to(exp, lab.shape)
     sc = np.maximum(np.asarray(belt_scale, np.float32), sc_border) if belt_scale is not None else sc_border
     d = cv2.subtract(lab, np.ascontiguousarray(bg, np.float32)) if bg.ndim == 3 and bg.strides[0] else \
         cv2.subtract(lab, tuple(float(v) for v in np.asarray(bg).reshape(-1, 3)[0]) + (0.0,))
