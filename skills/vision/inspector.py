@@ -56,7 +56,9 @@ __all__ = ["Inspector", "InspectionResult", "InspectionError", "draw_overlay", "
 
 #: 19 reads as it was fitted (no surroundings arrays: the views keep their own)
 READABLE_VERSIONS = (19, 20)
-MODEL_VERSION = 20      # 20: the part's surroundings replaced by the goods' median; 19: the maps' tail levels never below the old scale; 18: each map scaled to its goods' fitted tail level (MAP_TAIL_P)
+# 20: the part's surroundings replaced by the goods' median; 19: the maps' tail levels never below the old
+# scale; 18: each map scaled to its goods' fitted tail level (MAP_TAIL_P)
+MODEL_VERSION = 20
 LK_SCALE_FROM = 0.02      # the aligner also fits scale when the goods' outlines disagree on size by more than this (sd)
 #: pixels outside the part's outline that still show the frame's own view (see fit: the surroundings)
 EXT_GAP = 2

@@ -176,8 +176,8 @@ def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale
         # larger than the part (its outline, as the part's area was measured): it may touch a neighbouring
         # tray (trays queued on a line); cut at the neck
         got = _split_touching(c, (h, w), target)
-        split = got is not None
         if got is not None:
+            split = True
             c, area = got
             contours, areas = list(contours), list(areas)
             contours[i], areas[i] = c, area
