@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sim.render import (DEFECT_KINDS, Lighting, PartSpec, get_product, make_top_down_calibration,
+from sim.render import (DEFECT_KINDS, Defect, Lighting, PartSpec, get_product, make_top_down_calibration,
                         part_pose_px, render_scene)
 from skills.vision import InspectionError, Inspector, ProductRules, draw_overlay
 
@@ -108,6 +108,22 @@ def test_part_is_found_under_a_light_warmer_or_cooler_than_taught(kimchi):
             r = ins.inspect(img)
             assert r.part_found, (tint, r.defects)
             assert math.hypot(r.pose_px[0] - gt[0], r.pose_px[1] - gt[1]) < 6.0, (tint, r.pose_px, gt)
+
+
+def test_fill_rule_holds_at_half_the_exposure(kimchi):
+    """Half the light (a lamp failing, a shorter exposure) scales every colour's chroma down with its
+    lightness: with a fixed chroma tolerance the dim food read as bare tray and every good was underfilled.
+    The tolerance follows the band's lightness against the goods'; a real underfill is still found."""
+    app, cal, ins, _ = kimchi
+    rng = np.random.default_rng(41)
+
+    def dim(img):
+        return (img.astype(np.float32) * 0.5).astype(np.uint8)
+
+    goods = [ins.inspect(dim(_render(app, [], rng, cal)[0])) for _ in range(6)]
+    assert not any("underfill" in r.defects for r in goods), [r.measurements.get("fill_coverage") for r in goods]
+    low = [ins.inspect(dim(_render(app, [Defect(kind="underfill", severity=1.0)], rng, cal)[0])) for _ in range(3)]
+    assert all("underfill" in r.defects for r in low), [r.measurements.get("fill_coverage") for r in low]
 
 
 @pytest.mark.parametrize("kind", DEFECT_KINDS)

@@ -1024,7 +1024,8 @@ class Inspector:
                 # moved the flange's chroma away from the floor's
                 half_raw = half if raw is None else [cv2.resize(v, (hw2, hh), interpolation=cv2.INTER_AREA) for v in raw]
                 band_idx = np.flatnonzero(band)
-                fls = np.stack([_floor_map(v, band_idx) for v in half_raw]).astype(np.float32)
+                ref_l = float(np.median([_band_colour(v, band_idx)[1][0] for v in half_raw]))
+                fls = np.stack([_floor_map(v, band_idx, ref_l) for v in half_raw]).astype(np.float32)
                 n_g = len(fls)
                 tot = fls.sum(axis=0)
                 cov = np.array([_coverage_w(fls[i], _fill_weight((tot - fls[i]) / max(1, n_g - 1), well))
@@ -1038,7 +1039,7 @@ class Inspector:
                 active = r.fill_range is not None or mu > 0.6
                 self.arrays["fill_well"] = well.astype(np.uint8)
                 self.arrays["fill_band"] = band.astype(np.uint8)
-                self.meta["fill"] = {"lo": float(lo), "hi": float(hi), "active": bool(active),
+                self.meta["fill"] = {"lo": float(lo), "hi": float(hi), "active": bool(active), "band_l": ref_l,
                                      "good_mean": mu, "good_std": sd}
 
     # ------------------------------------------------------------------ inspect
@@ -1139,7 +1140,7 @@ class Inspector:
         fill = self.meta.get("fill")
         if fill is not None:
             half_raw = cv2.resize(view, (cw // 2, ch // 2), interpolation=cv2.INTER_AREA)
-            cov = _coverage_w(_floor_map(half_raw, self._fill_band), self.arrays["fill_weight"])
+            cov = _coverage_w(_floor_map(half_raw, self._fill_band, fill.get("band_l")), self.arrays["fill_weight"])
             meas["fill_coverage"] = cov
             if fill["active"] and not (fill["lo"] <= cov <= fill["hi"]):
                 kind = "underfill" if cov < fill["lo"] else "overfill"
@@ -1329,11 +1330,16 @@ def _norm_grey(v: np.ndarray) -> np.ndarray:
     return (g - float(m[0, 0])) / max(float(s[0, 0]), 1.0)
 
 
-def _floor_map(half_bgr: np.ndarray, band_idx: np.ndarray) -> np.ndarray:
-    """Bool map of the pixels that look like the bare tray (judged against the seal band's own colour);
-    ``band_idx``: the band's pixels as flat indices (``np.flatnonzero`` of its mask)."""
+def _band_colour(half_bgr: np.ndarray, band_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lab = cv2.cvtColor(half_bgr, cv2.COLOR_BGR2LAB)
-    return floor_like(lab, _median_u8(np.take(lab.reshape(-1, 3), band_idx, axis=0)))
+    return lab, _median_u8(np.take(lab.reshape(-1, 3), band_idx, axis=0))
+
+
+def _floor_map(half_bgr: np.ndarray, band_idx: np.ndarray, ref_l: float | None = None) -> np.ndarray:
+    """Bool map of the pixels that look like the bare tray (judged against the seal band's own colour);
+    ``band_idx``: the band's pixels as flat indices (``np.flatnonzero`` of its mask); ``ref_l``: see floor_like."""
+    lab, band = _band_colour(half_bgr, band_idx)
+    return floor_like(lab, band, ref_l)
 
 
 def _median_u8(x: np.ndarray) -> np.ndarray:

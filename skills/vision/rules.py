@@ -124,11 +124,19 @@ class LabelMatcher:
         return res[a1], a1
 
 
-def floor_like(lab_half: np.ndarray, band_lab: np.ndarray) -> np.ndarray:
-    """Pixels that look like the bare tray (close in chroma to the seal band, plausible lightness)."""
+def floor_like(lab_half: np.ndarray, band_lab: np.ndarray, ref_l: float | None = None) -> np.ndarray:
+    """Pixels that look like the bare tray (close in chroma to the seal band, plausible lightness).
+
+    ``ref_l``: the band's lightness (8-bit Lab) on the good images. A dimmer or brighter light scales CIELAB's
+    a*, b* of every colour by about the cube root of the light, as it does L* + 16: the chroma tolerance
+    follows, so dim food is not read as bare tray."""
+    tol = 12.0
+    if ref_l is not None:
+        k = (float(band_lab[0]) * (100.0 / 255.0) + 16.0) / (float(ref_l) * (100.0 / 255.0) + 16.0)
+        tol *= min(max(k, 0.3), 1.5)
     a = lab_half[..., 1].astype(np.float32) - float(band_lab[1])
     b = lab_half[..., 2].astype(np.float32) - float(band_lab[2])
-    chroma_ok = (a * a + b * b) < 12.0 ** 2
+    chroma_ok = (a * a + b * b) < tol * tol
     L = lab_half[..., 0].astype(np.float32)
     lo, hi = 0.35 * float(band_lab[0]) - 10, 1.15 * float(band_lab[0]) + 12
     return chroma_ok & (L > lo) & (L < hi)
