@@ -746,14 +746,14 @@ class Inspector:
         # ---- what lies around the part is not the part's business: beyond a few pixels outside its outline every
         # view shows the goods' median surroundings (the maps near the rim read a context of 1-2 texture cells,
         # and a neighbouring tray there raised texture and seal flags on a good part)
-        ext = cv2.dilate(pmask, np.ones((3, 3), np.uint8), iterations=EXT_GAP) == 0
-        ext_f = cv2.resize(ext.astype(np.uint8), (cw * FINE, ch * FINE), interpolation=cv2.INTER_NEAREST) > 0
-        self.arrays["ext_mask"] = ext.astype(np.uint8)
+        near = cv2.dilate(pmask, np.ones((3, 3), np.uint8), iterations=EXT_GAP)
+        self.arrays["ext_mask"] = (near == 0).astype(np.uint8)
         self.arrays["ext_P"] = np.median(P, axis=0).astype(np.float32)
         self.arrays["ext_F"] = np.median(F, axis=0).astype(np.uint8)
         self._build_ext()
-        P[:, ext] = self.arrays["ext_P"][ext]
-        F[:, ext_f] = self.arrays["ext_F"][ext_f]
+        ext, _, _, ext_p, ext_f, ext_fv = self._ext       # the masks and views _maps writes, for every good at once
+        P[:, ext > 0] = ext_p[ext > 0]
+        F[:, ext_f > 0] = ext_fv[ext_f > 0]
         # ---- texture feature normalisation
         feats = np.stack([cell_features(p * (1.0 / 40.0)) for p in P])
         _, gh, gw, d = feats.shape
@@ -1024,8 +1024,9 @@ class Inspector:
                 # moved the flange's chroma away from the floor's
                 half_raw = half if raw is None else [cv2.resize(v, (hw2, hh), interpolation=cv2.INTER_AREA) for v in raw]
                 band_idx = np.flatnonzero(band)
-                ref_l = float(np.median([_band_colour(v, band_idx)[1][0] for v in half_raw]))
-                fls = np.stack([_floor_map(v, band_idx, ref_l) for v in half_raw]).astype(np.float32)
+                labs_bands = [_band_colour(v, band_idx) for v in half_raw]     # each view converted once
+                ref_l = float(np.median([band[0] for _, band in labs_bands]))
+                fls = np.stack([floor_like(lab, band, ref_l) for lab, band in labs_bands]).astype(np.float32)
                 n_g = len(fls)
                 tot = fls.sum(axis=0)
                 cov = np.array([_coverage_w(fls[i], _fill_weight((tot - fls[i]) / max(1, n_g - 1), well))
