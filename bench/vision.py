@@ -58,14 +58,19 @@ def auroc(pos, neg) -> float:
 
 
 def make_set(app: ProductAppearance, n: int, kinds: list[str], rng: np.random.Generator, cal,
-             background: np.ndarray | None = None, camera=None):
+             background: np.ndarray | None = None, camera=None, fixture: bool = False):
     """``n`` frames of ``app`` with the given defect kinds; on the simulated belt, or on ``background``.
-    ``camera(frame, rng) -> frame``: what a real camera and its compression do to each frame."""
+    ``camera(frame, rng) -> frame``: what a real camera and its compression do to each frame.  ``fixture``:
+    the part lies within 3 mm and 4° of the frame's centre and axes (either end first), not anywhere."""
     out = []
     for _ in range(n):
-        part = PartSpec(app, x=float(rng.uniform(-0.02, 0.02)), y=float(rng.uniform(-0.02, 0.02)),
-                        yaw=float(rng.uniform(-math.pi, math.pi)), defects=list(kinds),
-                        seed=int(rng.integers(1 << 31)))
+        if fixture:
+            x, y = (float(rng.uniform(-0.003, 0.003)) for _ in range(2))
+            yaw = math.radians(float(rng.uniform(-4.0, 4.0))) + (math.pi if rng.uniform() < 0.5 else 0.0)
+        else:
+            x, y = (float(rng.uniform(-0.02, 0.02)) for _ in range(2))
+            yaw = float(rng.uniform(-math.pi, math.pi))
+        part = PartSpec(app, x=x, y=y, yaw=yaw, defects=list(kinds), seed=int(rng.integers(1 << 31)))
         frame = render_scene([part], cal, lighting=Lighting.random(rng), rng=rng, image=background)
         out.append(frame if camera is None else camera(frame, rng))
     return out
@@ -99,12 +104,16 @@ def make_cell_set(app: ProductAppearance, n: int, kinds: list[str], seed: int):
 
 
 def run_product(app: ProductAppearance, n_train: int, n_good: int, n_def: int, seed: int, use_rules: bool,
-                cell: bool = False, background: np.ndarray | None = None, margin_mm: float = 60.0, camera=None):
+                cell: bool = False, background: np.ndarray | None = None, margin_mm: float = 60.0, camera=None,
+                fixture_mm: float | None = None):
     """Fit on ``n_train`` goods, score goods and every defect kind; ``margin_mm``: frame height = the part's
     diagonal + this (smaller: tighter framing); ``background``: a (1024, 1280, 3) frame instead of the belt;
-    ``camera``: applied to every frame (see :func:`make_set`)."""
+    ``camera``: applied to every frame (see :func:`make_set`); ``fixture_mm``: instead, the part lies in a
+    fixture (see :func:`make_set`) and the frame holds its length and width with this many mm to spare."""
     W, H = 1280, 1024
     mmpp = (math.hypot(app.length_mm, app.width_mm) + margin_mm) / H
+    if fixture_mm is not None:
+        mmpp = max((app.length_mm + fixture_mm) / W, (app.width_mm + fixture_mm) / H)
     cal = make_top_down_calibration(W, H, mmpp)
     rng = np.random.default_rng(seed)
     t = time.perf_counter()
@@ -113,9 +122,10 @@ def run_product(app: ProductAppearance, n_train: int, n_good: int, n_def: int, s
         goods = make_cell_set(app, n_good, [], seed + 1)
         defs = {k: make_cell_set(app, n_def, [k], seed + 2 + i) for i, k in enumerate(DEFECT_KINDS)}
     else:
-        train = make_set(app, n_train, [], rng, cal, background, camera)
-        goods = make_set(app, n_good, [], rng, cal, background, camera)
-        defs = {k: make_set(app, n_def, [k], rng, cal, background, camera) for k in DEFECT_KINDS}
+        fx = fixture_mm is not None
+        train = make_set(app, n_train, [], rng, cal, background, camera, fx)
+        goods = make_set(app, n_good, [], rng, cal, background, camera, fx)
+        defs = {k: make_set(app, n_def, [k], rng, cal, background, camera, fx) for k in DEFECT_KINDS}
     gen_s = time.perf_counter() - t
     rules = ProductRules(**app.inspection_rules()) if use_rules else None
     t = time.perf_counter()

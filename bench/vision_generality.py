@@ -5,6 +5,7 @@
     python bench/vision_generality.py --backgrounds    # kimchi on five backgrounds (white, black, wood, ...)
     python bench/vision_generality.py --framing 15     # kimchi framed tightly (diagonal + 15 mm)
     python bench/vision_generality.py --camera         # six products, clean and through a real camera's faults
+    python bench/vision_generality.py --fixture 4      # eight products in a fixture, framed with 4 mm to spare
 
 Each random product draws its shape (oblong, square or round), size, tray and contents colours, kind of
 contents, fill and label (size, place, colours; sometimes centred) from a seeded generator, so the set is
@@ -108,6 +109,9 @@ def main(argv=None) -> int:
     ap.add_argument("--framing", type=float, default=None, help="kimchi framed with this many mm to spare instead")
     ap.add_argument("--camera", action="store_true",
                     help="six products (three named, three random), each clean and through camera_effects")
+    ap.add_argument("--fixture", type=float, default=None,
+                    help="eight products (four named, four random), each within 3 mm and 4 deg of the frame's "
+                         "centre and axes, framed with this many mm to spare: the frame's edge cuts many goods")
     ap.add_argument("--goods", type=int, default=40, help="test goods per case")
     ap.add_argument("--n-def", type=int, default=12, help="defective images per kind per case")
     a = ap.parse_args(argv)
@@ -119,6 +123,11 @@ def main(argv=None) -> int:
         for j, (name, app) in enumerate(named + rand):   # the same frames before the camera: one seed per product
             cases.append((f"{name}, clean", app, dict(seed=a.seed + j)))
             cases.append((f"{name}, camera", app, dict(seed=a.seed + j, camera=camera_effects)))
+    elif a.fixture is not None:
+        named = [(n, PRODUCTS[n]) for n in ("kimchi", "beef_bulgogi", "salad", "rice_curry")]
+        rand = [(f"rand{a.seed + i}", random_product(a.seed + i, np.random.default_rng(a.seed + i))) for i in range(4)]
+        for name, app in named + rand:
+            cases.append((f"{name}, {a.fixture:g} mm to spare", app, dict(fixture_mm=a.fixture)))
     elif a.backgrounds or a.framing is not None:
         app = PRODUCTS["kimchi"]
         for name, bg in (backgrounds().items() if a.backgrounds else [("belt", None)]):

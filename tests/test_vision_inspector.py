@@ -312,6 +312,43 @@ def test_tight_framing_close_to_the_edge_is_whole_cut_by_it_is_truncated():
     assert all("part_truncated" in r.defects for r in cut), [r.defects for r in cut]
 
 
+def test_camera_framed_so_tightly_that_the_goods_pass_its_edge():
+    """A camera framed on the tray alone (4 mm to spare, a few mm and degrees of play): the frame's edge cuts
+    the flange of most goods, and the belt shows only in the corners.  That is how this camera sees a good
+    part: the fit learns the part, not the edge's cut (the belt, the part's size and centre from the sides the
+    frame does not cut, how far goods pass the edge), and a part's view beyond the edge is not judged.  Before,
+    the tray passed for belt (its contents were taken for the part) or was placed at the middle of what
+    showed: about a third of the goods were rejected, as truncated, wrong in size or anomalous."""
+    app = get_product("kimchi")
+    mmpp = max((app.length_mm + 4.0) / W, (app.width_mm + 4.0) / H)
+    cal = make_top_down_calibration(W, H, mmpp)
+    rng = np.random.default_rng(19)
+
+    def render(kinds=()):
+        p = PartSpec(app, x=float(rng.uniform(-0.003, 0.003)), y=float(rng.uniform(-0.003, 0.003)),
+                     yaw=math.radians(float(rng.uniform(-4, 4))) + (math.pi if rng.uniform() < 0.5 else 0.0),
+                     defects=list(kinds), seed=int(rng.integers(1 << 30)))
+        return render_scene([p], cal, lighting=Lighting.random(rng), rng=rng), part_pose_px(p, cal)
+
+    ins = Inspector().fit([render()[0] for _ in range(40)], ProductRules(**app.inspection_rules()))
+    assert ins.meta.get("overhang_px", 0.0) > 2.0    # the goods did pass the edge
+    L, Wd = ins.meta["nominal_px"]
+    assert abs(L / Wd - app.length_mm / app.width_mm) < 0.05, (L, Wd)     # the tray's proportions, not the food's
+    res, cut = [], 0
+    for _ in range(20):
+        img, gt = render()
+        r = ins.inspect(img)
+        res.append(r)
+        cut += ins._overhang(r.canonical_to_image, img.shape) > 1.0
+        # within 3 mm, as test_localisation_and_180_resolution (the shadow biases the outline's centre slightly)
+        assert math.hypot(r.pose_px[0] - gt[0], r.pose_px[1] - gt[1]) * mmpp < 3.0, (r.pose_px, gt)
+        assert not {"part_truncated", "wrong_size", "missing_label", "underfill"} & set(r.defects), r.defects
+    assert cut >= 5, cut                           # the case is what it says: many goods pass the edge
+    assert sum(r.defective for r in res) <= 3, [(round(r.score, 2), r.defects) for r in res if r.defective]
+    bad = [ins.inspect(render(["missing_label"])[0]) for _ in range(3)]
+    assert all("missing_label" in r.defects for r in bad), [r.defects for r in bad]
+
+
 def test_zone_colour_common_food_colour_is_normal_in_every_pooled_zone():
     """A colour common in the contents as a whole is not novel in a pooled zone where the goods happened not
     to show it (the cell's false rejects of good bulgogi: white / green pieces); a rare colour stays novel."""

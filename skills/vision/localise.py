@@ -98,6 +98,12 @@ class Blob:
     #: cut off a touching neighbour (``_split_touching``): the outline lost a little at the cut, so the
     #: centre is better taken from the aligned view
     split: bool = False
+    #: the outline's extent along the long axis (u, at ``angle``) and across it (v), full-resolution px about
+    #: the image origin: (u_min, u_max, v_min, v_max)
+    uv: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    #: which of those four ends lies on the frame's edge: that end of the part may be out of view, and its
+    #: extent says nothing of the part's size or centre there
+    clipped: tuple[bool, bool, bool, bool] = (False, False, False, False)
 
     @property
     def contrast(self) -> float:
@@ -133,7 +139,12 @@ def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale
     sm = cv2.GaussianBlur(small, (3, 3), 0)
     lab = cv2.cvtColor(sm, cv2.COLOR_BGR2LAB).astype(np.float32)
     h, w = lab.shape[:2]
-    bg, sc_border = _background(lab)
+    seen = None             # the taught belt colour, as this frame's light shows it (see below)
+    if belt_lab is not None:
+        seen = np.asarray(belt_lab, np.float32)
+        if frame_lab is not None:
+            seen = seen + (lab.reshape(-1, 3).mean(axis=0) - np.asarray(frame_lab, np.float32))
+    bg, sc_border = _background(lab, belt=seen)
     if belt_lab is not None:
         # trust the border only when it looks like the learned belt (a part may cover it)
         mid = bg[h // 2, w // 2]
@@ -209,10 +220,32 @@ def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale
     ang = (ang + 90.0) % 180.0 - 90.0
     touches = _touches(hull, h, w)
     s = float(scale)
+    uv, clipped = _extent(hull, ang, h, w, s) if touches else ((0.0, 0.0, 0.0, 0.0), (False,) * 4)
     # minAreaRect works on pixel centres of the boundary: add one pixel of the working scale
     return Blob(cx=(cx + 0.5) * s - 0.5, cy=(cy + 0.5) * s - 0.5, length=(rw + 1.0) * s, width=(rh + 1.0) * s,
                 angle=float(ang), area=float(cv2.contourArea(hull)) * s * s, touches_border=bool(touches),
-                mask_small=mask, scale=s, dist_small=dist, split=split)
+                mask_small=mask, scale=s, dist_small=dist, split=split, uv=uv, clipped=clipped)
+
+
+def _extent(hull: np.ndarray, ang: float, h: int, w: int, s: float):
+    """The outline's extent along and across ``ang`` (full px, as :attr:`Blob.uv`) and which ends of it lie on
+    the frame's edge (:attr:`Blob.clipped`): an end is cut when some outline point within a working pixel of
+    that extreme sits on the edge."""
+    pts = hull.reshape(-1, 2).astype(np.float64)
+    edge = (pts[:, 0] <= 0.5) | (pts[:, 1] <= 0.5) | (pts[:, 0] >= w - 1.5) | (pts[:, 1] >= h - 1.5)
+    full = (pts + 0.5) * s - 0.5
+    a = math.radians(ang)
+    c_, s_ = math.cos(a), math.sin(a)
+    u = full[:, 0] * c_ + full[:, 1] * s_
+    v = -full[:, 0] * s_ + full[:, 1] * c_
+    tol = 1.0 * s
+    ends = []
+    for q, lo in ((u, True), (u, False), (v, True), (v, False)):
+        near = q <= q.min() + tol if lo else q >= q.max() - tol
+        ends.append(bool(edge[near].any()))
+    half = 0.5 * s           # as the blob's length and width: the outline runs through boundary pixel centres
+    return ((float(u.min()) - half, float(u.max()) + half, float(v.min()) - half, float(v.max()) + half),
+            tuple(ends))
 
 
 _RING: dict[tuple[int, int], tuple] = {}
@@ -239,23 +272,36 @@ def _ring(h: int, w: int, b: int):
     return r
 
 
-def _background(lab: np.ndarray, b: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """Belt colour as a plane a + b·x + c·y per channel, fitted robustly to the image border; and its spread."""
+def _background(lab: np.ndarray, b: int = 3, belt: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Belt colour as a plane a + b·x + c·y per channel, fitted robustly to the image border; and its spread.
+
+    ``belt``: the taught belt colour, when known.  Where less than half the border is near it (but some is),
+    the part covers most of the border (a camera framed on the part alone): the plane and its spread are
+    fitted to the border pixels near the taught colour.  Otherwise the first plane is fitted to the whole
+    border, and the final one to the pixels within 4 spreads of it.  Before a belt colour is taught, the
+    first plane is fitted to the border pixels near the border's densest colour instead: a part covering a
+    tenth of the border (a tightly framed tray) tilted a plane fitted to all of it towards its own colour far
+    enough that the whole tray passed for belt, its contents were taken for the part, and the tray's colour
+    was taught as the belt's.  (On a plain border with a gradient of light the whole-border start is the
+    better: a white belt saturated in one corner had its densest colour there, and the plane missed the rest.)"""
     h, w = lab.shape[:2]
     flat, A, pinv, basis = _ring(h, w, b)
     v = np.take(lab.reshape(-1, 3), flat, axis=0)       # the rows of lab[flat]: np.take gathers rows ~8x faster
-    coef = pinv @ v
-    dev = np.abs(v - A @ coef)
-    mad = _median0(dev) * 1.4826 + 1e-3
-    q = dev / mad
-    # the largest of the three channels, as .max(axis=1) gives it (a max is exact) without a reduction over
-    # a 3-long axis, which numpy runs row by row
-    keep = np.flatnonzero(np.maximum(np.maximum(q[:, 0], q[:, 1]), q[:, 2]) < 4.0)
-    if len(keep) >= 0.3 * len(v):
-        Ak = np.take(A, keep, axis=0)      # = A[mask], v[mask] of the boolean mask (its indices, found once)
-        vk = np.take(v, keep, axis=0)
-        coef = np.linalg.solve(Ak.T @ Ak + np.eye(3, dtype=np.float32) * 1e-6, Ak.T @ vk)
-        mad = _median0(np.abs(vk - Ak @ coef)) * 1.4826 + 1e-3
+    fit = None
+    if belt is not None:
+        dv = np.abs(v - belt)
+        kb = np.flatnonzero((dv[:, 0] < BELT_NEAR[0]) & (np.maximum(dv[:, 1], dv[:, 2]) < BELT_NEAR[1]))
+        if len(kb) >= 0.05 * len(v):
+            fit = _border_plane(v, A, kb, 0.05 if len(kb) < 0.5 * len(v) else 0.3)
+        if fit is None:
+            fit = _border_plane(v, A, None, 0.3)
+    else:
+        d0 = np.abs(v - _shorth(v))
+        q0 = d0 / np.maximum(_median0(d0) * 1.4826, _SC_FLOOR)
+        k0 = np.flatnonzero(np.maximum(np.maximum(q0[:, 0], q0[:, 1]), q0[:, 2]) < 4.0)
+        fit = _border_plane(v, A, k0 if len(k0) >= 0.3 * len(v) else None, 0.3)
+    if fit is not None:
+        coef, mad = fit
     else:                       # the part covers most of the border: fall back to a constant
         coef = np.zeros((3, 3), np.float32)
         coef[0] = np.median(v, axis=0)
@@ -263,8 +309,48 @@ def _background(lab: np.ndarray, b: int = 3) -> tuple[np.ndarray, np.ndarray]:
     c = coef.astype(np.float32)
     # plane = c0 + [x, y] @ [c1; c2], one matrix transform of the cached (x, y) basis
     bg = cv2.transform(basis, np.ascontiguousarray(np.concatenate([c[1:].T, c[0][:, None]], axis=1)))
-    sc = np.maximum(mad * 1.5, np.array([2.0, 1.0, 1.0])).astype(np.float32)
+    sc = np.maximum(mad * 1.5, _SC_FLOOR).astype(np.float32)
     return bg, sc
+
+
+def _border_plane(v: np.ndarray, A: np.ndarray, start: np.ndarray | None, need: float):
+    """(coef, spread) of a plane fitted to border colours ``v`` (design ``A``): first to the rows ``start`` (None:
+    all), then to every row within 4 spreads of that plane (the spread of ``start``'s rows about it, or of all
+    rows' when ``start`` is None or most of the rows).  None when fewer than ``need`` of the rows are within."""
+    if start is None:
+        Ak, vk = A, v
+    else:
+        Ak, vk = np.take(A, start, axis=0), np.take(v, start, axis=0)
+    coef = np.linalg.solve(Ak.T @ Ak + np.eye(3, dtype=np.float32) * 1e-6, Ak.T @ vk)
+    dev = np.abs(v - A @ coef)
+    own = start is not None and len(start) < 0.5 * len(v)
+    mad = _median0(np.abs(vk - Ak @ coef) if own else dev) * 1.4826 + 1e-3
+    q = dev / mad
+    # the largest of the three channels, as .max(axis=1) gives it (a max is exact) without a reduction over
+    # a 3-long axis, which numpy runs row by row
+    keep = np.flatnonzero(np.maximum(np.maximum(q[:, 0], q[:, 1]), q[:, 2]) < 4.0)
+    if len(keep) < need * len(v):
+        return None
+    Ak = np.take(A, keep, axis=0)      # = A[mask], v[mask] of the boolean mask (its indices, found once)
+    vk = np.take(v, keep, axis=0)
+    coef = np.linalg.solve(Ak.T @ Ak + np.eye(3, dtype=np.float32) * 1e-6, Ak.T @ vk)
+    return coef, _median0(np.abs(vk - Ak @ coef)) * 1.4826 + 1e-3
+
+
+_SC_FLOOR = np.array([2.0, 1.0, 1.0], np.float32)      # the least spread of the belt's L*, a*, b* (8-bit Lab)
+#: a border pixel this near the taught belt colour (8-bit Lab: lightness, then a* and b*) may be belt
+BELT_NEAR = (30.0, 10.0)
+
+
+def _shorth(v: np.ndarray) -> np.ndarray:
+    """Per column of (n, k) ``v``: the middle of the shortest interval that holds half the values (the densest
+    half; unlike the median it stays on the belt when a part covers nearly half the border)."""
+    x = np.sort(v, axis=0)
+    m = len(x) // 2
+    width = x[m:] - x[: len(x) - m]
+    i = np.argmin(width, axis=0)
+    cols = np.arange(x.shape[1])
+    return 0.5 * (x[i, cols] + x[i + m, cols])
 
 
 def _median0(x: np.ndarray) -> np.ndarray:
