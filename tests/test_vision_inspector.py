@@ -126,6 +126,16 @@ def test_fill_rule_holds_at_half_the_exposure(kimchi):
     assert all("underfill" in r.defects for r in low), [r.measurements.get("fill_coverage") for r in low]
 
 
+def test_a_tray_of_the_wrong_size_or_proportions_is_wrong_size(kimchi):
+    """The size rule (8 % by default): a tray 14 % smaller all round, or 14 % narrower only, is ``wrong_size``."""
+    app, cal, ins, _ = kimchi
+    rng = np.random.default_rng(51)
+    for k_len, k_wid in ((0.86, 0.86), (1.0, 0.86)):
+        small = app.model_copy(update={"length_mm": app.length_mm * k_len, "width_mm": app.width_mm * k_wid})
+        res = [ins.inspect(_render(small, [], rng, cal)[0]) for _ in range(3)]
+        assert all("wrong_size" in r.defects for r in res), (k_len, k_wid, [r.measurements for r in res])
+
+
 @pytest.mark.parametrize("kind", DEFECT_KINDS)
 def test_defect_kind_detected(kimchi, kind):
     app, cal, ins, _ = kimchi
@@ -289,6 +299,13 @@ def test_white_tray_on_white_background():
     assert max(errs) < 3.0, [round(e, 1) for e in errs]            # no end-for-end flips
     bad = [ins.inspect(render(["missing_label"])[0]) for _ in range(4)]
     assert all("missing_label" in r.defects for r in bad), [r.defects for r in bad]
+    # the size rule reads the aligned scale here, and the outline's proportions only beyond what the goods'
+    # outlines disagree on: a tray 14 % smaller, or 14 % narrower, is still the wrong size
+    for k_len, k_wid in ((0.86, 0.86), (1.0, 0.86)):
+        app_k = app.model_copy(update={"length_mm": app.length_mm * k_len, "width_mm": app.width_mm * k_wid})
+        p = PartSpec(app_k, x=0.0, y=0.0, yaw=float(rng.uniform(-math.pi, math.pi)), seed=int(rng.integers(1 << 30)))
+        r = ins.inspect(render_scene([p], cal, lighting=Lighting.random(rng), rng=rng, image=white))
+        assert "wrong_size" in r.defects, (k_len, k_wid, r.measurements, ins.meta["aspect_spread"])
 
 
 def test_tight_framing_close_to_the_edge_is_whole_cut_by_it_is_truncated():
