@@ -432,11 +432,6 @@ class Inspector:
             return list(zip(Ms, _thumb_descs([frame.warp((_h(M) @ St)[:2], tw, th) for M in Ms])))
 
         bcx, bcy = self._centre(blob)
-        if self.meta.get("lk_scale") and not any(blob.clipped):
-            # alignment fits the scale here: it starts from the outline's (the aligner takes steps of at most
-            # 10 % and moves at most 20 %; from the taught size it stopped at 8 % on a tray 14 % small)
-            k = min(max(math.sqrt(blob.length * blob.width / (L * W)), 0.8), 1.25)
-            L, W = L * k, W * k
         M0 = warp_matrix(bcx, bcy, blob.angle, L, W, cw, ch, MARGIN)
         if mode == "flip2":
             cands = cands_of([M0, _rot180(M0, cw, ch)])
@@ -1228,11 +1223,16 @@ class Inspector:
             if self.meta.get("lk_scale"):
                 k = _scale_of(M) / ((L * (1 + 2 * MARGIN)) / cw)
                 dev = abs(k - 1.0)
-                if mode == "flip2" and not (cut_u or cut_v):
-                    # beyond what the goods' own outlines disagree on (this path is taken because segmentation
-                    # is unsure of the outline: a grey camera put two goods in 40 at 9 % off in proportion)
-                    spread = 2.0 * float(self.meta.get("aspect_spread", 0.0))
-                    dev = max(dev, abs((blob.length / blob.width) / (L / W) - 1.0) - spread)
+                if not (cut_u or cut_v):
+                    # the outline's size and proportions too, beyond what the goods' own outlines disagree on
+                    # (this path is taken because segmentation is unsure of the outline: a grey camera put two
+                    # goods in 40 at 9 % off in proportion).  The aligned scale matches the whole view: a tray
+                    # 20 % small with the label and rim of the taught one read less than 8 % small.
+                    dev = max(dev, abs(math.sqrt(blob.length * blob.width / (L * W)) - 1.0)
+                              - 2.0 * max(self.meta["size_spread"]))
+                    if mode == "flip2":
+                        dev = max(dev, abs((blob.length / blob.width) / (L / W) - 1.0)
+                                  - 2.0 * float(self.meta.get("aspect_spread", 0.0)))
             elif mode == "flip2" or cut_u or cut_v:
                 devs = ([] if cut_u else [abs(blob.length / L - 1.0)]) + ([] if cut_v else [abs(blob.width / W - 1.0)])
                 dev = max(devs) if devs else None
