@@ -62,6 +62,8 @@ MODEL_VERSION = 20
 LK_SCALE_FROM = 0.02      # the aligner also fits scale when the goods' outlines disagree on size by more than this (sd)
 #: pixels outside the part's outline that still show the frame's own view (see fit: the surroundings)
 EXT_GAP = 2
+#: shades of the belt count as belt (shadows) when that leaves the goods' outlines' size spread below this share
+SHADOW_GAIN = 0.8
 MARGIN = 0.04            # canonical view margin around the part (fraction of each side)
 SEG_LONG = 200           # segmentation works on the first pyramid level with long side ≤ this
 COLOUR_GRID = 16         # colour-novelty regions along the part's long side (where the goods repeat)
@@ -394,7 +396,7 @@ class Inspector:
         small, scale = frame.seg()
         return find_part(frame.levels[0], small=small, scale=scale, belt_lab=self.arrays.get("belt_lab"),
                          belt_scale=self.arrays.get("belt_scale"), expected_area_frac=self.meta.get("area_frac"),
-                         frame_lab=self.arrays.get("frame_lab"))
+                         frame_lab=self.arrays.get("frame_lab"), shadow=bool(self.meta.get("shadow")))
 
     def _thumb_size(self) -> tuple[int, int]:
         cw, ch = self.meta["canon"]
@@ -625,6 +627,17 @@ class Inspector:
             if b is None:
                 raise InspectionError(f"good image #{i}: no part found with the learned belt model")
             blobs.append(b)
+        # a shade of the belt around the part may be the part's shadow (a lamp to one side): taken for part of
+        # the outline, it turned the part 20 degrees and end for end (salad, a shadow 25 px out: 2 goods in
+        # 40).  Counted as belt when that makes the goods' outlines clearly more alike in size; a product
+        # with that look of its own (a black tray on a grey belt) loses pieces of itself instead, unevenly
+        if "belt_lab" in self.arrays:
+            self.meta["shadow"] = True
+            alt = [self._locate(fr) for fr in frames]
+            if any(b is None for b in alt) or _outline_spread(alt) >= SHADOW_GAIN * _outline_spread(blobs):
+                self.meta["shadow"] = False
+            else:
+                blobs = alt
         # sizes from the goods whose outline the frame's edge does not cut (when there are enough of them)
         def uncut(ends: tuple[int, ...]) -> list[Blob]:
             got = [b for b in blobs if not any(b.clipped[k] for k in ends)]
@@ -1521,6 +1534,14 @@ def _line_like(comp: np.ndarray, canon_long: int) -> bool:
 
 def _overlap(a, b) -> bool:
     return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
+
+
+def _outline_spread(blobs: Sequence[Blob]) -> float:
+    """How much found outlines disagree on the part's size: the sd of length and of width, relative to their
+    medians, summed."""
+    Ls = np.array([b.length for b in blobs])
+    Ws = np.array([b.width for b in blobs])
+    return float(np.std(Ls / np.median(Ls)) + np.std(Ws / np.median(Ws)))
 
 
 def _beyond(M: np.ndarray, shape: tuple[int, ...], cw: int, ch: int) -> tuple[np.ndarray, np.ndarray] | None:

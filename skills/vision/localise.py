@@ -125,8 +125,12 @@ def _downscale(img: np.ndarray, long_side: int) -> tuple[np.ndarray, float]:
 def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale: np.ndarray | None = None,
               min_area_frac: float = 0.01, expected_area_frac: float | None = None,
               small: np.ndarray | None = None, scale: float | None = None,
-              frame_lab: np.ndarray | None = None) -> Blob | None:
+              frame_lab: np.ndarray | None = None, shadow: bool = False) -> Blob | None:
     """Segment the part from the belt; None when nothing plausible is found.
+
+    ``shadow``: a darker shade of the belt (its colour at a lower light, see :func:`_shadow_like`) is belt,
+    not part: a shadow the part casts.  Only for products with nothing of that look (the inspector decides
+    at fit): a black tray on a grey belt would lose pieces of itself.
 
     ``belt_lab``/``belt_scale``: learned belt colour (Lab, uint8 scale) and
     per-channel spread; the colour is re-centred on the image border so global
@@ -161,6 +165,8 @@ def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale
         cv2.subtract(lab, tuple(float(v) for v in np.asarray(bg).reshape(-1, 3)[0]) + (0.0,))
     d = cv2.multiply(d, tuple(float(1.0 / v) for v in sc) + (0.0,))
     dist = cv2.sqrt(cv2.transform(cv2.multiply(d, d), _ONES3))
+    if shadow:
+        dist[_shadow_like(lab, bg, sc)] = 0.0
     thr = SIGMA_THR
     fg = cv2.compare(dist, thr, cv2.CMP_GT)          # 255 / 0
     k = max(3, (min(h, w) // 60) | 1)
@@ -225,6 +231,18 @@ def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale
     return Blob(cx=(cx + 0.5) * s - 0.5, cy=(cy + 0.5) * s - 0.5, length=(rw + 1.0) * s, width=(rh + 1.0) * s,
                 angle=float(ang), area=float(cv2.contourArea(hull)) * s * s, touches_border=bool(touches),
                 mask_small=mask, scale=s, dist_small=dist, split=split, uv=uv, clipped=clipped)
+
+
+def _shadow_like(lab: np.ndarray, bg: np.ndarray, sc: np.ndarray) -> np.ndarray:
+    """Pixels (of an 8-bit Lab image) that look like the belt ``bg`` (spread ``sc``) under less light: clearly
+    darker, down to a third of its lightness, with its chroma shrunk in proportion (CIELAB chroma follows
+    L* + 16 as the light dims)."""
+    bg = np.broadcast_to(np.asarray(bg, np.float32), lab.shape)
+    r = (lab[..., 0] + 40.8) / (bg[..., 0] + 40.8)            # (L* + 16) ratio, in 8-bit L units
+    ok = (lab[..., 0] < bg[..., 0] - 2.0 * sc[0]) & (r >= 0.35)
+    for c in (1, 2):
+        ok &= np.abs((lab[..., c] - 128.0) - r * (bg[..., c] - 128.0)) < 3.0 * sc[c] + 3.0
+    return ok
 
 
 def _extent(hull: np.ndarray, ang: float, h: int, w: int, s: float):
