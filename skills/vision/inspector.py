@@ -392,11 +392,13 @@ class Inspector:
         self._built = False
 
     # ------------------------------------------------------------------ shared steps
-    def _locate(self, frame: _Frame) -> Blob | None:
+    def _locate(self, frame: _Frame, shadow: bool | None = None) -> Blob | None:
+        """The part in ``frame`` with the taught belt model; ``shadow``: the model's choice unless given."""
         small, scale = frame.seg()
         return find_part(frame.levels[0], small=small, scale=scale, belt_lab=self.arrays.get("belt_lab"),
                          belt_scale=self.arrays.get("belt_scale"), expected_area_frac=self.meta.get("area_frac"),
-                         frame_lab=self.arrays.get("frame_lab"), shadow=bool(self.meta.get("shadow")))
+                         frame_lab=self.arrays.get("frame_lab"),
+                         shadow=bool(self.meta.get("shadow")) if shadow is None else shadow)
 
     def _thumb_size(self) -> tuple[int, int]:
         cw, ch = self.meta["canon"]
@@ -631,12 +633,11 @@ class Inspector:
         # the outline, it turned the part 20 degrees and end for end (salad, a shadow 25 px out: 2 goods in
         # 40).  Counted as belt when that makes the goods' outlines clearly more alike in size; a product
         # with that look of its own (a black tray on a grey belt) loses pieces of itself instead, unevenly
+        self.meta["shadow"] = False
         if "belt_lab" in self.arrays:
-            self.meta["shadow"] = True
-            alt = [self._locate(fr) for fr in frames]
-            if any(b is None for b in alt) or _outline_spread(alt) >= SHADOW_GAIN * _outline_spread(blobs):
-                self.meta["shadow"] = False
-            else:
+            alt = [self._locate(fr, shadow=True) for fr in frames]
+            if all(b is not None for b in alt) and _outline_spread(alt) < SHADOW_GAIN * _outline_spread(blobs):
+                self.meta["shadow"] = True
                 blobs = alt
         # sizes from the goods whose outline the frame's edge does not cut (when there are enough of them)
         def uncut(ends: tuple[int, ...]) -> list[Blob]:
@@ -1226,10 +1227,10 @@ class Inspector:
                 regions.append({"kind": kind, "box": _to_image_box(
                     M, (2 * int(xs.min()), 2 * int(ys.min()), 2 * int(xs.max()) + 2, 2 * int(ys.max()) + 2))})
         if r.part_size_tol is not None:
-            # overall size from the aligned view's scale (LK matched the part to the goods' mean, whatever
-            # segmentation made of its outline); the outline only for the proportions, which a segmentation
-            # that loses a light flange all round keeps
-            # (an outline the frame's edge cuts tells only the extent it shows whole)
+            # where segmentation is unsure of the outline (lk_scale), overall size from the aligned view's scale
+            # (LK matched the part to the goods' mean, whatever segmentation made of its outline), and the
+            # outline's only beyond its own disagreement; an outline the frame's edge cuts tells only the
+            # extent it shows whole
             cl = blob.clipped
             cut_u, cut_v = cl[0] or cl[1], cl[2] or cl[3]
             dev = None

@@ -157,7 +157,7 @@ def find_part(img: np.ndarray, *, belt_lab: np.ndarray | None = None, belt_scale
             # ... as the light of this frame shows it: a warmer or dimmer light shifts the whole frame, belt and
             # part alike (a white-balance shift of 15 % read as "the part covers the border", and the learned
             # belt colour then found no part at all)
-            exp = exp + (lab.reshape(-1, 3).mean(axis=0) - np.asarray(frame_lab, np.float32))
+            exp = seen
         if np.abs(mid - exp)[1:].max() > 12 or abs(mid[0] - exp[0]) > 80:
             bg = np.broadcast_to(exp, lab.shape)
     sc = np.maximum(np.asarray(belt_scale, np.float32), sc_border) if belt_scale is not None else sc_border
