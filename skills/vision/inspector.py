@@ -54,11 +54,13 @@ from .rules import LabelMatcher, ProductRules, angle_wrap, floor_like, part_to_c
 
 __all__ = ["Inspector", "InspectionResult", "InspectionError", "draw_overlay", "identify", "MODEL_VERSION"]
 
-#: 19 reads as it was fitted (no surroundings arrays: the views keep their own)
-READABLE_VERSIONS = (19, 20)
+#: 19 and 20 read with this version's segmentation and frame-edge handling, and their size rule as fitted
+#: (19: no surroundings arrays, the views keep their own)
+READABLE_VERSIONS = (19, 20, 21)
+# 21: goods cut by the frame's edge (overhang_px), shadows (shadow), the size rule's spreads (aspect_spread);
 # 20: the part's surroundings replaced by the goods' median; 19: the maps' tail levels never below the old
 # scale; 18: each map scaled to its goods' fitted tail level (MAP_TAIL_P)
-MODEL_VERSION = 20
+MODEL_VERSION = 21
 LK_SCALE_FROM = 0.02      # the aligner also fits scale when the goods' outlines disagree on size by more than this (sd)
 #: pixels outside the part's outline that still show the frame's own view (see fit: the surroundings)
 EXT_GAP = 2
@@ -1241,9 +1243,11 @@ class Inspector:
                     # the outline's size and proportions too, beyond what the goods' own outlines disagree on
                     # (this path is taken because segmentation is unsure of the outline: a grey camera put two
                     # goods in 40 at 9 % off in proportion).  The aligned scale matches the whole view: a tray
-                    # 20 % small with the label and rim of the taught one read less than 8 % small.
-                    dev = max(dev, abs(math.sqrt(blob.length * blob.width / (L * W)) - 1.0)
-                              - 2.0 * max(self.meta["size_spread"]))
+                    # 20 % small with the label and rim of the taught one read less than 8 % small.  (Models
+                    # before version 21: the proportions only, at no allowance.)
+                    if "aspect_spread" in self.meta:
+                        dev = max(dev, abs(math.sqrt(blob.length * blob.width / (L * W)) - 1.0)
+                                  - 2.0 * max(self.meta["size_spread"]))
                     if mode == "flip2":
                         dev = max(dev, abs((blob.length / blob.width) / (L / W) - 1.0)
                                   - 2.0 * float(self.meta.get("aspect_spread", 0.0)))
