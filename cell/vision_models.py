@@ -10,12 +10,13 @@ depends on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -29,6 +30,21 @@ from .config import CellConfig, SkillNode
 
 def cache_dir() -> Path:
     return Path(os.environ.get("AXCELL_CACHE", Path.home() / ".cache" / "axcell"))
+
+
+_ROOT = Path(__file__).resolve().parents[1]
+#: the code a simulated fit depends on: how goods are drawn and cropped, and how the model learns from them
+FIT_CODE = (*sorted((_ROOT / "skills" / "vision").glob("*.py")), _ROOT / "sim" / "render.py", Path(__file__).resolve())
+
+
+def code_fingerprint(paths: Sequence[Path] = FIT_CODE) -> str:
+    """A digest of ``paths``' contents (name and bytes), part of a cached model's key: a cache keyed by the model
+    format's version alone kept serving models fitted by older code after the fit changed."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(Path(p).name.encode() + b"\0")
+        h.update(Path(p).read_bytes() if Path(p).exists() else b"")
+    return h.hexdigest()[:16]
 
 
 def _first_node(cfg: CellConfig, skill: str) -> SkillNode | None:
@@ -141,6 +157,11 @@ def prepare_inspectors(cfg: CellConfig, *, n_good: int | None = None, log: Any =
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _fingerprint() -> str:
+    return code_fingerprint()
+
+
 def fit_in_sim(cfg: CellConfig, product: str, *, n_good: int, log: Any = None) -> Inspector:
     from sim import render
     from sim.devices import SimCamera, top_down_calibration
@@ -165,7 +186,7 @@ def fit_in_sim(cfg: CellConfig, product: str, *, n_good: int, log: Any = None) -
     key = hashlib.sha256(json.dumps({
         "v": MODEL_VERSION, "app": app.model_dump(mode="json"), "cam": cam_cfg.model_dump(mode="json"),
         "roi": roi, "plane_z": plane_z, "rules": rules.model_dump(mode="json"), "n": n_good, "light": strength,
-        "infeed": infeed.model_dump(mode="json") if infeed else None, "renderer": 3,
+        "infeed": infeed.model_dump(mode="json") if infeed else None, "code": _fingerprint(),
         **({"at": at} if at != (float(cam_cfg.x), float(cam_cfg.y)) else {}),
         **({"top_z": top_z} if top_z != plane_z else {}),
     }, sort_keys=True).encode()).hexdigest()[:16]

@@ -60,3 +60,21 @@ def test_sim_models_are_cached_by_what_they_depend_on(demo_config, demo_inspecto
                              lateral=0.02, yaw_deg=8, flip=0.5, seed=99)[0]
     a, b = again["kimchi_tray"].inspect(crop), demo_inspectors["kimchi_tray"].inspect(crop)
     assert a.score == pytest.approx(b.score) and a.defective == b.defective
+
+
+def test_cached_models_are_keyed_by_the_fitting_code(tmp_path: Path):
+    """A change to the code that draws, crops or learns from the simulated goods changes the cache key, so a
+    machine with a cache fits again (keyed by the model format's version alone, it kept serving models that
+    older code had fitted)."""
+    from cell.vision_models import FIT_CODE, code_fingerprint
+
+    names = {p.name for p in FIT_CODE}
+    assert {"inspector.py", "localise.py", "anomaly.py", "render.py", "vision_models.py"} <= names
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("x = 1\n")
+    b.write_text("y = 2\n")
+    before = code_fingerprint((a, b))
+    assert code_fingerprint((a, b)) == before                # the same code, the same key
+    b.write_text("y = 3\n")
+    assert code_fingerprint((a, b)) != before
+    assert code_fingerprint() == code_fingerprint(FIT_CODE)
