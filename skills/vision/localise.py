@@ -271,7 +271,7 @@ _ONES3 = np.ones((1, 3), np.float32)
 
 
 def _ring(h: int, w: int, b: int):
-    """Per image size: border sample positions, their design matrix and its pseudo-inverse, the plane basis."""
+    """Per image size: border sample positions, their design matrix, the plane basis."""
     key = (h, w, b)
     r = _RING.get(key)
     if r is None:
@@ -282,11 +282,10 @@ def _ring(h: int, w: int, b: int):
         sub = slice(None, None, max(1, len(xs) // 800))          # a few hundred border pixels suffice
         ys, xs = ys[sub], xs[sub]
         A = np.stack([np.ones(len(xs)), xs / w - 0.5, ys / h - 0.5], 1)
-        pinv = np.linalg.pinv(A).astype(np.float32)
         basis = np.empty((h, w, 2), np.float32)
         basis[..., 0] = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :]
         basis[..., 1] = (np.arange(h, dtype=np.float32) / h - 0.5)[:, None]
-        r = _RING[key] = (ys * w + xs, A.astype(np.float32), pinv, basis)
+        r = _RING[key] = (ys * w + xs, A.astype(np.float32), basis)
     return r
 
 
@@ -303,7 +302,7 @@ def _background(lab: np.ndarray, b: int = 3, belt: np.ndarray | None = None) -> 
     was taught as the belt's.  (On a plain border with a gradient of light the whole-border start is the
     better: a white belt saturated in one corner had its densest colour there, and the plane missed the rest.)"""
     h, w = lab.shape[:2]
-    flat, A, pinv, basis = _ring(h, w, b)
+    flat, A, basis = _ring(h, w, b)
     v = np.take(lab.reshape(-1, 3), flat, axis=0)       # the rows of lab[flat]: np.take gathers rows ~8x faster
     fit = None
     if belt is not None:
@@ -316,7 +315,7 @@ def _background(lab: np.ndarray, b: int = 3, belt: np.ndarray | None = None) -> 
     else:
         d0 = np.abs(v - _shorth(v))
         q0 = d0 / np.maximum(_median0(d0) * 1.4826, _SC_FLOOR)
-        k0 = np.flatnonzero(np.maximum(np.maximum(q0[:, 0], q0[:, 1]), q0[:, 2]) < 4.0)
+        k0 = _rows_within(q0)
         fit = _border_plane(v, A, k0 if len(k0) >= 0.3 * len(v) else None, 0.3)
     if fit is not None:
         coef, mad = fit
@@ -339,20 +338,30 @@ def _border_plane(v: np.ndarray, A: np.ndarray, start: np.ndarray | None, need: 
         Ak, vk = A, v
     else:
         Ak, vk = np.take(A, start, axis=0), np.take(v, start, axis=0)
-    coef = np.linalg.solve(Ak.T @ Ak + np.eye(3, dtype=np.float32) * 1e-6, Ak.T @ vk)
+    coef = _plane(Ak, vk)
     dev = np.abs(v - A @ coef)
     own = start is not None and len(start) < 0.5 * len(v)
     mad = _median0(np.abs(vk - Ak @ coef) if own else dev) * 1.4826 + 1e-3
     q = dev / mad
-    # the largest of the three channels, as .max(axis=1) gives it (a max is exact) without a reduction over
-    # a 3-long axis, which numpy runs row by row
-    keep = np.flatnonzero(np.maximum(np.maximum(q[:, 0], q[:, 1]), q[:, 2]) < 4.0)
+    keep = _rows_within(q)
     if len(keep) < need * len(v):
         return None
     Ak = np.take(A, keep, axis=0)      # = A[mask], v[mask] of the boolean mask (its indices, found once)
     vk = np.take(v, keep, axis=0)
-    coef = np.linalg.solve(Ak.T @ Ak + np.eye(3, dtype=np.float32) * 1e-6, Ak.T @ vk)
+    coef = _plane(Ak, vk)
     return coef, _median0(np.abs(vk - Ak @ coef)) * 1.4826 + 1e-3
+
+
+def _plane(A: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Least-squares plane coefficients (3, 3) of colours ``v`` over design rows ``A`` (lightly regularised)."""
+    return np.linalg.solve(A.T @ A + np.eye(3, dtype=np.float32) * 1e-6, A.T @ v)
+
+
+def _rows_within(q: np.ndarray, k: float = 4.0) -> np.ndarray:
+    """Indices of the rows of (n, 3) ``q`` whose largest value is below ``k``: the largest of the three channels,
+    as .max(axis=1) gives it (a max is exact) without a reduction over a 3-long axis, which numpy runs row by
+    row."""
+    return np.flatnonzero(np.maximum(np.maximum(q[:, 0], q[:, 1]), q[:, 2]) < k)
 
 
 _SC_FLOOR = np.array([2.0, 1.0, 1.0], np.float32)      # the least spread of the belt's L*, a*, b* (8-bit Lab)
